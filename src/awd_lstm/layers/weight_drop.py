@@ -1,0 +1,394 @@
+"""Weight-dropped LSTM: DropConnect on the recurrent (and optionally input) kernel.
+
+Merity, Keskar & Socher (2017), "Regularizing and Optimizing LSTM Language Models",
+section 2: dropping weights of the hidden-to-hidden matrix instead of activations
+regularizes the recurrence without touching the LSTM kernel itself, so the fused
+(cuDNN-class) implementation stays usable. The mask is applied to the weights once,
+then the unmodified fused kernel runs over the whole sequence.
+"""
+
+import contextlib
+
+import keras
+from keras import ops
+
+from awd_lstm._validation import check_choice, check_rate
+
+WEIGHT_DROPOUT_MODES = ("call", "manual", "step")
+
+
+def draw_weight_mask(shape, rate, seed_generator, dtype):
+    """Draws a DropConnect mask: entries are 0 with probability `rate`, else 1/(1-rate)."""
+    return keras.random.dropout(ops.ones(shape, dtype=dtype), rate, seed=seed_generator)
+
+
+@keras.saving.register_keras_serializable(package="awd_lstm")
+class WeightDropLSTMCell(keras.layers.LSTMCell):
+    """LSTM cell with DropConnect on its kernels (weight drop).
+
+    Each kernel `K` of rate `p > 0` is replaced by `K * M / (1 - p)` with
+    `M ~ Bernoulli(1 - p)` drawn element-wise, in training only.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        weight_dropout: Float in [0, 1). DropConnect rate of the recurrent kernel
+            `U` (paper: `wdrop`).
+        input_weight_dropout: Float in [0, 1). DropConnect rate of the input kernel
+            `W`.
+        weight_dropout_mode: When new masks are drawn.
+            `"call"`: one mask per sequence, shared by every time step and batch
+            row; `keras.layers.RNN` draws it before its loop and clears it after,
+            a hand-written loop calls `reset_weight_masks()` between sequences.
+            `"manual"`: the masks live in non-trainable variables (`kernel_mask`,
+            `recurrent_kernel_mask`) and change only when
+            `resample_weight_masks()` is called.
+            `"step"`: a fresh mask at every call of the cell, that is at every time
+            step. On the JAX backend this works in a Python loop over the cell but
+            not inside `keras.layers.RNN`, whose `lax.scan` cannot advance a seed
+            generator.
+        seed: Integer seed of the cell's `SeedGenerator` (weight masks and the
+            `dropout`/`recurrent_dropout` masks of `keras.layers.LSTMCell`).
+        **kwargs: Every other argument of `keras.layers.LSTMCell`.
+
+    Call arguments:
+        inputs: A 2D tensor `(batch, features)`.
+        states: `[h, c]`, each `(batch, units)`.
+        training: Python boolean; weight drop is applied only when true.
+
+    Example:
+
+    >>> cell = WeightDropLSTMCell(8, weight_dropout=0.5, seed=1)
+    >>> rnn = keras.layers.RNN(cell, return_sequences=True)
+    >>> rnn(np.ones((2, 5, 3)), training=True).shape
+    (2, 5, 8)
+    """
+
+    def __init__(
+        self,
+        units,
+        weight_dropout=0.0,
+        input_weight_dropout=0.0,
+        weight_dropout_mode="call",
+        seed=None,
+        **kwargs,
+    ):
+        weight_dropout = check_rate("weight_dropout", weight_dropout)
+        input_weight_dropout = check_rate("input_weight_dropout", input_weight_dropout)
+        check_choice("weight_dropout_mode", weight_dropout_mode, WEIGHT_DROPOUT_MODES)
+        super().__init__(units, seed=seed, **kwargs)
+        self.weight_dropout = weight_dropout
+        self.input_weight_dropout = input_weight_dropout
+        self.weight_dropout_mode = weight_dropout_mode
+        self.kernel_mask = None
+        self.recurrent_kernel_mask = None
+        self._stepped = False
+        self.reset_weight_masks()
+
+    @property
+    def drops_weights(self):
+        """Whether any kernel is weight-dropped."""
+        return self.weight_dropout > 0 or self.input_weight_dropout > 0
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.weight_dropout_mode != "manual":
+            return
+        if self.input_weight_dropout > 0:
+            self.kernel_mask = self._add_mask_weight(
+                "kernel_mask", self.kernel.shape, self.input_weight_dropout
+            )
+        if self.weight_dropout > 0:
+            self.recurrent_kernel_mask = self._add_mask_weight(
+                "recurrent_kernel_mask", self.recurrent_kernel.shape, self.weight_dropout
+            )
+
+    def _add_mask_weight(self, name, shape, rate):
+        def initializer(shape, dtype=None):
+            return draw_weight_mask(shape, rate, self.seed_generator, dtype)
+
+        return self.add_weight(
+            shape=shape, name=name, initializer=initializer, trainable=False
+        )
+
+    # -- masks -------------------------------------------------------------------
+
+    def _draw_masks(self):
+        dtype = self.compute_dtype
+        kernel_mask = recurrent_mask = None
+        if self.input_weight_dropout > 0:
+            kernel_mask = draw_weight_mask(
+                self.kernel.shape, self.input_weight_dropout, self.seed_generator, dtype
+            )
+        if self.weight_dropout > 0:
+            recurrent_mask = draw_weight_mask(
+                self.recurrent_kernel.shape,
+                self.weight_dropout,
+                self.seed_generator,
+                dtype,
+            )
+        return kernel_mask, recurrent_mask
+
+    def _current_masks(self):
+        """The masks of the present step under the cell's mode."""
+        if self.weight_dropout_mode == "manual":
+            return self.kernel_mask, self.recurrent_kernel_mask
+        if self.weight_dropout_mode == "step":
+            return self._draw_masks()
+        if self._call_masks is None:
+            self._call_masks = self._draw_masks()
+        return self._call_masks
+
+    def dropped_kernels(self, masks=None):
+        """Returns `(kernel, recurrent_kernel)` with the weight masks applied.
+
+        Args:
+            masks: `(kernel_mask, recurrent_kernel_mask)`, either may be `None`
+                (that kernel is used unchanged). Defaults to the masks of the
+                present call under the cell's mode.
+        """
+        if masks is None:
+            masks = self._current_masks()
+        kernel_mask, recurrent_mask = masks
+        return (
+            _apply_mask(self.kernel, kernel_mask, self.compute_dtype),
+            _apply_mask(self.recurrent_kernel, recurrent_mask, self.compute_dtype),
+        )
+
+    def reset_weight_masks(self):
+        """Forgets the weight masks of the present sequence ("call" mode).
+
+        The next training call draws new ones. `keras.layers.RNN` and
+        `WeightDropLSTM` do this after every call; a hand-written loop over the
+        cell calls it between sequences, as `reset_dropout_mask()`.
+        """
+        self._call_masks = None
+        self._sequence_kernels = None
+        self._sequence_prepared = False
+
+    def resample_weight_masks(self):
+        """Draws new masks into the mask variables ("manual" mode)."""
+        if self.weight_dropout_mode != "manual":
+            raise ValueError(
+                "resample_weight_masks() needs weight_dropout_mode='manual'; "
+                f"Received: weight_dropout_mode={self.weight_dropout_mode!r}"
+            )
+        if not self.built:
+            raise ValueError(
+                "resample_weight_masks() needs a built cell: call it once on "
+                "inputs first, so that the mask variables exist."
+            )
+        for variable, rate in (
+            (self.kernel_mask, self.input_weight_dropout),
+            (self.recurrent_kernel_mask, self.weight_dropout),
+        ):
+            if variable is not None:
+                variable.assign(
+                    draw_weight_mask(variable.shape, rate, self.seed_generator, variable.dtype)
+                )
+
+    def prepare_sequence(self, training):
+        """Fixes the kernels of one sequence before a loop over its steps.
+
+        Draws the "call"-mode masks (or reads the "manual" ones) and applies them
+        once, so that the loop body neither draws random numbers nor repeats the
+        element-wise product at every step. A no-op in "step" mode and when not
+        training.
+        """
+        self.reset_weight_masks()
+        self._sequence_prepared = True
+        if training and self.drops_weights and self.weight_dropout_mode != "step":
+            self._sequence_kernels = self.dropped_kernels()
+
+    # `keras.layers.RNN` calls these two hooks of `DropoutRNNCell` right before and
+    # after its loop (to keep the loop body stateless, which JAX's scan requires).
+    # They are the one place where a cell inside a plain `keras.layers.RNN` can fix
+    # its weight masks for the whole sequence.
+    def get_recurrent_dropout_mask(self, step_input):
+        if not self._sequence_prepared:
+            if self.weight_dropout_mode == "step" and keras.backend.backend() == "jax":
+                raise ValueError(
+                    "weight_dropout_mode='step' cannot draw a fresh mask at each "
+                    "step inside keras.layers.RNN on the JAX backend (lax.scan "
+                    "cannot advance a SeedGenerator); loop over the cell in Python, "
+                    "or use weight_dropout_mode='call' or 'manual'."
+                )
+            self.prepare_sequence(training=_training_of_current_call())
+        return super().get_recurrent_dropout_mask(step_input)
+
+    def reset_recurrent_dropout_mask(self):
+        super().reset_recurrent_dropout_mask()
+        self.reset_weight_masks()
+
+    @contextlib.contextmanager
+    def kernels_replaced(self, kernel, recurrent_kernel):
+        """Within the block, `self.kernel` and `self.recurrent_kernel` are the given
+        tensors, so that `LSTMCell.call` and the fused backend LSTM, which read
+        those attributes, run on the dropped weights."""
+        saved = (self.kernel, self.recurrent_kernel)
+        # object.__setattr__ bypasses Keras' variable tracking: these tensors are
+        # transient views of the tracked variables, not new weights.
+        object.__setattr__(self, "kernel", kernel)
+        object.__setattr__(self, "recurrent_kernel", recurrent_kernel)
+        try:
+            yield
+        finally:
+            object.__setattr__(self, "kernel", saved[0])
+            object.__setattr__(self, "recurrent_kernel", saved[1])
+
+    def call(self, inputs, states, training=False):
+        self._stepped = True
+        if not (training and self.drops_weights):
+            return super().call(inputs, states, training=training)
+        kernels = self._sequence_kernels
+        if kernels is None:
+            kernels = self.dropped_kernels()
+        with self.kernels_replaced(*kernels):
+            return super().call(inputs, states, training=training)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "weight_dropout": self.weight_dropout,
+                "input_weight_dropout": self.input_weight_dropout,
+                "weight_dropout_mode": self.weight_dropout_mode,
+            }
+        )
+        return config
+
+
+def _training_of_current_call():
+    """The `training` flag of the Keras layer call under way (True if unknown).
+
+    `keras.layers.RNN` does not pass `training` to the cell's pre-loop hook, but
+    Keras records it in the call context of the outermost layer call, which nested
+    calls inherit; reading it there avoids drawing masks for inference.
+    """
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    training = context.get_value("training") if context is not None else None
+    return training if isinstance(training, bool) else True
+
+
+def _apply_mask(kernel, mask, dtype):
+    if mask is None:
+        return kernel
+    return ops.multiply(ops.cast(kernel, dtype), ops.cast(mask, dtype))
+
+
+@keras.saving.register_keras_serializable(package="awd_lstm")
+class WeightDropLSTM(keras.layers.LSTM):
+    """LSTM layer with weight drop that keeps the fused backend kernel.
+
+    The masked kernels are computed once per call and handed to Keras' fused
+    backend LSTM (`keras.src.backend.<backend>.lstm`, the function
+    `keras.layers.LSTM` uses: cuDNN on GPU for TensorFlow, JAX and PyTorch), so
+    weight drop costs one element-wise product per call. When the fused kernel
+    cannot run (CPU on TensorFlow and JAX, masking on JAX and PyTorch,
+    `recurrent_dropout`, custom activations), Keras' step loop runs with the same
+    dropped kernels. After a call, `last_call_implementation` says which ran:
+    `"fused"` or `"step"`.
+
+    With both rates 0 the layer computes exactly what `keras.layers.LSTM` does.
+
+    Args:
+        units: Positive integer, dimensionality of the output space.
+        weight_dropout: Float in [0, 1). DropConnect rate of the recurrent kernel
+            (paper: `wdrop`, 0.5 in the reference language model).
+        input_weight_dropout: Float in [0, 1). DropConnect rate of the input kernel.
+        weight_dropout_mode: `"call"` (default): one mask per call, shared by every
+            time step and batch row, as in the paper. `"manual"`: the masks live in
+            non-trainable variables and change only on `resample_weight_masks()`.
+            (A fresh mask per time step needs the cell: `keras.layers.RNN(
+            WeightDropLSTMCell(..., weight_dropout_mode="step"))`.)
+        seed: Integer seed for the layer's random masks.
+        **kwargs: Every argument of `keras.layers.LSTM` (`return_sequences`,
+            `return_state`, `stateful`, `go_backwards`, `dropout`, `use_cudnn`,
+            initializers, ...).
+
+    Call arguments:
+        sequences: A 3D tensor `(batch, timesteps, features)`.
+        initial_state: Optional list `[h, c]`.
+        mask: Optional boolean tensor `(batch, timesteps)`.
+        training: Python boolean; weight drop is applied only when true.
+
+    Example:
+
+    >>> layer = WeightDropLSTM(8, weight_dropout=0.5, return_sequences=True, seed=1)
+    >>> layer(np.ones((2, 5, 3)), training=True).shape
+    (2, 5, 8)
+    """
+
+    def __init__(
+        self,
+        units,
+        weight_dropout=0.0,
+        input_weight_dropout=0.0,
+        weight_dropout_mode="call",
+        seed=None,
+        **kwargs,
+    ):
+        check_choice("weight_dropout_mode", weight_dropout_mode, ("call", "manual"))
+        super().__init__(units, seed=seed, **kwargs)
+        # keras.layers.LSTM builds a plain LSTMCell; swap in the weight-dropped one
+        # with the same configuration, keeping every other part of LSTM.__init__.
+        plain_cell = self.cell
+        self._tracker.untrack(plain_cell)
+        cell_config = plain_cell.get_config()
+        cell_config.update(
+            weight_dropout=weight_dropout,
+            input_weight_dropout=input_weight_dropout,
+            weight_dropout_mode=weight_dropout_mode,
+            implementation=plain_cell.implementation,
+        )
+        self.cell = WeightDropLSTMCell(**cell_config)
+        self.last_call_implementation = None
+
+    @property
+    def weight_dropout(self):
+        return self.cell.weight_dropout
+
+    @property
+    def input_weight_dropout(self):
+        return self.cell.input_weight_dropout
+
+    @property
+    def weight_dropout_mode(self):
+        return self.cell.weight_dropout_mode
+
+    def resample_weight_masks(self):
+        """Draws new weight masks ("manual" mode); see `WeightDropLSTMCell`."""
+        self.cell.resample_weight_masks()
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        self.cell.prepare_sequence(bool(training))
+        try:
+            return super().call(
+                sequences, initial_state=initial_state, mask=mask, training=training
+            )
+        finally:
+            self.cell.reset_weight_masks()
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        kernels = self.cell._sequence_kernels
+        replaced = (
+            self.cell.kernels_replaced(*kernels) if kernels else contextlib.nullcontext()
+        )
+        # The step loop calls the cell; the fused backend LSTM does not.
+        self.cell._stepped = False
+        with replaced:
+            result = super().inner_loop(sequences, initial_state, mask, training=training)
+        self.last_call_implementation = "step" if self.cell._stepped else "fused"
+        return result
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "weight_dropout": self.weight_dropout,
+                "input_weight_dropout": self.input_weight_dropout,
+                "weight_dropout_mode": self.weight_dropout_mode,
+            }
+        )
+        return config

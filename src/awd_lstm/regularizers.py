@@ -1,0 +1,138 @@
+"""Activation regularization (AR) and temporal activation regularization (TAR).
+
+Merity, McCann & Socher (2017), "Revisiting Activation Regularization for Language
+RNNs"; AWD-LSTM section 4.6. AR penalizes large outputs of the last LSTM layer after
+dropout; TAR penalizes changes of the raw (undropped) outputs between time steps:
+
+    AR  = alpha * mean(d ** 2)               d: dropped last-layer output
+    TAR = beta  * mean((h_t - h_{t-1}) ** 2)  h: raw last-layer output
+
+Both are computed in float32 whatever the compute dtype, and only in training.
+"""
+
+import keras
+from keras import ops
+
+from awd_lstm._validation import check_non_negative
+
+
+def activation_regularization(outputs, alpha=2.0):
+    """AR penalty `alpha * mean(outputs ** 2)` over every element.
+
+    Args:
+        outputs: The dropped last-layer outputs, any shape.
+        alpha: Non-negative scale (paper: `alpha`, 2 in the reference).
+
+    Returns:
+        A float32 scalar.
+
+    Example:
+
+    >>> float(activation_regularization(np.full((2, 3, 4), 2.0), alpha=0.5))
+    2.0
+    """
+    alpha = check_non_negative("alpha", alpha)
+    outputs = ops.cast(outputs, "float32")
+    return alpha * ops.mean(ops.square(outputs))
+
+
+def temporal_activation_regularization(outputs, beta=1.0):
+    """TAR penalty `beta * mean((h[:, t] - h[:, t-1]) ** 2)`.
+
+    Args:
+        outputs: The raw last-layer outputs `(batch, time, features)`.
+        beta: Non-negative scale (paper: `beta`, 1 in the reference).
+
+    Returns:
+        A float32 scalar; 0 for sequences of length 1.
+
+    Example:
+
+    >>> h = np.array([[[0.0], [1.0], [3.0]]])
+    >>> float(temporal_activation_regularization(h, beta=1.0))
+    2.5
+    """
+    beta = check_non_negative("beta", beta)
+    if len(outputs.shape) != 3:
+        raise ValueError(
+            "temporal_activation_regularization expects outputs of rank 3 "
+            f"(batch, time, features); Received: outputs.shape={tuple(outputs.shape)}"
+        )
+    outputs = ops.cast(outputs, "float32")
+    if outputs.shape[1] is not None and outputs.shape[1] < 2:
+        return ops.zeros((), dtype="float32")
+    return beta * ops.mean(ops.square(outputs[:, 1:] - outputs[:, :-1]))
+
+
+@keras.saving.register_keras_serializable(package="awd_lstm")
+class ActivationRegularization(keras.layers.Layer):
+    """Pass-through layer that adds the AR penalty to the model's losses in training.
+
+    Place it on the dropped last-layer output.
+
+    Args:
+        alpha: Non-negative scale of the penalty.
+        **kwargs: Base `Layer` arguments.
+
+    Example:
+
+    >>> layer = ActivationRegularization(alpha=2.0)
+    >>> _ = layer(np.ones((1, 2, 3)), training=True)
+    >>> float(layer.losses[0])
+    2.0
+    """
+
+    def __init__(self, alpha=2.0, **kwargs):
+        alpha = check_non_negative("alpha", alpha)
+        super().__init__(**kwargs)
+        self.alpha = alpha
+        self.supports_masking = True
+        self.built = True
+
+    def call(self, inputs, training=False):
+        if training and self.alpha > 0:
+            self.add_loss(activation_regularization(inputs, self.alpha))
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha}
+
+
+@keras.saving.register_keras_serializable(package="awd_lstm")
+class TemporalActivationRegularization(keras.layers.Layer):
+    """Pass-through layer that adds the TAR penalty to the model's losses in training.
+
+    Place it on the raw (undropped) last-layer output `(batch, time, features)`.
+
+    Args:
+        beta: Non-negative scale of the penalty.
+        **kwargs: Base `Layer` arguments.
+
+    Example:
+
+    >>> layer = TemporalActivationRegularization(beta=1.0)
+    >>> _ = layer(np.array([[[0.0], [1.0], [3.0]]]), training=True)
+    >>> float(layer.losses[0])
+    2.5
+    """
+
+    def __init__(self, beta=1.0, **kwargs):
+        beta = check_non_negative("beta", beta)
+        super().__init__(**kwargs)
+        self.beta = beta
+        self.supports_masking = True
+        self.built = True
+
+    def call(self, inputs, training=False):
+        if training and self.beta > 0:
+            self.add_loss(temporal_activation_regularization(inputs, self.beta))
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta}

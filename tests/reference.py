@@ -1,0 +1,60 @@
+"""Independent reference computations for the tests (NumPy and PyTorch)."""
+
+import numpy as np
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
+    """Keras-layout LSTM in NumPy (gates i, f, c, o); returns (outputs, h, c)."""
+    x = np.asarray(x, dtype=np.float64)
+    batch, steps, _ = x.shape
+    units = recurrent_kernel.shape[0]
+    h = np.zeros((batch, units)) if h0 is None else np.asarray(h0, np.float64)
+    c = np.zeros((batch, units)) if c0 is None else np.asarray(c0, np.float64)
+    outputs = []
+    for t in range(steps):
+        z = x[:, t] @ kernel + h @ recurrent_kernel + bias
+        i, f, g, o = np.split(z, 4, axis=1)
+        c = sigmoid(f) * c + sigmoid(i) * np.tanh(g)
+        h = sigmoid(o) * np.tanh(c)
+        outputs.append(h)
+    return np.stack(outputs, axis=1), h, c
+
+
+def torch_lstm_outputs_and_grads(x, kernel, recurrent_kernel, bias, recurrent_mask, upstream):
+    """`torch.nn.LSTM` run with `weight_hh = (U * mask).T`; returns outputs and the
+    gradients of `sum(outputs * upstream)` with respect to x, W, U and b.
+
+    Keras stores `kernel` as (input, 4*units) with gates [i, f, c, o]; torch stores
+    `weight_ih` as (4*units, input) with gates [i, f, g, o]: the same order,
+    transposed. Keras has one bias; torch has `bias_ih + bias_hh`, so `bias_hh = 0`.
+    """
+    import torch
+
+    torch.manual_seed(0)
+    units = recurrent_kernel.shape[0]
+    lstm = torch.nn.LSTM(kernel.shape[0], units, batch_first=True, dtype=torch.float64)
+    x_t = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor(kernel, dtype=torch.float64, requires_grad=True)
+    u = torch.tensor(recurrent_kernel, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(bias, dtype=torch.float64, requires_grad=True)
+    m = torch.tensor(recurrent_mask, dtype=torch.float64)
+    params = {
+        "weight_ih_l0": w.T,
+        "weight_hh_l0": (u * m).T,
+        "bias_ih_l0": b,
+        "bias_hh_l0": torch.zeros(4 * units, dtype=torch.float64),
+    }
+    out, _ = torch.func.functional_call(lstm, params, (x_t,))
+    loss = (out * torch.tensor(upstream, dtype=torch.float64)).sum()
+    loss.backward()
+    grads = {
+        "inputs": x_t.grad.numpy(),
+        "kernel": w.grad.numpy(),
+        "recurrent_kernel": u.grad.numpy(),
+        "bias": b.grad.numpy(),
+    }
+    return out.detach().numpy(), grads

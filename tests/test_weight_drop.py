@@ -1,0 +1,409 @@
+"""WeightDropLSTM and WeightDropLSTMCell: semantics, golden values, fused path."""
+
+import keras
+import keras.src.backend
+import numpy as np
+import pytest
+
+from awd_lstm.layers import WeightDropLSTM, WeightDropLSTMCell
+from awd_lstm.layers import weight_drop as weight_drop_module
+from tests.backend_grad import layer_grads
+from tests.conftest import to_numpy
+from tests.reference import numpy_lstm, torch_lstm_outputs_and_grads
+
+BACKEND = keras.backend.backend()
+
+
+def _inputs(rng, batch=3, steps=6, features=4):
+    return rng.standard_normal((batch, steps, features)).astype("float32")
+
+
+def _weights(layer):
+    cell = layer.cell
+    return (
+        to_numpy(cell.kernel).astype(np.float64),
+        to_numpy(cell.recurrent_kernel).astype(np.float64),
+        to_numpy(cell.bias).astype(np.float64),
+    )
+
+
+@pytest.fixture
+def recorded_masks(monkeypatch):
+    """Records every weight mask drawn, as NumPy arrays, in draw order."""
+    masks = []
+    draw = weight_drop_module.draw_weight_mask
+
+    def recording_draw(shape, rate, seed_generator, dtype):
+        mask = draw(shape, rate, seed_generator, dtype)
+        masks.append(to_numpy(mask))
+        return mask
+
+    monkeypatch.setattr(weight_drop_module, "draw_weight_mask", recording_draw)
+    return masks
+
+
+# -- equivalence with keras.layers.LSTM --------------------------------------------
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_zero_rates_identical_to_keras_lstm(rng, training):
+    x = _inputs(rng)
+    ours = WeightDropLSTM(5, return_sequences=True, return_state=True, seed=3)
+    plain = keras.layers.LSTM(5, return_sequences=True, return_state=True, seed=3)
+    ours.build(x.shape)
+    plain.build(x.shape)
+    plain.set_weights(ours.get_weights())
+    for a, b in zip(ours(x, training=training), plain(x, training=training)):
+        np.testing.assert_array_equal(to_numpy(a), to_numpy(b))
+
+
+LSTM_OPTIONS = [
+    dict(return_sequences=True, return_state=True),
+    dict(return_sequences=False, go_backwards=True),
+    dict(return_sequences=True, stateful=True),
+    dict(return_sequences=True, masking=True),
+    dict(return_sequences=True, dropout=0.0, unroll=True),
+]
+
+
+@pytest.mark.parametrize("options", LSTM_OPTIONS, ids=lambda o: "-".join(sorted(o)))
+def test_lstm_behaviours_hold_with_weight_drop(rng, options):
+    """In "manual" mode the dropped kernel is fixed, so WeightDropLSTM in training
+    must equal keras.layers.LSTM whose recurrent kernel *is* the dropped kernel, for
+    every LSTM option."""
+    options = dict(options)
+    masking = options.pop("masking", False)
+    x = _inputs(rng, batch=2)
+    mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=bool) if masking else None
+    ours = WeightDropLSTM(
+        5, weight_dropout=0.5, input_weight_dropout=0.3, weight_dropout_mode="manual",
+        seed=7, **options,
+    )
+    plain = keras.layers.LSTM(5, **options)
+    ours.build(x.shape)
+    plain.build(x.shape)
+    cell = ours.cell
+    kernel, recurrent, bias = (to_numpy(v) for v in (cell.kernel, cell.recurrent_kernel, cell.bias))
+    plain.set_weights([
+        kernel * to_numpy(cell.kernel_mask),
+        recurrent * to_numpy(cell.recurrent_kernel_mask),
+        bias,
+    ])
+    for _ in range(2):  # twice: stateful layers must carry their state identically
+        got = ours(x, mask=mask, training=True)
+        want = plain(x, mask=mask, training=True)
+        got = got if isinstance(got, (list, tuple)) else [got]
+        want = want if isinstance(want, (list, tuple)) else [want]
+        assert len(got) == len(want)
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(to_numpy(a), to_numpy(b), rtol=1e-5, atol=1e-6)
+    if options.get("stateful"):
+        ours.reset_state()
+        plain.reset_state()
+        np.testing.assert_allclose(
+            to_numpy(ours(x, training=True)), to_numpy(plain(x, training=True)), atol=1e-6
+        )
+
+
+# -- the semantics of weight drop ---------------------------------------------------
+
+
+def test_first_step_independent_of_mask_later_steps_not(rng):
+    x = _inputs(rng)
+    layer = WeightDropLSTM(6, weight_dropout=0.5, return_sequences=True, seed=11)
+    inference = to_numpy(layer(x, training=False))
+    runs = [to_numpy(layer(x, training=True)) for _ in range(4)]
+    for out in runs:
+        # h_{-1} = 0, so h_0 never meets the recurrent kernel.
+        np.testing.assert_allclose(out[:, 0], inference[:, 0], atol=1e-6)
+        assert np.abs(out[:, 1:] - inference[:, 1:]).max() > 1e-3
+    for a, b in zip(runs, runs[1:]):
+        assert np.abs(a[:, 1:] - b[:, 1:]).max() > 1e-3
+
+
+def test_call_mode_one_mask_shared_by_time_and_batch(rng, recorded_masks):
+    """The whole output equals a NumPy LSTM run with one dropped kernel for every
+    step and row, on whichever path (fused or step loop) this backend takes."""
+    x = _inputs(rng, batch=4, steps=7)
+    layer = WeightDropLSTM(5, weight_dropout=0.4, return_sequences=True, seed=5)
+    layer.build(x.shape)
+    out = to_numpy(layer(x, training=True))
+    assert len(recorded_masks) == 1
+    (mask,) = recorded_masks
+    kernel, recurrent, bias = _weights(layer)
+    want, _, _ = numpy_lstm(x, kernel, recurrent * mask, bias)
+    np.testing.assert_allclose(out, want, atol=1e-5)
+
+
+def test_call_mode_new_mask_every_call(rng, recorded_masks):
+    x = _inputs(rng)
+    layer = WeightDropLSTM(5, weight_dropout=0.5, seed=5)
+    for _ in range(3):
+        layer(x, training=True)
+    assert len(recorded_masks) == 3
+    assert not np.array_equal(recorded_masks[0], recorded_masks[1])
+    assert not np.array_equal(recorded_masks[1], recorded_masks[2])
+
+
+def test_no_mask_drawn_in_inference(rng, recorded_masks):
+    layer = WeightDropLSTM(5, weight_dropout=0.5, seed=5)
+    layer(_inputs(rng), training=False)
+    keras.layers.RNN(WeightDropLSTMCell(5, weight_dropout=0.5))(_inputs(rng))
+    assert recorded_masks == []
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5, 0.8])
+def test_mask_fraction_and_scale(rng, recorded_masks, rate):
+    layer = WeightDropLSTM(64, weight_dropout=rate, input_weight_dropout=rate, seed=2)
+    layer(_inputs(rng, features=64), training=True)
+    assert len(recorded_masks) == 2  # input kernel, then recurrent kernel
+    for mask in recorded_masks:
+        assert mask.shape == (64, 256)
+        dropped = np.mean(mask == 0)
+        # Binomial standard deviation over 16384 draws is at most 0.004.
+        assert abs(dropped - rate) < 0.02
+        np.testing.assert_allclose(np.unique(mask), [0.0, 1.0 / (1.0 - rate)], rtol=1e-6)
+        # The 1/(1-p) scaling preserves the mean of the kernel's entries.
+        assert abs(mask.mean() - 1.0) < 0.05
+
+
+def test_same_seed_same_masks(rng):
+    x = _inputs(rng)
+    a = WeightDropLSTM(5, weight_dropout=0.5, return_sequences=True, seed=42)
+    b = WeightDropLSTM(5, weight_dropout=0.5, return_sequences=True, seed=42)
+    a.build(x.shape)
+    b.build(x.shape)
+    b.set_weights(a.get_weights())
+    for _ in range(2):
+        np.testing.assert_array_equal(to_numpy(a(x, training=True)), to_numpy(b(x, training=True)))
+
+
+def test_manual_mode_fixed_until_resampled(rng):
+    x = _inputs(rng)
+    layer = WeightDropLSTM(
+        5, weight_dropout=0.5, weight_dropout_mode="manual", return_sequences=True, seed=9
+    )
+    first = to_numpy(layer(x, training=True))
+    mask_before = to_numpy(layer.cell.recurrent_kernel_mask)
+    np.testing.assert_array_equal(to_numpy(layer(x, training=True)), first)
+    layer.resample_weight_masks()
+    mask_after = to_numpy(layer.cell.recurrent_kernel_mask)
+    assert not np.array_equal(mask_before, mask_after)
+    resampled = to_numpy(layer(x, training=True))
+    assert np.abs(resampled[:, 1:] - first[:, 1:]).max() > 1e-3
+    np.testing.assert_array_equal(to_numpy(layer(x, training=True)), resampled)
+    # Inference ignores the mask.
+    kernel, recurrent, bias = _weights(layer)
+    want, _, _ = numpy_lstm(x, kernel, recurrent, bias)
+    np.testing.assert_allclose(to_numpy(layer(x, training=False)), want, atol=1e-5)
+
+
+def test_manual_mask_variables_are_non_trainable_weights(rng):
+    layer = WeightDropLSTM(
+        5, weight_dropout=0.5, input_weight_dropout=0.2, weight_dropout_mode="manual", seed=9
+    )
+    layer.build((None, 6, 4))
+    names = sorted(v.name for v in layer.non_trainable_weights)
+    assert names == ["kernel_mask", "recurrent_kernel_mask"]
+    assert sorted(v.name for v in layer.trainable_weights) == ["bias", "kernel", "recurrent_kernel"]
+
+
+def test_resample_needs_manual_mode():
+    with pytest.raises(ValueError, match="weight_dropout_mode='manual'"):
+        WeightDropLSTM(5, weight_dropout=0.5).resample_weight_masks()
+
+
+# -- golden values against torch.nn.LSTM -----------------------------------------
+
+
+@pytest.mark.parametrize("units,features", [(5, 4), (16, 9)])
+def test_outputs_and_gradients_equal_torch_lstm(rng, units, features):
+    x = _inputs(rng, batch=3, steps=5, features=features)
+    upstream = rng.standard_normal((3, 5, units)).astype("float32")
+    layer = WeightDropLSTM(
+        units, weight_dropout=0.5, weight_dropout_mode="manual", return_sequences=True, seed=4
+    )
+    layer.build(x.shape)
+    layer.cell.bias.assign(rng.uniform(-0.5, 0.5, size=4 * units).astype("float32"))
+    mask = to_numpy(layer.cell.recurrent_kernel_mask)
+    assert 0 < np.mean(mask == 0) < 1
+    out, grads = layer_grads(layer, x, upstream, training=True)
+    kernel, recurrent, bias = _weights(layer)
+    want_out, want_grads = torch_lstm_outputs_and_grads(x, kernel, recurrent, bias, mask, upstream)
+    np.testing.assert_allclose(out, want_out, atol=1e-5)
+    for name in ("inputs", "kernel", "recurrent_kernel", "bias"):
+        np.testing.assert_allclose(grads[name], want_grads[name], atol=1e-5, err_msg=name)
+    # Dropped recurrent weights get no gradient.
+    assert np.all(grads["recurrent_kernel"][mask == 0] == 0)
+
+
+# -- which implementation runs ---------------------------------------------------
+
+
+def _fused_available():
+    if BACKEND == "torch":
+        return True  # Keras' torch LSTM has a fused CPU implementation too.
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU"))
+    if BACKEND == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    return False
+
+
+def test_fused_path_taken_whenever_backend_offers_it(rng):
+    layer = WeightDropLSTM(5, weight_dropout=0.5, return_sequences=True, seed=1)
+    layer(_inputs(rng), training=True)
+    assert layer.last_call_implementation == ("fused" if _fused_available() else "step")
+    # Options the fused kernel cannot take fall back to the step loop.
+    slow = WeightDropLSTM(5, weight_dropout=0.5, recurrent_dropout=0.2, seed=1)
+    slow(_inputs(rng), training=True)
+    assert slow.last_call_implementation == "step"
+
+
+def test_dropped_kernel_reaches_fused_kernel(rng, recorded_masks, monkeypatch):
+    """The fused backend LSTM receives U*M/(1-p), and when it runs its result is
+    the layer's output; when it declines, the step loop gives the same numbers."""
+    calls = []
+
+    def fake_fused_lstm(inputs, h, c, mask, kernel, recurrent_kernel, bias, *args, **kwargs):
+        calls.append((to_numpy(kernel), to_numpy(recurrent_kernel)))
+        outputs, h_last, c_last = numpy_lstm(
+            to_numpy(inputs), calls[-1][0], calls[-1][1], to_numpy(bias)
+        )
+        as_tensor = keras.ops.convert_to_tensor
+        return (
+            as_tensor(h_last.astype("float32")),
+            as_tensor(outputs.astype("float32")),
+            [as_tensor(h_last.astype("float32")), as_tensor(c_last.astype("float32"))],
+        )
+
+    def declining_lstm(*args, **kwargs):
+        raise NotImplementedError
+
+    x = _inputs(rng)
+    results = {}
+    weights = None
+    for name, fn in (("fused", fake_fused_lstm), ("step", declining_lstm)):
+        monkeypatch.setattr(keras.src.backend, "lstm", fn)
+        layer = WeightDropLSTM(5, weight_dropout=0.5, return_sequences=True, seed=8)
+        layer.build(x.shape)
+        weights = weights or layer.get_weights()
+        layer.set_weights(weights)
+        results[name] = to_numpy(layer(x, training=True))
+        assert layer.last_call_implementation == name
+    assert len(calls) == 1
+    kernel, recurrent = calls[0]
+    np.testing.assert_allclose(kernel, weights[0], atol=1e-6)
+    np.testing.assert_allclose(recurrent, weights[1] * recorded_masks[0], atol=1e-6)
+    np.testing.assert_array_equal(recorded_masks[0], recorded_masks[1])  # same seed
+    np.testing.assert_allclose(results["fused"], results["step"], atol=1e-5)
+
+
+# -- the cell ----------------------------------------------------------------------
+
+
+def test_cell_in_rnn_matches_layer(rng):
+    x = _inputs(rng)
+    layer = WeightDropLSTM(5, weight_dropout=0.5, return_sequences=True, seed=21)
+    rnn = keras.layers.RNN(
+        WeightDropLSTMCell(5, weight_dropout=0.5, seed=21), return_sequences=True
+    )
+    layer.build(x.shape)
+    rnn.build(x.shape)
+    rnn.set_weights(layer.get_weights())
+    for training in (False, True, True):
+        np.testing.assert_allclose(
+            to_numpy(rnn(x, training=training)), to_numpy(layer(x, training=training)),
+            atol=1e-6,
+        )
+
+
+def test_cell_call_mode_caches_until_reset(rng, recorded_masks):
+    cell = WeightDropLSTMCell(5, weight_dropout=0.5, seed=3)
+    x = _inputs(rng)
+    state = [np.zeros((3, 5), "float32")] * 2
+    cell.build(x[:, 0].shape)
+    for t in range(3):
+        _, state = cell(x[:, t], state, training=True)
+    assert len(recorded_masks) == 1
+    cell.reset_weight_masks()
+    cell(x[:, 0], state, training=True)
+    assert len(recorded_masks) == 2
+
+
+def _python_loop(cell, x, training=True):
+    state = [np.zeros((x.shape[0], cell.units), "float32")] * 2
+    outputs = []
+    for t in range(x.shape[1]):
+        out, state = cell(x[:, t], state, training=training)
+        outputs.append(to_numpy(out))
+    return np.stack(outputs, axis=1)
+
+
+def test_cell_step_mode_fresh_mask_every_step(rng, recorded_masks):
+    x = _inputs(rng, steps=5)
+    cell = WeightDropLSTMCell(5, weight_dropout=0.5, weight_dropout_mode="step", seed=3)
+    if BACKEND == "jax":
+        with pytest.raises(ValueError, match="lax.scan"):
+            keras.layers.RNN(cell, return_sequences=True)(x, training=True)
+        recorded_masks.clear()
+        out = _python_loop(cell, x)
+    else:
+        out = to_numpy(keras.layers.RNN(cell, return_sequences=True)(x, training=True))
+    # TensorFlow and PyTorch run one discarded probe step before the loop.
+    assert len(recorded_masks) in (5, 6)
+    recorded_masks[:] = recorded_masks[-5:]
+    for a, b in zip(recorded_masks, recorded_masks[1:]):
+        assert not np.array_equal(a, b)
+    # Replay the recorded masks step by step in NumPy.
+    kernel, recurrent, bias = (to_numpy(v).astype(np.float64) for v in (
+        cell.kernel, cell.recurrent_kernel, cell.bias))
+    h = c = np.zeros((3, 5))
+    for t, mask in enumerate(recorded_masks):
+        _, h, c = numpy_lstm(x[:, t : t + 1], kernel, recurrent * mask, bias, h, c)
+        np.testing.assert_allclose(out[:, t], h, atol=1e-5)
+
+
+def test_cell_manual_mode_in_fit(rng):
+    x = _inputs(rng, batch=8)
+    y = rng.standard_normal((8, 6, 1)).astype("float32")
+    cell = WeightDropLSTMCell(5, weight_dropout=0.5, weight_dropout_mode="manual", seed=3)
+    model = keras.Sequential([
+        keras.Input((6, 4)), keras.layers.RNN(cell, return_sequences=True), keras.layers.Dense(1)
+    ])
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    mask = to_numpy(cell.recurrent_kernel_mask)
+    history = model.fit(x, y, epochs=10, batch_size=8, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    np.testing.assert_array_equal(to_numpy(cell.recurrent_kernel_mask), mask)
+
+
+# -- bad arguments ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [WeightDropLSTM, WeightDropLSTMCell])
+@pytest.mark.parametrize("name", ["weight_dropout", "input_weight_dropout"])
+@pytest.mark.parametrize("value", [1.0, 1.5, -0.1, float("nan"), "0.5", True])
+def test_rejects_bad_rates(cls, name, value):
+    with pytest.raises(ValueError, match=rf"`{name}` must be a number in \[0, 1\); "
+                                         rf"Received: {name}="):
+        cls(4, **{name: value})
+
+
+def test_rejects_unknown_mode():
+    with pytest.raises(ValueError, match="weight_dropout_mode.*Received: weight_dropout_mode='x'"):
+        WeightDropLSTMCell(4, weight_dropout_mode="x")
+
+
+def test_layer_rejects_step_mode():
+    with pytest.raises(ValueError, match="weight_dropout_mode='step'"):
+        WeightDropLSTM(4, weight_dropout_mode="step")
+
+
+def test_rejects_wrong_input_rank():
+    with pytest.raises(ValueError, match="expected ndim=3, found ndim=2"):
+        WeightDropLSTM(4, weight_dropout=0.5)(np.ones((2, 3), "float32"))
