@@ -76,19 +76,25 @@ def test_lstm_behaviours_hold_with_weight_drop(rng, options):
     x = _inputs(rng, batch=2)
     mask = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], dtype=bool) if masking else None
     ours = WeightDropLSTM(
-        5, weight_dropout=0.5, input_weight_dropout=0.3, weight_dropout_mode="manual",
-        seed=7, **options,
+        5,
+        weight_dropout=0.5,
+        input_weight_dropout=0.3,
+        weight_dropout_mode="manual",
+        seed=7,
+        **options,
     )
     plain = keras.layers.LSTM(5, **options)
     ours.build(x.shape)
     plain.build(x.shape)
     cell = ours.cell
     kernel, recurrent, bias = (to_numpy(v) for v in (cell.kernel, cell.recurrent_kernel, cell.bias))
-    plain.set_weights([
-        kernel * to_numpy(cell.kernel_mask),
-        recurrent * to_numpy(cell.recurrent_kernel_mask),
-        bias,
-    ])
+    plain.set_weights(
+        [
+            kernel * to_numpy(cell.kernel_mask),
+            recurrent * to_numpy(cell.recurrent_kernel_mask),
+            bias,
+        ]
+    )
     for _ in range(2):  # twice: stateful layers must carry their state identically
         got = ours(x, mask=mask, training=True)
         want = plain(x, mask=mask, training=True)
@@ -317,7 +323,8 @@ def test_cell_in_rnn_matches_layer(rng):
     rnn.set_weights(layer.get_weights())
     for training in (False, True, True):
         np.testing.assert_allclose(
-            to_numpy(rnn(x, training=training)), to_numpy(layer(x, training=training)),
+            to_numpy(rnn(x, training=training)),
+            to_numpy(layer(x, training=training)),
             atol=1e-6,
         )
 
@@ -360,8 +367,9 @@ def test_cell_step_mode_fresh_mask_every_step(rng, recorded_masks):
     for a, b in zip(recorded_masks, recorded_masks[1:]):
         assert not np.array_equal(a, b)
     # Replay the recorded masks step by step in NumPy.
-    kernel, recurrent, bias = (to_numpy(v).astype(np.float64) for v in (
-        cell.kernel, cell.recurrent_kernel, cell.bias))
+    kernel, recurrent, bias = (
+        to_numpy(v).astype(np.float64) for v in (cell.kernel, cell.recurrent_kernel, cell.bias)
+    )
     h = c = np.zeros((3, 5))
     for t, mask in enumerate(recorded_masks):
         _, h, c = numpy_lstm(x[:, t : t + 1], kernel, recurrent * mask, bias, h, c)
@@ -372,9 +380,9 @@ def test_cell_manual_mode_in_fit(rng):
     x = _inputs(rng, batch=8)
     y = rng.standard_normal((8, 6, 1)).astype("float32")
     cell = WeightDropLSTMCell(5, weight_dropout=0.5, weight_dropout_mode="manual", seed=3)
-    model = keras.Sequential([
-        keras.Input((6, 4)), keras.layers.RNN(cell, return_sequences=True), keras.layers.Dense(1)
-    ])
+    model = keras.Sequential(
+        [keras.Input((6, 4)), keras.layers.RNN(cell, return_sequences=True), keras.layers.Dense(1)]
+    )
     model.compile(keras.optimizers.Adam(0.05), "mse")
     mask = to_numpy(cell.recurrent_kernel_mask)
     history = model.fit(x, y, epochs=10, batch_size=8, verbose=0)
@@ -389,8 +397,11 @@ def test_cell_manual_mode_in_fit(rng):
 @pytest.mark.parametrize("name", ["weight_dropout", "input_weight_dropout"])
 @pytest.mark.parametrize("value", [1.0, 1.5, -0.1, float("nan"), "0.5", True])
 def test_rejects_bad_rates(cls, name, value):
-    with pytest.raises(ValueError, match=rf"`{name}` must be a number in \[0, 1\); "
-                                         rf"Received: {name}="):
+    with pytest.raises(
+        ValueError,
+        match=rf"`{name}` must be a number in \[0, 1\); "
+        rf"Received: {name}=",
+    ):
         cls(4, **{name: value})
 
 

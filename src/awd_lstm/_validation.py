@@ -16,9 +16,7 @@ def check_rate(name, value):
         or not math.isfinite(value)
         or not 0.0 <= value < 1.0
     ):
-        raise ValueError(
-            f"`{name}` must be a number in [0, 1); Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must be a number in [0, 1); Received: {name}={value!r}")
     return float(value)
 
 
@@ -26,9 +24,7 @@ def check_choice(name, value, choices):
     """Checks that `value` is one of `choices`."""
     if value not in choices:
         allowed = ", ".join(repr(c) for c in choices)
-        raise ValueError(
-            f"`{name}` must be one of {allowed}; Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must be one of {allowed}; Received: {name}={value!r}")
     return value
 
 
@@ -40,9 +36,7 @@ def check_non_negative(name, value):
         or not math.isfinite(value)
         or value < 0
     ):
-        raise ValueError(
-            f"`{name}` must be a finite number >= 0; Received: {name}={value!r}"
-        )
+        raise ValueError(f"`{name}` must be a finite number >= 0; Received: {name}={value!r}")
     return float(value)
 
 

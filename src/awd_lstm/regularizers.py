@@ -28,7 +28,8 @@ def activation_regularization(outputs, alpha=2.0):
 
     Example:
 
-    >>> float(activation_regularization(np.full((2, 3, 4), 2.0), alpha=0.5))
+    >>> penalty = activation_regularization(np.full((2, 3, 4), 2.0), alpha=0.5)
+    >>> float(keras.ops.convert_to_numpy(penalty))
     2.0
     """
     alpha = check_non_negative("alpha", alpha)
@@ -49,7 +50,7 @@ def temporal_activation_regularization(outputs, beta=1.0):
     Example:
 
     >>> h = np.array([[[0.0], [1.0], [3.0]]])
-    >>> float(temporal_activation_regularization(h, beta=1.0))
+    >>> float(keras.ops.convert_to_numpy(temporal_activation_regularization(h, beta=1.0)))
     2.5
     """
     beta = check_non_negative("beta", beta)
@@ -78,7 +79,7 @@ class ActivationRegularization(keras.layers.Layer):
 
     >>> layer = ActivationRegularization(alpha=2.0)
     >>> _ = layer(np.ones((1, 2, 3)), training=True)
-    >>> float(layer.losses[0])
+    >>> float(keras.ops.convert_to_numpy(layer.losses[0]))
     2.0
     """
 
@@ -115,7 +116,7 @@ class TemporalActivationRegularization(keras.layers.Layer):
 
     >>> layer = TemporalActivationRegularization(beta=1.0)
     >>> _ = layer(np.array([[[0.0], [1.0], [3.0]]]), training=True)
-    >>> float(layer.losses[0])
+    >>> float(keras.ops.convert_to_numpy(layer.losses[0]))
     2.5
     """
 

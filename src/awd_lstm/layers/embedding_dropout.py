@@ -37,7 +37,7 @@ class EmbeddingDropout(keras.layers.Embedding):
     Example:
 
     >>> layer = EmbeddingDropout(10, 4, embedding_dropout=0.5, seed=0)
-    >>> layer(np.array([[1, 2, 1]]), training=True).shape
+    >>> tuple(layer(np.array([[1, 2, 1]]), training=True).shape)
     (1, 3, 4)
     """
 
@@ -59,6 +59,9 @@ class EmbeddingDropout(keras.layers.Embedding):
         )
         ids = ops.cast(inputs, "int32")
         return outputs * ops.take(keep, ids, axis=0)
+
+    def compute_output_spec(self, inputs, training=False):
+        return super().compute_output_spec(inputs)
 
     def get_config(self):
         config = super().get_config()

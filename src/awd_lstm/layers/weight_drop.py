@@ -59,7 +59,7 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
 
     >>> cell = WeightDropLSTMCell(8, weight_dropout=0.5, seed=1)
     >>> rnn = keras.layers.RNN(cell, return_sequences=True)
-    >>> rnn(np.ones((2, 5, 3)), training=True).shape
+    >>> tuple(rnn(np.ones((2, 5, 3)), training=True).shape)
     (2, 5, 8)
     """
 
@@ -106,9 +106,7 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
         def initializer(shape, dtype=None):
             return draw_weight_mask(shape, rate, self.seed_generator, dtype)
 
-        return self.add_weight(
-            shape=shape, name=name, initializer=initializer, trainable=False
-        )
+        return self.add_weight(shape=shape, name=name, initializer=initializer, trainable=False)
 
     # -- masks -------------------------------------------------------------------
 
@@ -316,8 +314,10 @@ class WeightDropLSTM(keras.layers.LSTM):
     Example:
 
     >>> layer = WeightDropLSTM(8, weight_dropout=0.5, return_sequences=True, seed=1)
-    >>> layer(np.ones((2, 5, 3)), training=True).shape
+    >>> tuple(layer(np.ones((2, 5, 3)), training=True).shape)
     (2, 5, 8)
+    >>> layer.last_call_implementation in ("fused", "step")
+    True
     """
 
     def __init__(
@@ -372,9 +372,7 @@ class WeightDropLSTM(keras.layers.LSTM):
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         kernels = self.cell._sequence_kernels
-        replaced = (
-            self.cell.kernels_replaced(*kernels) if kernels else contextlib.nullcontext()
-        )
+        replaced = self.cell.kernels_replaced(*kernels) if kernels else contextlib.nullcontext()
         # The step loop calls the cell; the fused backend LSTM does not.
         self.cell._stepped = False
         with replaced:
