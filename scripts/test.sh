@@ -14,4 +14,7 @@ for backend in tensorflow jax torch; do
   echo "== pytest, KERAS_BACKEND=$backend"
   KERAS_BACKEND=$backend python -m pytest -q -p no:cacheprovider "$@" || status=1
 done
+echo "== pytest, TF1 graph mode (awd_lstm.legacy, TF_USE_LEGACY_KERAS=1)"
+TF_USE_LEGACY_KERAS=1 python -m pytest -q -p no:cacheprovider tests_legacy src/awd_lstm/legacy.py "$@" \
+  || status=1
 exit $status

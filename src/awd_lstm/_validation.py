@@ -20,6 +20,19 @@ def check_rate(name, value):
     return float(value)
 
 
+def check_keep_prob(name, value):
+    """Returns `value` as a float after checking that it lies in (0, 1]."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0.0 < value <= 1.0  # also false for NaN
+    ):
+        raise ValueError(
+            f"`{name}` is a keep probability and must be in (0, 1]; Received: {name}={value!r}"
+        )
+    return float(value)
+
+
 def check_choice(name, value, choices):
     """Checks that `value` is one of `choices`."""
     if value not in choices:

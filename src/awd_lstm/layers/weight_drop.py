@@ -19,7 +19,12 @@ WEIGHT_DROPOUT_MODES = ("call", "manual", "step")
 
 def draw_weight_mask(shape, rate, seed_generator, dtype):
     """Draws a DropConnect mask: entries are 0 with probability `rate`, else 1/(1-rate)."""
-    return keras.random.dropout(ops.ones(shape, dtype=dtype), rate, seed=seed_generator)
+    # A uniform draw and a comparison rather than keras.random.dropout: a
+    # kernel-sized mask is the whole overhead of weight drop, and on PyTorch's CPU
+    # generator dropout (torch.bernoulli) costs twice as much. (randint would be no
+    # cheaper on PyTorch and twice as dear on JAX, which draws two words per integer.)
+    keep = keras.random.uniform(shape, seed=seed_generator) >= rate
+    return ops.cast(keep, dtype) * ops.cast(1.0 / (1.0 - rate), dtype)
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -164,7 +169,11 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
         self._sequence_prepared = False
 
     def resample_weight_masks(self):
-        """Draws new masks into the mask variables ("manual" mode)."""
+        """Draws new masks into the mask variables ("manual" mode).
+
+        Returns:
+            The list of the new mask values, input kernel's first.
+        """
         if self.weight_dropout_mode != "manual":
             raise ValueError(
                 "resample_weight_masks() needs weight_dropout_mode='manual'; "
@@ -175,14 +184,15 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
                 "resample_weight_masks() needs a built cell: call it once on "
                 "inputs first, so that the mask variables exist."
             )
+        new_masks = []
         for variable, rate in (
             (self.kernel_mask, self.input_weight_dropout),
             (self.recurrent_kernel_mask, self.weight_dropout),
         ):
             if variable is not None:
-                variable.assign(
-                    draw_weight_mask(variable.shape, rate, self.seed_generator, variable.dtype)
-                )
+                mask = draw_weight_mask(variable.shape, rate, self.seed_generator, variable.dtype)
+                new_masks.append(variable.assign(mask))
+        return new_masks
 
     def prepare_sequence(self, training):
         """Fixes the kernels of one sequence before a loop over its steps.
@@ -203,7 +213,11 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
     # its weight masks for the whole sequence.
     def get_recurrent_dropout_mask(self, step_input):
         if not self._sequence_prepared:
-            if self.weight_dropout_mode == "step" and keras.backend.backend() == "jax":
+            if (
+                self.weight_dropout_mode == "step"
+                and self.drops_weights
+                and keras.backend.backend() == "jax"
+            ):
                 raise ValueError(
                     "weight_dropout_mode='step' cannot draw a fresh mask at each "
                     "step inside keras.layers.RNN on the JAX backend (lax.scan "
@@ -359,7 +373,7 @@ class WeightDropLSTM(keras.layers.LSTM):
 
     def resample_weight_masks(self):
         """Draws new weight masks ("manual" mode); see `WeightDropLSTMCell`."""
-        self.cell.resample_weight_masks()
+        return self.cell.resample_weight_masks()
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
         self.cell.prepare_sequence(bool(training))

@@ -1,0 +1,168 @@
+"""Training throughput of one LSTM layer: weight drop against Keras' own LSTMs.
+
+For each backend (each in its own process, since Keras fixes its backend at import)
+and each shape, three single-layer models take turns, one training step each, for
+`--repeats` rounds after a warm-up:
+
+- `lstm`: `keras.layers.LSTM` without dropout (the fused kernel where available);
+- `weight_drop`: `awd_lstm.layers.WeightDropLSTM(weight_dropout=0.5)`;
+- `recurrent_dropout`: `keras.layers.LSTM(recurrent_dropout=0.5)`, Keras' own way to
+  regularize the recurrence (it forces the step loop).
+
+Each step is `train_on_batch` of an MSE loss on the full output sequence with SGD,
+i.e. the backend's compiled training step. The table reports the median tokens/s
+(batch * steps / seconds) and the ratio to `lstm`. Usage:
+
+    python benchmarks/layer_throughput.py [--backends tensorflow,jax,torch]
+        [--shapes 80x70x400x1150,20x35x200x400] [--repeats 5] [--min-seconds 20]
+        [--json OUT]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+VARIANTS = ("lstm", "weight_drop", "recurrent_dropout")
+
+
+def parse_shape(text):
+    batch, steps, features, units = (int(v) for v in text.lower().split("x"))
+    return batch, steps, features, units
+
+
+def measure_backend(shapes, repeats, min_seconds, seed):
+    """Runs in a child process whose KERAS_BACKEND is already set."""
+    import keras
+    import numpy as np
+
+    from awd_lstm.layers import WeightDropLSTM
+
+    def make(variant, features, units, steps):
+        if variant == "lstm":
+            layer = keras.layers.LSTM(units, return_sequences=True, seed=seed)
+        elif variant == "weight_drop":
+            layer = WeightDropLSTM(units, weight_dropout=0.5, return_sequences=True, seed=seed)
+        else:
+            layer = keras.layers.LSTM(
+                units, recurrent_dropout=0.5, return_sequences=True, seed=seed
+            )
+        model = keras.Sequential([keras.Input((steps, features)), layer])
+        model.compile(keras.optimizers.SGD(0.01), "mse")
+        return model, layer
+
+    rows = []
+    rng = np.random.default_rng(seed)
+    for batch, steps, features, units in shapes:
+        x = rng.standard_normal((batch, steps, features)).astype("float32")
+        y = np.zeros((batch, steps, units), "float32")
+        models = {v: make(v, features, units, steps) for v in VARIANTS}
+        for model, _ in models.values():  # warm-up: compilation and first allocations
+            model.train_on_batch(x, y)
+            model.train_on_batch(x, y)
+        times = {v: [] for v in VARIANTS}
+        # At least `repeats` rounds, and more until every variant has been timed for
+        # `min_seconds`: short steps need many rounds to average out noise.
+        while len(times["lstm"]) < repeats or min(sum(t) for t in times.values()) < min_seconds:
+            for variant in VARIANTS:
+                model, _ = models[variant]
+                start = time.perf_counter()
+                model.train_on_batch(x, y)
+                times[variant].append(time.perf_counter() - start)
+        implementation = models["weight_drop"][1].last_call_implementation
+        for variant in VARIANTS:
+            median = statistics.median(times[variant])
+            rows.append(
+                {
+                    "backend": keras.backend.backend(),
+                    "shape": f"{batch}x{steps}x{features}x{units}",
+                    "variant": variant,
+                    "tokens_per_sec": batch * steps / median,
+                    "median_step_s": median,
+                    "min_step_s": min(times[variant]),
+                    "rounds": len(times[variant]),
+                    "weight_drop_path": implementation if variant == "weight_drop" else "",
+                }
+            )
+    return rows
+
+
+def versions():
+    import importlib.metadata as metadata
+
+    found = {}
+    for package in ("keras", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "numpy"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def table(rows):
+    lines = [
+        "| backend | shape (batch x steps x input x units) | variant | tokens/s | "
+        "vs lstm | rounds | weight-drop path |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    base = {(r["backend"], r["shape"]): r["tokens_per_sec"] for r in rows if r["variant"] == "lstm"}
+    for r in rows:
+        ratio = r["tokens_per_sec"] / base[(r["backend"], r["shape"])]
+        lines.append(
+            f"| {r['backend']} | {r['shape']} | {r['variant']} | {r['tokens_per_sec']:,.0f} | "
+            f"{ratio:.3f} | {r['rounds']} | {r['weight_drop_path']} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser.add_argument("--shapes", default="80x70x400x1150,20x35x200x400")
+    parser.add_argument("--repeats", type=int, default=5, help="minimum rounds per shape")
+    parser.add_argument(
+        "--min-seconds", type=float, default=20.0, help="minimum timed seconds per variant"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    shapes = [parse_shape(s) for s in args.shapes.split(",")]
+    if args.child:
+        print(json.dumps(measure_backend(shapes, args.repeats, args.min_seconds, args.seed)))
+        return 0
+    rows = []
+    for backend in args.backends.split(","):
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
+        command = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--shapes",
+            args.shapes,
+            "--repeats",
+            str(args.repeats),
+            "--min-seconds",
+            str(args.min_seconds),
+            "--seed",
+            str(args.seed),
+        ]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"versions: {json.dumps(versions())}; cpus: {os.cpu_count()}")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"versions": versions(), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
