@@ -65,8 +65,28 @@ def temporal_activation_regularization(outputs, beta=1.0):
     return beta * ops.mean(ops.square(outputs[:, 1:] - outputs[:, :-1]))
 
 
+class _PenaltyLayer(keras.layers.Layer):
+    """Pass-through layer that adds `penalty(inputs)` to the model's losses in training."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.built = True
+
+    def penalty(self, inputs):
+        raise NotImplementedError
+
+    def call(self, inputs, training=False):
+        if training:
+            self.add_loss(self.penalty(inputs))
+        return inputs
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
 @keras.saving.register_keras_serializable(package="awd_lstm")
-class ActivationRegularization(keras.layers.Layer):
+class ActivationRegularization(_PenaltyLayer):
     """Pass-through layer that adds the AR penalty to the model's losses in training.
 
     Place it on the dropped last-layer output.
@@ -87,23 +107,19 @@ class ActivationRegularization(keras.layers.Layer):
         alpha = check_non_negative("alpha", alpha)
         super().__init__(**kwargs)
         self.alpha = alpha
-        self.supports_masking = True
-        self.built = True
 
     def call(self, inputs, training=False):
-        if training and self.alpha > 0:
-            self.add_loss(activation_regularization(inputs, self.alpha))
-        return inputs
+        return super().call(inputs, training=training and self.alpha > 0)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def penalty(self, inputs):
+        return activation_regularization(inputs, self.alpha)
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha}
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
-class TemporalActivationRegularization(keras.layers.Layer):
+class TemporalActivationRegularization(_PenaltyLayer):
     """Pass-through layer that adds the TAR penalty to the model's losses in training.
 
     Place it on the raw (undropped) last-layer output `(batch, time, features)`.
@@ -124,16 +140,12 @@ class TemporalActivationRegularization(keras.layers.Layer):
         beta = check_non_negative("beta", beta)
         super().__init__(**kwargs)
         self.beta = beta
-        self.supports_masking = True
-        self.built = True
 
     def call(self, inputs, training=False):
-        if training and self.beta > 0:
-            self.add_loss(temporal_activation_regularization(inputs, self.beta))
-        return inputs
+        return super().call(inputs, training=training and self.beta > 0)
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def penalty(self, inputs):
+        return temporal_activation_regularization(inputs, self.beta)
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta}

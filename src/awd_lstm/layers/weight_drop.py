@@ -258,15 +258,15 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
             return super().call(inputs, states, training=training)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "weight_dropout": self.weight_dropout,
-                "input_weight_dropout": self.input_weight_dropout,
-                "weight_dropout_mode": self.weight_dropout_mode,
-            }
-        )
-        return config
+        return {**super().get_config(), **_weight_drop_config(self)}
+
+
+def _weight_drop_config(layer):
+    return {
+        "weight_dropout": layer.weight_dropout,
+        "input_weight_dropout": layer.input_weight_dropout,
+        "weight_dropout_mode": layer.weight_dropout_mode,
+    }
 
 
 def _training_of_current_call():
@@ -395,12 +395,4 @@ class WeightDropLSTM(keras.layers.LSTM):
         return result
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "weight_dropout": self.weight_dropout,
-                "input_weight_dropout": self.input_weight_dropout,
-                "weight_dropout_mode": self.weight_dropout_mode,
-            }
-        )
-        return config
+        return {**super().get_config(), **_weight_drop_config(self)}

@@ -1,0 +1,34 @@
+"""Corpora, vocabularies, batching and the built-in synthetic source."""
+
+from awd_lstm.data.batching import BPTTSchedule, batchify, segment, segment_length
+from awd_lstm.data.corpus import (
+    EOS,
+    LAYOUTS,
+    UNK,
+    Corpus,
+    CorpusError,
+    Vocabulary,
+    find_layout,
+    load_corpus,
+    read_tokens,
+    tokenize_line,
+)
+from awd_lstm.data.synthetic import HiddenMarkovSource
+
+__all__ = [
+    "EOS",
+    "LAYOUTS",
+    "UNK",
+    "BPTTSchedule",
+    "Corpus",
+    "CorpusError",
+    "HiddenMarkovSource",
+    "Vocabulary",
+    "batchify",
+    "find_layout",
+    "load_corpus",
+    "read_tokens",
+    "segment",
+    "segment_length",
+    "tokenize_line",
+]
