@@ -1,0 +1,162 @@
+"""The AWD-LSTM encoder: embedding and weight-dropped LSTM stack with their dropouts.
+
+Merity et al. (2017), section 5: embedding (with embedding dropout and locked input
+dropout), `num_layers` weight-dropped LSTMs with locked dropout between them. The
+language model is one task on this backbone; a classifier or tagger can reuse it.
+"""
+
+import math
+
+import keras
+
+from awd_lstm.layers import EmbeddingDropout, LockedDropout, WeightDropLSTM
+
+
+def _seed(seed, offset):
+    return None if seed is None else seed + offset
+
+
+@keras.saving.register_keras_serializable(package="awd_lstm")
+class AWDLSTMEncoder(keras.layers.Layer):
+    """Embedding → locked dropout → `num_layers` weight-dropped LSTMs.
+
+    Args:
+        vocab_size: Size of the vocabulary.
+        embedding_size: Embedding dimension (paper: `emsize`, 400).
+        hidden_size: Units of every LSTM but the last (paper: `nhid`, 1150).
+        num_layers: Number of LSTM layers (paper: `nlayers`, 3).
+        output_size: Units of the last LSTM; defaults to `embedding_size` so a
+            decoder can be tied to the embedding.
+        embedding_dropout: Word-type dropout of the embedding (`dropoute`).
+        input_dropout: Locked dropout of the embedded inputs (`dropouti`).
+        hidden_dropout: Locked dropout between LSTM layers (`dropouth`).
+        weight_dropout: DropConnect rate of the recurrent kernels (`wdrop`).
+        seed: Integer seed; every random layer derives its own from it.
+
+    Weights are initialized as the reference does: embedding `U(-0.1, 0.1)`, LSTM
+    kernels and bias `U(-1/sqrt(units), 1/sqrt(units))` (PyTorch's `nn.LSTM` default).
+
+    Call arguments:
+        ids: Integer tokens `(batch, time)`.
+        initial_states: Optional list of `[h, c]` per layer.
+        training: Whether the dropouts apply.
+
+    Returns:
+        A dict with `raw_outputs` (each LSTM's output), `dropped_outputs` (after the
+        locked dropout that follows it; the last layer's is its raw output, the task
+        applies its own dropout) and `states` (`[h, c]` per layer).
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        embedding_size=400,
+        hidden_size=1150,
+        num_layers=3,
+        output_size=None,
+        embedding_dropout=0.1,
+        input_dropout=0.65,
+        hidden_dropout=0.3,
+        weight_dropout=0.5,
+        seed=None,
+        **kwargs,
+    ):
+        for name, value in (
+            ("vocab_size", vocab_size),
+            ("embedding_size", embedding_size),
+            ("hidden_size", hidden_size),
+            ("num_layers", num_layers),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer; Received: {name}={value!r}")
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.embedding_size = embedding_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.output_size = output_size or embedding_size
+        self.embedding_dropout = embedding_dropout
+        self.input_dropout = input_dropout
+        self.hidden_dropout = hidden_dropout
+        self.weight_dropout = weight_dropout
+        self.seed = seed
+        self.embedding = EmbeddingDropout(
+            vocab_size,
+            embedding_size,
+            embedding_dropout=embedding_dropout,
+            seed=_seed(seed, 1),
+            embeddings_initializer=keras.initializers.RandomUniform(-0.1, 0.1, seed=seed),
+            name="embedding",
+        )
+        self.input_locked_dropout = LockedDropout(
+            input_dropout, seed=_seed(seed, 2), name="input_dropout"
+        )
+        self.lstms = []
+        self.hidden_locked_dropouts = []
+        for layer in range(num_layers):
+            units = self.output_size if layer == num_layers - 1 else hidden_size
+            bound = 1.0 / math.sqrt(units)
+            init = keras.initializers.RandomUniform(-bound, bound, seed=_seed(seed, 10 + layer))
+            self.lstms.append(
+                WeightDropLSTM(
+                    units,
+                    weight_dropout=weight_dropout,
+                    return_sequences=True,
+                    return_state=True,
+                    kernel_initializer=init,
+                    recurrent_initializer=init,
+                    bias_initializer=init,
+                    unit_forget_bias=False,
+                    seed=_seed(seed, 20 + layer),
+                    name=f"lstm_{layer}",
+                )
+            )
+            if layer < num_layers - 1:
+                self.hidden_locked_dropouts.append(
+                    LockedDropout(
+                        hidden_dropout, seed=_seed(seed, 30 + layer), name=f"hidden_dropout_{layer}"
+                    )
+                )
+
+    @property
+    def layer_units(self):
+        return [lstm.units for lstm in self.lstms]
+
+    def build(self, input_shape):
+        self.embedding.build(input_shape)
+        size = self.embedding_size
+        for lstm in self.lstms:
+            lstm.build((*input_shape, size))
+            size = lstm.units
+
+    def call(self, ids, initial_states=None, training=False):
+        x = self.embedding(ids, training=training)
+        x = self.input_locked_dropout(x, training=training)
+        raw_outputs, dropped_outputs, states = [], [], []
+        for layer, lstm in enumerate(self.lstms):
+            initial = None if initial_states is None else list(initial_states[layer])
+            x, h, c = lstm(x, initial_state=initial, training=training)
+            raw_outputs.append(x)
+            states.append([h, c])
+            if layer < self.num_layers - 1:
+                x = self.hidden_locked_dropouts[layer](x, training=training)
+            dropped_outputs.append(x)
+        return {"raw_outputs": raw_outputs, "dropped_outputs": dropped_outputs, "states": states}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "vocab_size": self.vocab_size,
+                "embedding_size": self.embedding_size,
+                "hidden_size": self.hidden_size,
+                "num_layers": self.num_layers,
+                "output_size": self.output_size,
+                "embedding_dropout": self.embedding_dropout,
+                "input_dropout": self.input_dropout,
+                "hidden_dropout": self.hidden_dropout,
+                "weight_dropout": self.weight_dropout,
+                "seed": self.seed,
+            }
+        )
+        return config

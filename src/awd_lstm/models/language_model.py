@@ -1,0 +1,191 @@
+"""The AWD-LSTM language model (Merity et al. 2017, section 5)."""
+
+import keras
+from keras import ops
+
+from awd_lstm.layers import LockedDropout
+from awd_lstm.models.encoder import AWDLSTMEncoder
+from awd_lstm.regularizers import activation_regularization, temporal_activation_regularization
+
+
+@keras.saving.register_keras_serializable(package="awd_lstm")
+class AWDLSTMLanguageModel(keras.Model):
+    """Embedding → weight-dropped LSTM stack → locked dropout → (tied) decoder.
+
+    Called on integer tokens `(batch, time)` it returns next-token logits
+    `(batch, time, vocab_size)`; compile it with
+    `keras.losses.SparseCategoricalCrossentropy(from_logits=True)` and train it with
+    `fit` or `train_on_batch`. In training, AR (`alpha`, on the dropped output of the
+    last layer) and TAR (`beta`, on its raw output) are added through `add_loss`.
+
+    Args:
+        vocab_size: Size of the vocabulary.
+        embedding_size: Embedding dimension (paper: `emsize`, 400).
+        hidden_size: Units of the inner LSTM layers (`nhid`, 1150).
+        num_layers: LSTM layers (`nlayers`, 3).
+        embedding_dropout: Word-type dropout (`dropoute`, 0.1).
+        input_dropout: Locked dropout of the embeddings (`dropouti`, 0.65).
+        hidden_dropout: Locked dropout between LSTM layers (`dropouth`, 0.3).
+        output_dropout: Locked dropout of the last LSTM output (`dropout`, 0.4).
+        weight_dropout: DropConnect rate of the recurrent kernels (`wdrop`, 0.5).
+        tie_weights: Use the embedding matrix as the decoder's weight (the last LSTM
+            then has `embedding_size` units).
+        alpha: AR scale (2). beta: TAR scale (1).
+        stateful: Carry the hidden state from one call to the next, without gradient
+            (truncated BPTT over contiguous segments); needs `batch_size`.
+            `reset_state()` zeroes it.
+        batch_size: The fixed batch of a stateful model.
+        seed: Integer seed of every random layer.
+
+    Example:
+
+    >>> model = AWDLSTMLanguageModel(50, embedding_size=8, hidden_size=16, num_layers=2)
+    >>> tuple(model(np.zeros((2, 7), "int32")).shape)
+    (2, 7, 50)
+    """
+
+    def __init__(
+        self,
+        vocab_size,
+        embedding_size=400,
+        hidden_size=1150,
+        num_layers=3,
+        embedding_dropout=0.1,
+        input_dropout=0.65,
+        hidden_dropout=0.3,
+        output_dropout=0.4,
+        weight_dropout=0.5,
+        tie_weights=True,
+        alpha=2.0,
+        beta=1.0,
+        stateful=False,
+        batch_size=None,
+        seed=None,
+        **kwargs,
+    ):
+        if stateful and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ValueError(
+                "a stateful model needs `batch_size`, a positive integer; "
+                f"Received: batch_size={batch_size!r}"
+            )
+        super().__init__(**kwargs)
+        self.encoder = AWDLSTMEncoder(
+            vocab_size,
+            embedding_size=embedding_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            output_size=embedding_size if tie_weights else hidden_size,
+            embedding_dropout=embedding_dropout,
+            input_dropout=input_dropout,
+            hidden_dropout=hidden_dropout,
+            weight_dropout=weight_dropout,
+            seed=seed,
+            name="encoder",
+        )
+        self.output_locked_dropout = LockedDropout(
+            output_dropout, seed=None if seed is None else seed + 3, name="output_dropout"
+        )
+        self.vocab_size = vocab_size
+        self.output_dropout = output_dropout
+        self.tie_weights = tie_weights
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.stateful = bool(stateful)
+        self.batch_size = batch_size
+        self.seed = seed
+        if tie_weights:
+            self.decoder = None
+        else:
+            self.decoder = keras.layers.Dense(vocab_size, use_bias=False, name="decoder")
+        self.decoder_bias = self.add_weight(
+            shape=(vocab_size,), initializer="zeros", name="decoder_bias"
+        )
+        self.state_variables = []
+        if self.stateful:
+            # Non-trainable variables, so every backend's trainer carries them between
+            # compiled steps like any other model state.
+            for layer, units in enumerate(self.encoder.layer_units):
+                self.state_variables.append(
+                    [
+                        self.add_weight(
+                            shape=(batch_size, units),
+                            initializer="zeros",
+                            trainable=False,
+                            name=f"state_{kind}_{layer}",
+                        )
+                        for kind in ("h", "c")
+                    ]
+                )
+
+    def build(self, input_shape):
+        self.encoder.build(input_shape)
+        if self.decoder is not None:
+            self.decoder.build((*input_shape, self.encoder.output_size))
+
+    def reset_state(self):
+        """Zeroes the carried hidden state (a stateful model's)."""
+        for pair in self.state_variables:
+            for variable in pair:
+                variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
+
+    def _carried_states(self, ids):
+        batch = ids.shape[0]
+        if batch is not None and batch != self.batch_size:
+            raise ValueError(
+                f"this stateful model carries states for batch_size={self.batch_size}; "
+                f"Received: inputs with batch {batch}"
+            )
+        # A copy, not the variable's buffer: the state is overwritten after the call,
+        # and PyTorch's autograd must not see an in-place change of a used tensor.
+        return [[ops.stop_gradient(ops.copy(v)) for v in pair] for pair in self.state_variables]
+
+    def call(self, ids, training=False, return_hidden=False):
+        initial = self._carried_states(ids) if self.stateful else None
+        hidden = self.encoder(ids, initial_states=initial, training=training)
+        if self.stateful:
+            for pair, new in zip(self.state_variables, hidden["states"]):
+                for variable, value in zip(pair, new):
+                    variable.assign(ops.stop_gradient(ops.cast(value, variable.dtype)))
+        raw = hidden["raw_outputs"][-1]
+        dropped = self.output_locked_dropout(raw, training=training)
+        if training and self.alpha > 0:
+            self.add_loss(activation_regularization(dropped, self.alpha))
+        if training and self.beta > 0:
+            self.add_loss(temporal_activation_regularization(raw, self.beta))
+        if self.decoder is None:
+            table = ops.cast(self.encoder.embedding.embeddings, dropped.dtype)
+            logits = ops.matmul(dropped, ops.transpose(table))
+        else:
+            logits = self.decoder(dropped)
+        logits = logits + ops.cast(self.decoder_bias, logits.dtype)
+        if not return_hidden:
+            return logits
+        return {
+            "logits": logits,
+            "raw_outputs": hidden["raw_outputs"],
+            "dropped_outputs": hidden["dropped_outputs"][:-1] + [dropped],
+            "states": hidden["states"],
+        }
+
+    def get_config(self):
+        encoder = self.encoder
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "embedding_size": encoder.embedding_size,
+            "hidden_size": encoder.hidden_size,
+            "num_layers": encoder.num_layers,
+            "embedding_dropout": encoder.embedding_dropout,
+            "input_dropout": encoder.input_dropout,
+            "hidden_dropout": encoder.hidden_dropout,
+            "output_dropout": self.output_dropout,
+            "weight_dropout": encoder.weight_dropout,
+            "tie_weights": self.tie_weights,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "stateful": self.stateful,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+        }

@@ -1,0 +1,175 @@
+"""AWDLSTMLanguageModel and its encoder backbone."""
+
+import keras
+import numpy as np
+import pytest
+
+from awd_lstm.models import AWDLSTMEncoder, AWDLSTMLanguageModel
+from tests.conftest import to_numpy
+from tests.reference import numpy_lstm
+
+VOCAB = 23
+NO_DROPOUT = dict(
+    embedding_dropout=0.0,
+    input_dropout=0.0,
+    hidden_dropout=0.0,
+    output_dropout=0.0,
+    weight_dropout=0.0,
+)
+
+
+def _tiny(**kwargs):
+    args = dict(embedding_size=6, hidden_size=10, num_layers=3, seed=0)
+    args.update(kwargs)
+    return AWDLSTMLanguageModel(VOCAB, **args)
+
+
+def _numpy_forward(model, ids, states=None):
+    """Embedding, LSTM stack, tied decoder, in float64 NumPy with the model's weights."""
+    x = to_numpy(model.encoder.embedding.embeddings).astype(np.float64)[ids]
+    new_states = []
+    for layer, lstm in enumerate(model.encoder.lstms):
+        kernel, recurrent, bias = (to_numpy(v).astype(np.float64) for v in lstm.cell.weights[:3])
+        h0, c0 = (None, None) if states is None else states[layer]
+        x, h, c = numpy_lstm(x, kernel, recurrent, bias, h0, c0)
+        new_states.append((h, c))
+    table = to_numpy(model.encoder.embedding.embeddings).astype(np.float64)
+    logits = x @ table.T + to_numpy(model.decoder_bias)
+    return logits, new_states
+
+
+def _cross_entropy(logits, targets):
+    logits = logits - logits.max(-1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return -np.take_along_axis(log_probs, targets[..., None], -1).mean()
+
+
+def test_logits_shape_and_tied_decoder(rng):
+    model = _tiny()
+    ids = rng.integers(0, VOCAB, (2, 5))
+    assert tuple(model(ids).shape) == (2, 5, VOCAB)
+    assert model.encoder.layer_units == [10, 10, 6]
+    names = sorted(w.path.split("/")[-1] for w in model.trainable_weights)
+    assert names.count("embeddings") == 1 and "decoder_bias" in names
+    assert not any("decoder/" in w.path for w in model.trainable_weights)
+    untied = _tiny(tie_weights=False)
+    untied(ids)
+    assert untied.encoder.layer_units == [10, 10, 10]
+    assert any(w.path.endswith("decoder/kernel") for w in untied.trainable_weights)
+
+
+def test_initialization_follows_the_reference(rng):
+    model = _tiny(hidden_size=64)
+    model(rng.integers(0, VOCAB, (1, 2)))
+    table = to_numpy(model.encoder.embedding.embeddings)
+    assert table.min() >= -0.1 and table.max() <= 0.1 and table.std() > 0.04
+    kernel = to_numpy(model.encoder.lstms[0].cell.recurrent_kernel)
+    assert np.abs(kernel).max() <= 1 / 8 + 1e-7  # U(-1/sqrt(64), 1/sqrt(64))
+    np.testing.assert_array_equal(to_numpy(model.decoder_bias), 0.0)
+
+
+def test_evaluation_loss_equals_hand_computation(rng):
+    model = _tiny(**NO_DROPOUT, alpha=0.0, beta=0.0)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ids = rng.integers(0, VOCAB, (4, 9))
+    targets = rng.integers(0, VOCAB, (4, 9))
+    loss = model.evaluate(ids, targets, batch_size=4, verbose=0)
+    logits, _ = _numpy_forward(model, ids)
+    assert loss == pytest.approx(_cross_entropy(logits, targets), abs=1e-5)
+    np.testing.assert_allclose(to_numpy(model(ids)), logits, atol=1e-5)
+
+
+def test_stateful_model_carries_state_without_gradient(rng):
+    model = _tiny(**NO_DROPOUT, stateful=True, batch_size=3)
+    ids = rng.integers(0, VOCAB, (3, 8))
+    first_half, second_half = ids[:, :4], ids[:, 4:]
+    model(first_half)
+    carried = to_numpy(model(second_half))
+    _, states = _numpy_forward(model, first_half)
+    want, _ = _numpy_forward(model, second_half, states)
+    np.testing.assert_allclose(carried, want, atol=1e-5)
+    model.reset_state()
+    fresh, _ = _numpy_forward(model, second_half)
+    np.testing.assert_allclose(to_numpy(model(second_half)), fresh, atol=1e-5)
+    assert all(not v.trainable for pair in model.state_variables for v in pair)
+
+
+LIGHT_DROPOUT = dict(
+    embedding_dropout=0.05,
+    input_dropout=0.1,
+    hidden_dropout=0.1,
+    output_dropout=0.1,
+    weight_dropout=0.1,
+)
+
+
+def test_stateful_model_trains_across_segments(rng):
+    model = _tiny(stateful=True, batch_size=4, **LIGHT_DROPOUT)
+    model.compile(
+        keras.optimizers.Adam(0.01, global_clipnorm=0.25),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    stream = np.tile(np.arange(VOCAB), 8)[: 4 * 40].reshape(4, 40)  # a cycle: learnable
+    losses = []
+    for _ in range(40):
+        model.reset_state()
+        for start in range(0, 36, 9):
+            x, y = stream[:, start : start + 9], stream[:, start + 1 : start + 10]
+            losses.append(float(model.train_on_batch(x, y)))
+    assert np.mean(losses[-4:]) < np.mean(losses[:4]) - 0.3
+
+
+def test_stateful_model_rejects_other_batch_sizes(rng):
+    model = _tiny(stateful=True, batch_size=3)
+    with pytest.raises(ValueError, match=r"batch_size=3; Received: inputs with batch 5"):
+        model(rng.integers(0, VOCAB, (5, 4)))
+    with pytest.raises(ValueError, match="a stateful model needs `batch_size`"):
+        _tiny(stateful=True)
+
+
+def test_ar_and_tar_enter_the_losses_in_training(rng):
+    model = _tiny(**NO_DROPOUT, alpha=2.0, beta=1.0)
+    ids = rng.integers(0, VOCAB, (2, 6))
+    hidden = model(ids, training=True, return_hidden=True)
+    h = to_numpy(hidden["raw_outputs"][-1]).astype(np.float64)
+    ar, tar = (float(to_numpy(loss)) for loss in model.losses)
+    assert ar == pytest.approx(2.0 * np.mean(h**2), rel=1e-5)
+    assert tar == pytest.approx(np.mean((h[:, 1:] - h[:, :-1]) ** 2), rel=1e-5)
+    model(ids, training=False)
+    assert model.losses == []
+
+
+def test_hidden_outputs_of_every_layer(rng):
+    model = _tiny(hidden_dropout=0.5, output_dropout=0.5)
+    ids = rng.integers(0, VOCAB, (2, 6))
+    hidden = model(ids, training=True, return_hidden=True)
+    assert [tuple(o.shape) for o in hidden["raw_outputs"]] == [(2, 6, 10), (2, 6, 10), (2, 6, 6)]
+    for raw, dropped in zip(hidden["raw_outputs"], hidden["dropped_outputs"]):
+        raw, dropped = to_numpy(raw), to_numpy(dropped)
+        kept = dropped != 0
+        np.testing.assert_allclose(dropped[kept], 2.0 * raw[kept], rtol=1e-5)
+        assert (~kept).any()
+
+
+def test_fit_lowers_the_loss(rng):
+    model = _tiny(**LIGHT_DROPOUT)
+    model.compile(
+        keras.optimizers.Adam(0.01, global_clipnorm=0.25),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    stream = np.tile(np.arange(VOCAB), 20)
+    x = np.stack([stream[i : i + 10] for i in range(0, 300, 3)])
+    y = np.stack([stream[i + 1 : i + 11] for i in range(0, 300, 3)])
+    before = model.evaluate(x, y, verbose=0)
+    model.fit(x, y, epochs=12, batch_size=10, verbose=0)
+    assert model.evaluate(x, y, verbose=0) < before - 0.5
+
+
+def test_config_round_trip_and_bad_sizes():
+    model = _tiny(stateful=True, batch_size=2, alpha=1.5)
+    clone = AWDLSTMLanguageModel.from_config(model.get_config())
+    assert clone.get_config() == model.get_config()
+    with pytest.raises(ValueError, match=r"`hidden_size` must be a positive integer"):
+        AWDLSTMEncoder(10, hidden_size=0)
+    with pytest.raises(ValueError, match=r"`weight_dropout` must be a number in \[0, 1\)"):
+        _tiny(weight_dropout=1.0)
