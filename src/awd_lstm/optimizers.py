@@ -1,0 +1,184 @@
+"""NT-ASGD: non-monotonically triggered averaged SGD (Merity et al. 2017, section 3).
+
+Plain SGD until the validation loss stops improving by the non-monotone rule, then SGD
+that also keeps the uniform average of the iterates since the switch; the averaged
+weights are the ones evaluated, checkpointed and tested. The average rides on Keras'
+EMA machinery (`use_ema`): the optimizer keeps one average per variable, updated after
+every step on every backend, and `keras.callbacks.SwapEMAWeights()` swaps it in around
+each evaluation. Only the averaging rule differs: uniform since the switch, not
+exponential. (Use the callback's default mode: `swap_on_epoch=True` leaves the average
+in the model after the last epoch, and training that continues would start from it.)
+"""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="awd_lstm")
+class NTASGD(keras.optimizers.SGD):
+    """SGD that switches to iterate averaging when `start_averaging()` is called.
+
+    Before the switch, `average == weights` after every step; from the switch on, the
+    average is the uniform mean of the iterates produced since (the first step after
+    the switch gives `average = weights`). `NonMonotoneTrigger` calls
+    `start_averaging()` by the paper's rule.
+
+    Args:
+        learning_rate: Step size (paper: 30 for word-level models).
+        weight_decay: L2 penalty (1.2e-6); for SGD without momentum Keras' decoupled
+            decay `w -= lr * wd * w` is the same update as adding `wd * w` to the
+            gradient, as the reference does.
+        global_clipnorm: Gradients are scaled down so their global norm is at most
+            this (0.25), as `torch.nn.utils.clip_grad_norm_` does.
+        **kwargs: Other `keras.optimizers.SGD` arguments except momentum and EMA.
+
+    Example:
+
+    >>> optimizer = NTASGD(learning_rate=30.0)
+    >>> optimizer.averaging
+    False
+    """
+
+    def __init__(
+        self,
+        learning_rate=30.0,
+        weight_decay=1.2e-6,
+        global_clipnorm=0.25,
+        name="ntasgd",
+        **kwargs,
+    ):
+        for key in ("momentum", "nesterov", "use_ema", "ema_momentum", "ema_overwrite_frequency"):
+            kwargs.pop(key, None)
+        super().__init__(
+            learning_rate=learning_rate,
+            momentum=0.0,
+            weight_decay=weight_decay,
+            global_clipnorm=global_clipnorm,
+            use_ema=True,
+            ema_momentum=0.0,
+            ema_overwrite_frequency=None,
+            name=name,
+            **kwargs,
+        )
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        # The iteration at which averaging started; -1 while plain SGD.
+        self.averaging_start = self.add_variable(
+            shape=(),
+            dtype=self.iterations.dtype,
+            initializer=keras.initializers.Constant(-1),
+            name="averaging_start",
+        )
+
+    @property
+    def averaging(self):
+        """Whether the optimizer averages its iterates."""
+        if not self.built:
+            return False
+        return int(ops.convert_to_numpy(self.averaging_start)) >= 0
+
+    def start_averaging(self):
+        """Starts the uniform average with the next step."""
+        if not self.built:
+            raise ValueError("start_averaging() needs a built optimizer: train one step first")
+        # A fresh value, not the `iterations` array itself: on JAX two variables
+        # holding one buffer would be donated twice to the compiled step.
+        self.averaging_start.assign(int(ops.convert_to_numpy(self.iterations)))
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        # Called by every backend after each step, before `iterations` grows: the step
+        # under way is number `iterations - averaging_start + 1` since the switch.
+        started = ops.greater_equal(self.averaging_start, 0)
+        count = ops.maximum(self.iterations - self.averaging_start + 1, 1)
+        for variable, average in zip(trainable_variables, self._model_variables_moving_average):
+            if average is None:
+                continue
+            weight = ops.where(started, 1.0 / ops.cast(count, "float32"), 1.0)
+            weight = ops.cast(weight, variable.dtype)
+            average.assign(average + (variable - average) * weight)
+
+    def average_values(self):
+        """The averaged weights, in the order of the trainable variables."""
+        return list(self._model_variables_moving_average)
+
+    def finalize_variable_values(self, var_list):
+        # Keras calls this at the end of fit() to overwrite the weights with the EMA.
+        # Training runs here span many fit() calls, so the averaged weights are swapped
+        # in explicitly (SwapEMAWeights, checkpoints) instead.
+        return None
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("momentum", "nesterov", "use_ema", "ema_momentum", "ema_overwrite_frequency"):
+            config.pop(key, None)
+        return config
+
+
+def should_trigger(history, value, nonmono):
+    """The non-monotone rule: `value` is worse than the best of all past validation
+    losses but the last `nonmono`, and there are more than `nonmono` of them."""
+    return len(history) > nonmono and value > min(history[:-nonmono])
+
+
+class NonMonotoneTrigger(keras.callbacks.Callback):
+    """Switches an `NTASGD` optimizer to averaging by the non-monotone rule.
+
+    After each epoch's validation, compares the monitored value with the log of the
+    earlier ones (`should_trigger`), starts averaging when the rule fires, then
+    appends the value to the log.
+
+    Args:
+        monitor: The validation metric (`"val_loss"`).
+        nonmono: The non-monotone interval (5).
+        stop_on_trigger: Stop training when the rule fires (the fine-tuning stage,
+            which averages from its first step, stops there).
+    """
+
+    def __init__(self, monitor="val_loss", nonmono=5, stop_on_trigger=False):
+        super().__init__()
+        if isinstance(nonmono, bool) or not isinstance(nonmono, int) or nonmono < 1:
+            raise ValueError(f"`nonmono` must be a positive integer; Received: nonmono={nonmono!r}")
+        self.monitor = monitor
+        self.nonmono = nonmono
+        self.stop_on_trigger = stop_on_trigger
+        self.history = []
+        self.triggered_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(
+                f"NonMonotoneTrigger monitors {self.monitor!r}, which the epoch's logs lack "
+                f"(they have {sorted(logs)}); pass validation data to fit()"
+            )
+        value = float(logs[self.monitor])
+        if should_trigger(self.history, value, self.nonmono):
+            optimizer = self.model.optimizer
+            if not getattr(optimizer, "averaging", True):
+                optimizer.start_averaging()
+                self.triggered_epoch = epoch
+            if self.stop_on_trigger:
+                self.model.stop_training = True
+        self.history.append(value)
+
+
+def step_decay(boundaries, factor=0.1):
+    """A `keras.callbacks.LearningRateScheduler` schedule: the learning rate is
+    multiplied by `factor` at each epoch in `boundaries` (the reference's `--when`
+    for its character-level Adam runs).
+
+    Example:
+
+    >>> schedule = step_decay([2, 4])
+    >>> [round(schedule(epoch, 1.0), 6) for epoch in range(5)]
+    [1.0, 1.0, 0.1, 1.0, 0.1]
+    """
+    boundaries = set(boundaries)
+
+    def schedule(epoch, learning_rate):
+        return learning_rate * factor if epoch in boundaries else learning_rate
+
+    return schedule

@@ -1,0 +1,145 @@
+"""NT-ASGD: the trigger rule, the uniform average, the swap for evaluation."""
+
+import keras
+import numpy as np
+import pytest
+
+from awd_lstm.optimizers import NTASGD, NonMonotoneTrigger, should_trigger, step_decay
+from tests.conftest import to_numpy
+
+
+def test_trigger_fires_exactly_by_the_rule():
+    # Scripted history: a long improvement, then a plateau above the old best.
+    losses = [5.0, 4.0, 3.0, 2.5, 2.4, 2.6, 2.7, 2.45, 2.41, 2.42, 2.43, 2.44]
+    nonmono = 5
+    fired = []
+    history = []
+    for epoch, value in enumerate(losses):
+        if should_trigger(history, value, nonmono):
+            fired.append(epoch)
+        history.append(value)
+    # Epoch 5 (2.6): history has 5 entries, not more than nonmono: no.
+    # Epoch 6 (2.7): best of history[:-5] = [5.0] is 5.0: no. Epoch 7: min([5,4]) = 4: no.
+    # Epoch 8 (2.41): min([5, 4, 3]) = 3: no. Epoch 9: min(..., 2.5) = 2.5: no.
+    # Epoch 10 (2.43): min(..., 2.4) = 2.4 and 2.43 > 2.4: fires.
+    assert fired == [10, 11]
+    assert not should_trigger([1.0] * 5, 9.0, 5)
+    assert should_trigger([1.0] * 6, 1.01, 5)
+    assert not should_trigger([1.0] * 6, 1.0, 5)
+
+
+def _model():
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, kernel_initializer="ones", use_bias=False)]
+    )
+    return model
+
+
+def test_average_is_the_mean_of_the_iterates_since_the_switch(rng):
+    model = _model()
+    optimizer = NTASGD(learning_rate=0.1, weight_decay=0.0, global_clipnorm=None)
+    model.compile(optimizer, "mse")
+    x = rng.standard_normal((8, 3)).astype("float32")
+    y = rng.standard_normal((8, 2)).astype("float32")
+    model.train_on_batch(x, y)
+    kernel = model.trainable_variables[0]
+    average = optimizer.average_values()[0]
+    np.testing.assert_allclose(to_numpy(average), to_numpy(kernel), rtol=1e-6)  # tracks
+    assert not optimizer.averaging
+    optimizer.start_averaging()
+    assert optimizer.averaging
+    iterates = []
+    for _ in range(4):
+        model.train_on_batch(x, y)
+        iterates.append(to_numpy(kernel).copy())
+    np.testing.assert_allclose(to_numpy(average), np.mean(iterates, axis=0), rtol=1e-5)
+    # The averaged weights differ from the last iterate, which training keeps.
+    assert not np.allclose(to_numpy(average), iterates[-1])
+
+
+def test_plain_sgd_step_with_weight_decay_and_global_clipping():
+    model = _model()
+    optimizer = NTASGD(learning_rate=0.5, weight_decay=0.1, global_clipnorm=0.25)
+    model.compile(optimizer, "mse")
+    x = np.ones((1, 3), "float32")
+    y = np.zeros((1, 2), "float32")
+    model.train_on_batch(x, y)
+    # Gradient of mean((x W)^2) with W = 1: d/dW = 2 * 3 / 2 = 3 everywhere (norm
+    # 3 * sqrt(6)), clipped to global norm 0.25; then w -= lr * (g + wd * w).
+    grad = 3.0 * 0.25 / (3.0 * np.sqrt(6.0))
+    want = 1.0 - 0.5 * 0.1 * 1.0 - 0.5 * grad
+    np.testing.assert_allclose(to_numpy(model.trainable_variables[0]), want, rtol=1e-5)
+
+
+def test_trigger_callback_in_fit_and_averaged_evaluation(rng):
+    """fit() with a validation set that stops improving: the callback switches the
+    optimizer, and SwapEMAWeights evaluates with the averaged weights."""
+    model = _model()
+    optimizer = NTASGD(learning_rate=0.05, weight_decay=0.0, global_clipnorm=None)
+    model.compile(optimizer, "mse")
+    x = rng.standard_normal((16, 3)).astype("float32")
+    y = x[:, :2] * 0.5
+    trigger = NonMonotoneTrigger(nonmono=2)
+    # A scripted past: a best of 0.0 that no later loss can match, so the rule fires
+    # at the end of the second epoch (the log then holds more than 2 entries).
+    trigger.history = [0.0, 9.0]
+    swap = keras.callbacks.SwapEMAWeights()  # swaps the average in around validation
+    model.fit(
+        x, y, validation_data=(x, y), epochs=2, batch_size=4, verbose=0, callbacks=[trigger, swap]
+    )
+    assert trigger.triggered_epoch == 1
+    assert optimizer.averaging
+    assert int(to_numpy(optimizer.averaging_start)) == 8  # after two epochs of 4 steps
+    kernel = model.trainable_variables[0]
+    iterates = []
+    for start in range(0, 16, 4):
+        model.train_on_batch(x[start : start + 4], y[start : start + 4])
+        iterates.append(to_numpy(kernel).copy())
+    # Evaluation through SwapEMAWeights sees the average; training keeps its iterate.
+    last = to_numpy(kernel).copy()
+    averaged = to_numpy(optimizer.average_values()[0])
+    want = np.mean((x @ averaged - y) ** 2)
+    swap.set_model(model)
+    swap.on_test_begin()
+    got = model.evaluate(x, y, verbose=0)
+    swap.on_test_end()
+    assert got == pytest.approx(want, rel=1e-4)
+    # (TensorFlow swaps by adding and subtracting: equal up to rounding.)
+    np.testing.assert_allclose(to_numpy(kernel), last, rtol=1e-6)
+    assert len(trigger.history) == 4
+
+
+def test_trigger_can_stop_training_and_needs_the_metric(rng):
+    model = _model()
+    model.compile(NTASGD(learning_rate=0.01), "mse")
+    x = rng.standard_normal((8, 3)).astype("float32")
+    y = rng.standard_normal((8, 2)).astype("float32")
+    trigger = NonMonotoneTrigger(nonmono=1, stop_on_trigger=True)
+    trigger.history = [0.0, 0.0]  # any loss is worse: fires after the first epoch
+    history = model.fit(x, y, validation_data=(x, y), epochs=5, verbose=0, callbacks=[trigger])
+    assert len(history.history["loss"]) == 1
+    with pytest.raises(ValueError, match="which the epoch's logs lack"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[NonMonotoneTrigger()])
+    with pytest.raises(ValueError, match="`nonmono` must be a positive integer"):
+        NonMonotoneTrigger(nonmono=0)
+
+
+def test_step_decay_with_keras_scheduler(rng):
+    model = _model()
+    model.compile(keras.optimizers.Adam(1e-2), "mse")
+    x = rng.standard_normal((4, 3)).astype("float32")
+    model.fit(
+        x,
+        x[:, :2],
+        epochs=4,
+        verbose=0,
+        callbacks=[keras.callbacks.LearningRateScheduler(step_decay([1, 3]))],
+    )
+    assert float(to_numpy(model.optimizer.learning_rate)) == pytest.approx(1e-4, rel=1e-5)
+
+
+def test_config_round_trip():
+    optimizer = NTASGD(learning_rate=7.0, weight_decay=1e-5)
+    restored = NTASGD.from_config(optimizer.get_config())
+    assert restored.get_config() == optimizer.get_config()
+    assert restored.use_ema
