@@ -14,3 +14,21 @@ def rng():
 
 def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
+
+
+@pytest.fixture
+def recorded_masks(monkeypatch):
+    """Records every weight mask drawn by the weight-drop layers, as NumPy arrays, in
+    draw order."""
+    from awd_lstm.layers import weight_drop
+
+    masks = []
+    draw = weight_drop.draw_weight_mask
+
+    def recording_draw(shape, rate, seed_generator, dtype):
+        mask = draw(shape, rate, seed_generator, dtype)
+        masks.append(to_numpy(mask))
+        return mask
+
+    monkeypatch.setattr(weight_drop, "draw_weight_mask", recording_draw)
+    return masks

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from awd_lstm.compat import LSTMStateTuple, VariationalDropout, WeightDropLSTMCell, dynamic_rnn
-from awd_lstm.layers import weight_drop as weight_drop_module
 from tests.conftest import to_numpy
 from tests.reference import numpy_lstm
 
@@ -103,16 +102,8 @@ def test_use_vd_mask_fixed_until_updated_and_covers_both_kernels(rng):
     assert np.abs(to_numpy(dynamic_rnn(cell, x)[0]) - first).max() > 1e-3
 
 
-def test_without_vd_a_fresh_mask_every_step(rng, monkeypatch):
-    drawn = []
-    draw = weight_drop_module.draw_weight_mask
-
-    def recording(shape, rate, seed_generator, dtype):
-        mask = draw(shape, rate, seed_generator, dtype)
-        drawn.append(to_numpy(mask))
-        return mask
-
-    monkeypatch.setattr(weight_drop_module, "draw_weight_mask", recording)
+def test_without_vd_a_fresh_mask_every_step(rng, recorded_masks):
+    drawn = recorded_masks
     x = _inputs(rng)
     cell = WeightDropLSTMCell(num_units=CELL_NUM, weight_drop_kr=0.6, seed=2)
     if BACKEND == "jax":  # lax.scan cannot draw per step: a Python loop over the cell

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from awd_lstm.layers import WeightDropLSTM, WeightDropLSTMCell
-from awd_lstm.layers import weight_drop as weight_drop_module
 from tests.backend_grad import layer_grads
 from tests.conftest import to_numpy
 from tests.reference import numpy_lstm, torch_lstm_outputs_and_grads
@@ -25,21 +24,6 @@ def _weights(layer):
         to_numpy(cell.recurrent_kernel).astype(np.float64),
         to_numpy(cell.bias).astype(np.float64),
     )
-
-
-@pytest.fixture
-def recorded_masks(monkeypatch):
-    """Records every weight mask drawn, as NumPy arrays, in draw order."""
-    masks = []
-    draw = weight_drop_module.draw_weight_mask
-
-    def recording_draw(shape, rate, seed_generator, dtype):
-        mask = draw(shape, rate, seed_generator, dtype)
-        masks.append(to_numpy(mask))
-        return mask
-
-    monkeypatch.setattr(weight_drop_module, "draw_weight_mask", recording_draw)
-    return masks
 
 
 # -- equivalence with keras.layers.LSTM --------------------------------------------
