@@ -1,10 +1,31 @@
 """AWD-LSTM for Keras 3: weight-dropped LSTM, AWD regularizers and their training parts.
 
 Merity, Keskar & Socher (2017), "Regularizing and Optimizing LSTM Language Models".
+
+Submodules load on first use, so that `awd-lstm --backend ...` can choose the Keras
+backend before Keras is imported.
 """
 
-from awd_lstm import layers, regularizers
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "regularizers", "__version__"]
+_SUBMODULES = (
+    "compat",
+    "config",
+    "data",
+    "layers",
+    "models",
+    "optimizers",
+    "presets",
+    "regularizers",
+    "training",
+)
+
+__all__ = [*_SUBMODULES, "__version__"]
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"awd_lstm.{name}")
+    raise AttributeError(f"module 'awd_lstm' has no attribute {name!r}")

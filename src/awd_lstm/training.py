@@ -8,7 +8,6 @@ each epoch; NT-ASGD switched on by the non-monotone rule; validation (batch 10) 
 segment length; the best validated (averaged) weights checkpointed atomically.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -17,43 +16,10 @@ import time
 import keras
 import numpy as np
 
+from awd_lstm.config import TrainingConfig  # noqa: F401 (re-exported)
 from awd_lstm.data import BPTTSchedule, batchify, segment
 from awd_lstm.models import AWDLSTMLanguageModel
 from awd_lstm.optimizers import NTASGD, should_trigger
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingConfig:
-    """Hyperparameters of a training run (paper names in brackets)."""
-
-    embedding_size: int = 400  # [emsize] embedding dimension, also the last LSTM's units
-    hidden_size: int = 1150  # [nhid] units of the inner LSTM layers
-    num_layers: int = 3  # [nlayers] LSTM layers
-    embedding_dropout: float = 0.1  # [dropoute] word types dropped from the embedding
-    input_dropout: float = 0.65  # [dropouti] locked dropout of the embeddings
-    hidden_dropout: float = 0.3  # [dropouth] locked dropout between LSTM layers
-    output_dropout: float = 0.4  # [dropout] locked dropout of the last LSTM output
-    weight_dropout: float = 0.5  # [wdrop] DropConnect on the recurrent kernels
-    tie_weights: bool = True  # [tied] decoder weight = embedding matrix
-    alpha: float = 2.0  # [alpha] activation regularization scale
-    beta: float = 1.0  # [beta] temporal activation regularization scale
-    lr: float = 30.0  # [lr] SGD learning rate
-    clip: float = 0.25  # [clip] global gradient-norm bound
-    weight_decay: float = 1.2e-6  # [wdecay] L2 penalty
-    nonmono: int = 5  # [nonmono] non-monotone interval of the NT-ASGD trigger
-    epochs: int = 500  # [epochs] training epochs
-    batch_size: int = 80  # [batch_size] training streams
-    eval_batch_size: int = 10  # validation streams (the test uses 1)
-    bptt: int = 70  # [bptt] base segment length
-    length_quantum: int = 5  # segment lengths rounded to multiples of this (compiled shapes)
-    seed: int = 141  # [seed] seed of the weights, masks and segment lengths
-
-    def model_kwargs(self):
-        keys = (
-            "embedding_size hidden_size num_layers embedding_dropout input_dropout "
-            "hidden_dropout output_dropout weight_dropout tie_weights alpha beta"
-        ).split()
-        return {k: getattr(self, k) for k in keys}
 
 
 def build_model(config, vocab_size, batch_size):
@@ -78,7 +44,9 @@ def copy_weights(source_values, target):
     """Assigns `source_values` (one per trainable variable) to `target`'s trainable
     variables: from a training model to an evaluation model of another batch size."""
     for variable, value in zip(target.trainable_variables, source_values, strict=True):
-        variable.assign(value)
+        # A copy: on JAX two models' variables must not share a buffer, which a
+        # compiled step of either may donate.
+        variable.assign(keras.ops.convert_to_numpy(value))
 
 
 def evaluation_weights(model):
@@ -101,7 +69,9 @@ def evaluate(model, ids, bptt):
     total, count = 0.0, 0
     for start, length in BPTTSchedule(batched.shape[1], bptt, variable=False):
         x, y = segment(batched, start, length)
-        logits = keras.ops.convert_to_numpy(model(x, training=False)).astype(np.float64)
+        # predict_on_batch runs the backend's compiled step (eager calls cost several
+        # times more); the carried state is a model variable, updated either way.
+        logits = np.asarray(model.predict_on_batch(x), dtype=np.float64)
         logits -= logits.max(-1, keepdims=True)
         log_norm = np.log(np.exp(logits).sum(-1))
         picked = np.take_along_axis(logits, y[..., None], -1)[..., 0]

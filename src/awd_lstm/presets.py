@@ -1,0 +1,73 @@
+"""Reference settings per corpus, as plain data (DESIGN.md §4).
+
+Word-level presets follow the reference implementation's README runs; `small` trains
+in minutes per epoch on a 2-core CPU; `synthetic` is the built-in corpus's.
+"""
+
+import dataclasses
+
+from awd_lstm.config import TrainingConfig
+
+PRESETS = {
+    # PTB, reference README: batch 20, dropouti 0.4, dropouth 0.25, 500 epochs.
+    "ptb": TrainingConfig(
+        batch_size=20, input_dropout=0.4, hidden_dropout=0.25, epochs=500, seed=141
+    ),
+    # WikiText-2, reference README: dropouth 0.2, 750 epochs, batch 80.
+    "wikitext-2": TrainingConfig(hidden_dropout=0.2, epochs=750, batch_size=80, seed=1882),
+    # A PTB-sized model scaled down to minutes per epoch on a 2-core CPU.
+    "small": TrainingConfig(
+        embedding_size=200,
+        hidden_size=400,
+        num_layers=3,
+        batch_size=20,
+        bptt=35,
+        input_dropout=0.4,
+        hidden_dropout=0.25,
+        epochs=40,
+    ),
+    # The built-in hidden Markov corpus: a default run ends in minutes on a CPU.
+    "synthetic": TrainingConfig(
+        embedding_size=64,
+        hidden_size=128,
+        num_layers=2,
+        embedding_dropout=0.0,
+        input_dropout=0.1,
+        hidden_dropout=0.1,
+        output_dropout=0.1,
+        weight_dropout=0.2,
+        lr=20.0,
+        epochs=8,
+        batch_size=32,
+        bptt=35,
+        nonmono=3,
+        seed=1,
+    ),
+}
+
+# The source of the built-in corpus: HiddenMarkovSource arguments (the seed comes
+# from the run's).
+SYNTHETIC_SOURCE = {"num_states": 16, "vocab_size": 1000}
+
+
+def config_fields():
+    return dataclasses.fields(TrainingConfig)
+
+
+def resolve_config(args, synthetic):
+    """The preset named by `args.preset` (default: synthetic or ptb) with every flag
+    the user set applied over it. Returns `(config, preset_name)`."""
+    from awd_lstm.cli import UsageError
+
+    name = args.preset or ("synthetic" if synthetic else "ptb")
+    if name not in PRESETS:
+        raise UsageError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in config_fields()
+        if getattr(args, f.name, None) is not None
+    }
+    try:
+        return dataclasses.replace(PRESETS[name], **overrides), name
+    except ValueError as e:
+        raise UsageError(str(e)) from None
