@@ -84,3 +84,14 @@ def test_bad_input_is_one_sentence_and_exit_2(argv, message, capsys, tmp_path):
 def test_refuses_to_overwrite_a_run(run, capsys):
     assert main(["train", "--out", str(run), *TINY_FLAGS]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+def test_backend_flag_before_or_after_the_subcommand():
+    from awd_lstm.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["--backend", "jax", "data", "stats", "d"]).backend == "jax"
+    assert parser.parse_args(["train", "--backend", "torch"]).backend == "torch"
+    assert parser.parse_args(["--backend", "jax", "train"]).backend == "jax"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--backend", "theano"])

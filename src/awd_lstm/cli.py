@@ -13,6 +13,7 @@ import os
 import sys
 
 PRESETS_HELP = "ptb, wikitext-2, small, synthetic"
+BACKENDS = ("tensorflow", "jax", "torch")
 
 # Paper / reference-code names, shown beside the flags in --help.
 PAPER_NAMES = {
@@ -66,12 +67,15 @@ def build_parser():
         prog="awd-lstm",
         description="AWD-LSTM language models (Merity et al. 2017) on Keras 3.",
     )
-    parser.add_argument(
-        "--backend",
-        choices=("tensorflow", "jax", "torch"),
-        help="Keras backend (default: KERAS_BACKEND, else tensorflow)",
-    )
+    backend_help = "Keras backend (default: KERAS_BACKEND, else tensorflow)"
+    parser.add_argument("--backend", choices=BACKENDS, help=backend_help)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_backend(subparser):
+        # SUPPRESS: an absent subcommand flag must not erase `awd-lstm --backend X`.
+        subparser.add_argument(
+            "--backend", choices=BACKENDS, default=argparse.SUPPRESS, help=backend_help
+        )
 
     train = commands.add_parser("train", help="train a language model")
     train.add_argument(
@@ -83,6 +87,7 @@ def build_parser():
         "--preset",
         help=f"reference settings: {PRESETS_HELP} (default: synthetic without --data, ptb with it)",
     )
+    add_backend(train)
     train.add_argument("--level", choices=("word", "char"), default="word")
     train.add_argument(
         "--synthetic-tokens",
@@ -98,6 +103,7 @@ def build_parser():
     evaluate = commands.add_parser("evaluate", help="evaluate a trained run")
     evaluate.add_argument("--run", required=True, help="run folder written by train")
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
+    add_backend(evaluate)
 
     data = commands.add_parser("data", help="corpus tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
