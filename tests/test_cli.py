@@ -1,6 +1,7 @@
 """The `awd-lstm` command, in process, on small generated corpora."""
 
 import json
+import re
 
 import pytest
 
@@ -78,7 +79,7 @@ def test_bad_input_is_one_sentence_and_exit_2(argv, message, capsys, tmp_path):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert pytest.importorskip("re").search(message, err), err
+    assert re.search(message, err), err
 
 
 def test_refuses_to_overwrite_a_run(run, capsys):

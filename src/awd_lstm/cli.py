@@ -124,16 +124,13 @@ def _select_backend(args):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _write_json(path, data):
-    from awd_lstm.data.corpus import write_json_atomic
-
-    write_json_atomic(path, data)
-
-
 def command_train(args):
     from awd_lstm.presets import resolve_config
 
-    config, preset = resolve_config(args, synthetic=args.data is None)
+    try:
+        config, preset = resolve_config(args, synthetic=args.data is None)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     if args.synthetic_tokens < 1000:
         raise UsageError(f"--synthetic-tokens must be at least 1000; got {args.synthetic_tokens}")
     run_dir = args.out or os.path.join("runs", preset)
@@ -152,7 +149,8 @@ def command_train(args):
     import numpy as np
 
     from awd_lstm.data import HiddenMarkovSource, Vocabulary, load_corpus
-    from awd_lstm.training import evaluate, train
+    from awd_lstm.data.corpus import write_json_atomic
+    from awd_lstm.training import train
 
     keras.utils.set_random_seed(config.seed)
     source = None
@@ -169,7 +167,7 @@ def command_train(args):
         corpus = load_corpus(args.data, level=args.level)
         data_description = args.data
     corpus.vocab.save(os.path.join(run_dir, "vocab.json"))
-    _write_json(
+    write_json_atomic(
         os.path.join(run_dir, "config.json"),
         {
             "preset": preset,
@@ -185,11 +183,12 @@ def command_train(args):
         flush=True,
     )
     model, _ = train(config, corpus, run_dir, progress=not args.no_progress)
-    final = _test(config, corpus, model, run_dir, evaluate)
+    test_loss = _split_loss(config, len(corpus.vocab), corpus.test, 1, model.trainable_variables)
+    final = {"test_loss": test_loss, "test_ppl": math.exp(test_loss)}
     if source is not None:
         final["optimal_ppl"] = source.optimal_perplexity(np.asarray(corpus.test))
         final["unigram_ppl"] = source.unigram_perplexity(corpus.train, corpus.test)
-    _write_json(os.path.join(run_dir, "final.json"), final)
+    write_json_atomic(os.path.join(run_dir, "final.json"), final)
     line = f"test perplexity {final['test_ppl']:.2f}"
     if source is not None:
         gap = final["test_ppl"] / final["optimal_ppl"] - 1
@@ -200,13 +199,14 @@ def command_train(args):
     return 0
 
 
-def _test(config, corpus, model, run_dir, evaluate):
-    from awd_lstm.training import build_model, copy_weights
+def _split_loss(config, vocab_size, ids, batch_size, weight_values):
+    """Per-token loss of a split, evaluated at `batch_size` streams with the given
+    weights (the reference validates with 10 streams and tests with 1)."""
+    from awd_lstm.training import build_model, copy_weights, evaluate
 
-    tester = build_model(config, len(corpus.vocab), batch_size=1)
-    copy_weights(model.trainable_variables, tester)
-    test_loss = evaluate(tester, corpus.test, config.bptt)
-    return {"test_loss": test_loss, "test_ppl": math.exp(test_loss)}
+    model = build_model(config, vocab_size, batch_size)
+    copy_weights(weight_values, model)
+    return evaluate(model, ids, config.bptt)
 
 
 def _load_run(run_dir):
@@ -223,7 +223,7 @@ def _load_run(run_dir):
 def command_evaluate(args):
     saved, config = _load_run(args.run)
     from awd_lstm.data import Vocabulary, load_corpus
-    from awd_lstm.training import build_model, evaluate
+    from awd_lstm.training import build_model
 
     weights = os.path.join(args.run, "best.weights.h5")
     if not os.path.isfile(weights):
@@ -231,16 +231,12 @@ def command_evaluate(args):
     vocab = Vocabulary.load(os.path.join(args.run, "vocab.json"))
     data = saved["data"] or os.path.join(args.run, "corpus")
     corpus = load_corpus(data, level=saved.get("level", "word"), vocab=vocab)
+    trained = build_model(config, len(vocab), batch_size=config.eval_batch_size)
+    trained.load_weights(weights)
     batch = config.eval_batch_size if args.split == "valid" else 1
-    model = build_model(config, len(vocab), batch_size=config.eval_batch_size)
-    model.load_weights(weights)
-    if batch != config.eval_batch_size:
-        from awd_lstm.training import copy_weights
-
-        tester = build_model(config, len(vocab), batch_size=batch)
-        copy_weights(model.trainable_variables, tester)
-        model = tester
-    loss = evaluate(model, corpus.split(args.split), config.bptt)
+    loss = _split_loss(
+        config, len(vocab), corpus.split(args.split), batch, trained.trainable_variables
+    )
     print(json.dumps({"split": args.split, "loss": loss, "ppl": math.exp(loss)}))
     return 0
 

@@ -56,18 +56,14 @@ def config_fields():
 
 def resolve_config(args, synthetic):
     """The preset named by `args.preset` (default: synthetic or ptb) with every flag
-    the user set applied over it. Returns `(config, preset_name)`."""
-    from awd_lstm.cli import UsageError
-
+    the user set applied over it. Returns `(config, preset_name)`; raises
+    `ValueError` with one sentence for an unknown preset or a bad value."""
     name = args.preset or ("synthetic" if synthetic else "ptb")
     if name not in PRESETS:
-        raise UsageError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
     overrides = {
         f.name: getattr(args, f.name)
         for f in config_fields()
         if getattr(args, f.name, None) is not None
     }
-    try:
-        return dataclasses.replace(PRESETS[name], **overrides), name
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    return dataclasses.replace(PRESETS[name], **overrides), name
