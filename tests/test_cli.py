@@ -1,6 +1,7 @@
 """The `awd-lstm` command, in process, on small generated corpora."""
 
 import json
+import math
 import re
 
 import pytest
@@ -37,8 +38,14 @@ def run(tmp_path_factory):
 
 
 def test_train_on_the_builtin_corpus_writes_a_run(run, capsys):
-    for name in ("config.json", "vocab.json", "metrics.jsonl", "best.weights.h5", "final.json"):
+    names = (
+        "config.json vocab.json metrics.jsonl best.weights.h5 checkpoint.weights.h5 "
+        "final.json learning_curves.png"
+    ).split()
+    for name in names:
         assert (run / name).exists(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert not list(run.glob(".tmp-*"))
     final = json.loads((run / "final.json").read_text())
     assert {"test_loss", "test_ppl", "optimal_ppl", "unigram_ppl"} <= set(final)
     assert final["optimal_ppl"] < final["unigram_ppl"]
@@ -70,16 +77,30 @@ def test_data_stats(run, capsys):
         (["train", "--bptt", "0"], "bptt must be a positive integer; got 0"),
         (["train", "--data", "/nonexistent/corpus"], "data folder /nonexistent/corpus does not"),
         (["evaluate", "--run", "/nonexistent/run"], "is not a run folder"),
+        (["train", "--resume", "/nonexistent/run"], "is not a run folder"),
+        (["finetune", "--run", "/nonexistent/run"], "is not a run folder"),
+        (["train", "--max-minutes", "0"], r"--max-minutes must be a number > 0; got 0"),
+        (["train", "--when", "0"], "when must be a list of positive epoch numbers"),
+        (["train", "--lr", "nan"], "lr must be a finite number > 0; got nan"),
         (["data", "stats", "/nonexistent/corpus"], "does not exist"),
+        (
+            ["train", *TINY_FLAGS, "--batch-size", "2000"],
+            "the train split has 3000 tokens, too few for 2000 streams",
+        ),
+        (
+            ["train", *TINY_FLAGS, "--eval-batch-size", "200"],
+            "the validation split has 300 tokens, too few for 200 streams",
+        ),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(argv, message, capsys, tmp_path):
-    if argv[0] == "train":
+    if argv[0] == "train" and "--resume" not in argv:
         argv = [*argv, "--out", str(tmp_path / "out")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_refuses_to_overwrite_a_run(run, capsys):
@@ -96,3 +117,164 @@ def test_backend_flag_before_or_after_the_subcommand():
     assert parser.parse_args(["--backend", "jax", "train"]).backend == "jax"
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--backend", "theano"])
+
+
+def _epochs(run_dir):
+    return [
+        {k: v for k, v in json.loads(line).items() if k not in ("seconds", "tokens_per_sec")}
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def test_interrupted_then_resumed_equals_the_uninterrupted_run(run, tmp_path, monkeypatch, capsys):
+    import awd_lstm.training as training
+
+    out = tmp_path / "interrupted"
+    original = training.save_checkpoint
+
+    def save_then_die(model, state, path):
+        original(model, state, path)
+        raise KeyboardInterrupt  # Ctrl-C right after the first epoch's checkpoint
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "save_checkpoint", save_then_die)
+        assert main(["train", "--out", str(out), *TINY_FLAGS]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    # Killed between the checkpoint and metrics.jsonl: resuming rewrites the metrics
+    # from the checkpoint's history.
+    assert _epochs(out) == [] and not (out / "final.json").exists()
+    # The settings come from the run; giving them again is an error.
+    assert main(["train", "--resume", str(out), "--lr", "1"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert _epochs(out) == _epochs(run)
+    final = json.loads((out / "final.json").read_text())
+    assert final == json.loads((run / "final.json").read_text())
+    assert main(["train", "--resume", str(out)]) == 2
+    assert "has finished; nothing to resume" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tuned(run):
+    assert main(["finetune", "--run", str(run), "--epochs", "2", "--no-progress"]) == 0
+    return run / "finetune"
+
+
+def test_finetune_a_run_then_evaluate_it(run, tuned, capsys):
+    saved = json.loads((tuned / "config.json").read_text())
+    assert saved["stage"] == "finetune" and saved["config"]["epochs"] == 2
+    epochs = _epochs(tuned)
+    assert len(epochs) == 2 and all(e["averaging"] for e in epochs)
+    final = json.loads((tuned / "final.json").read_text())
+    assert {"test_ppl", "optimal_ppl"} <= set(final)
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(tuned)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["ppl"] == pytest.approx(final["test_ppl"], rel=1e-5)
+    # Fine-tuning never leaves weights worse than the trained run's on validation.
+    assert main(["evaluate", "--run", str(run), "--split", "valid"]) == 0
+    trained_valid = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"]
+    assert main(["evaluate", "--run", str(tuned), "--split", "valid"]) == 0
+    tuned_valid = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["loss"]
+    assert tuned_valid <= trained_valid + 1e-6
+    assert main(["finetune", "--run", str(run)]) == 2
+    assert "already holds a fine-tuning" in capsys.readouterr().err
+
+
+def test_an_interrupted_finetuning_resumes_to_the_same_end(run, tuned, tmp_path, monkeypatch):
+    import awd_lstm.training as training
+
+    out = tmp_path / "tuning"
+    original = training.save_checkpoint
+
+    def save_then_die(model, state, path):
+        original(model, state, path)
+        raise KeyboardInterrupt
+
+    argv = ["finetune", "--run", str(run), "--out", str(out), "--no-progress"]
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "save_checkpoint", save_then_die)
+        assert main([*argv, "--epochs", "2"]) == 130
+    assert main([*argv, "--resume"]) == 0
+    assert _epochs(out) == _epochs(tuned)
+    assert json.loads((out / "final.json").read_text()) == json.loads(
+        (tuned / "final.json").read_text()
+    )
+
+
+def _copy_run(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    return copy
+
+
+def _one_line_error(capsys, pattern):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(pattern, err), err
+
+
+def test_a_damaged_config_is_one_line(run, tmp_path, capsys):
+    copy = _copy_run(run, tmp_path)
+    (copy / "config.json").write_text('{"config": {"hidden_size": ')
+    assert main(["evaluate", "--run", str(copy)]) == 2
+    _one_line_error(capsys, "config.json is not a valid run configuration")
+    (copy / "config.json").write_text('{"config": {"hidden_size": -3}}')
+    assert main(["evaluate", "--run", str(copy)]) == 2
+    _one_line_error(capsys, "hidden_size must be a positive integer; got -3")
+
+
+def test_a_run_with_another_vocabulary_is_refused(run, tmp_path, capsys):
+    from awd_lstm.data import Vocabulary
+
+    copy = _copy_run(run, tmp_path)
+    vocab = Vocabulary.load(copy / "vocab.json")
+    Vocabulary(list(reversed(vocab.tokens))).save(copy / "vocab.json")
+    assert main(["evaluate", "--run", str(copy)]) == 2
+    _one_line_error(capsys, "is not the vocabulary this run was trained with")
+    # Without the fingerprint, the weights' shapes give it away.
+    saved = json.loads((copy / "config.json").read_text())
+    del saved["vocab_fingerprint"]
+    (copy / "config.json").write_text(json.dumps(saved))
+    Vocabulary(vocab.tokens + ["extra"]).save(copy / "vocab.json")
+    assert main(["evaluate", "--run", str(copy)]) == 2
+    _one_line_error(capsys, "does not fit this model")
+
+
+def test_damaged_weights_are_one_line(run, tmp_path, capsys):
+    copy = _copy_run(run, tmp_path)
+    (copy / "best.weights.h5").write_bytes(b"not an HDF5 file")
+    assert main(["evaluate", "--run", str(copy)]) == 2
+    _one_line_error(capsys, "best.weights.h5 does not fit this model .* or is damaged")
+
+
+def test_a_diverging_run_stops_with_one_line(tmp_path, capsys):
+    flags = [f for f in TINY_FLAGS]
+    flags[flags.index("--epochs") + 1] = "1"
+    out = tmp_path / "diverged"
+    assert main(["train", "--out", str(out), *flags, "--lr", "1e30", "--clip", "1e30"]) == 2
+    _one_line_error(capsys, r"training stopped: the loss became (nan|inf) at step \d+ of epoch 1")
+    assert not (out / "best.weights.h5").exists() and not list(out.glob(".tmp-*"))
+
+
+def test_character_level_preset_reports_bits_per_character(tmp_path, capsys):
+    corpus = tmp_path / "chars"
+    corpus.mkdir()
+    text = "the cat sat on the mat\nthe dog sat on the log\n"
+    for split, repeat in (("train", 60), ("valid", 10), ("test", 10)):
+        (corpus / f"{split}.txt").write_text(text * repeat)
+    out = tmp_path / "run"
+    tiny = [f for f in TINY_FLAGS if f not in ("--synthetic-tokens", "3000")]
+    tiny[tiny.index("--epochs") + 1] = "1"
+    argv = ["train", "--data", str(corpus), "--preset", "ptb-char", "--out", str(out), *tiny]
+    assert main(argv) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["level"] == "char" and saved["config"]["optimizer"] == "adam"
+    assert saved["config"]["when"] == [300, 400]
+    final = json.loads((out / "final.json").read_text())
+    assert final["test_bpc"] == pytest.approx(final["test_loss"] / math.log(2))
+    [epoch] = _epochs(out)
+    assert epoch["val_bpc"] == pytest.approx(epoch["val_loss"] / math.log(2))
+    assert "bpc" in capsys.readouterr().out

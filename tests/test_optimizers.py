@@ -143,3 +143,43 @@ def test_config_round_trip():
     restored = NTASGD.from_config(optimizer.get_config())
     assert restored.get_config() == optimizer.get_config()
     assert restored.use_ema
+
+
+def test_adam_l2_matches_torch_adam_with_weight_decay_after_clipping(rng):
+    torch = pytest.importorskip("torch")
+    from awd_lstm.optimizers import AdamL2
+
+    w0 = rng.normal(size=(4, 3)).astype("float32")
+    grads = [rng.normal(size=(4, 3)).astype("float32") * s for s in (0.1, 3.0, 0.5, 2.0)]
+    lr, l2, clip = 0.01, 0.3, 1.0
+
+    variable = keras.Variable(w0)
+    optimizer = AdamL2(lr, l2=l2, global_clipnorm=clip)
+    for g in grads:
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(g), variable)])
+
+    # The reference: clip_grad_norm_, then torch.optim.Adam(weight_decay=l2), whose
+    # decay is added to the (clipped) gradient.
+    param = torch.nn.Parameter(torch.tensor(w0))
+    reference = torch.optim.Adam([param], lr=lr, weight_decay=l2, eps=1e-7)
+    for g in grads:
+        param.grad = torch.tensor(g)
+        torch.nn.utils.clip_grad_norm_([param], clip)
+        reference.step()
+    np.testing.assert_allclose(to_numpy(variable), param.detach().numpy(), rtol=1e-5, atol=1e-6)
+    # Not Keras' decoupled decay: AdamW's update is measurably different.
+    other = keras.Variable(w0)
+    decoupled = keras.optimizers.Adam(lr, weight_decay=l2, global_clipnorm=clip)
+    for g in grads:
+        decoupled.apply_gradients([(keras.ops.convert_to_tensor(g), other)])
+    assert np.abs(to_numpy(other) - to_numpy(variable)).max() > 1e-4
+
+
+def test_adam_l2_round_trips_through_its_config():
+    from awd_lstm.optimizers import AdamL2
+
+    optimizer = AdamL2(2e-3, l2=1.2e-6, global_clipnorm=0.25)
+    again = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert isinstance(again, AdamL2) and again.l2 == 1.2e-6 and again.global_clipnorm == 0.25
+    with pytest.raises(ValueError, match="`l2` must be a number >= 0"):
+        AdamL2(l2=-1.0)

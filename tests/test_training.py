@@ -96,7 +96,9 @@ def test_training_lowers_the_loss_and_writes_its_outputs(corpus, tmp_path):
     }
     assert keys <= set(written[0])
     assert (tmp_path / "best.weights.h5").exists()
-    assert not list(tmp_path.glob("*.tmp.*"))
+    assert not list(tmp_path.glob(".tmp-*"))
+    assert (tmp_path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
     best = min(r["val_loss"] for r in records)
     assert evaluate(model, corpus.valid, TINY.bptt) == pytest.approx(best, rel=1e-5)
 
@@ -123,7 +125,8 @@ def test_nt_asgd_switches_by_the_rule_and_evaluates_the_average(corpus, tmp_path
     _, records = train(
         dataclasses.replace(TINY, epochs=5), corpus, str(tmp_path), log=lines.append, progress=False
     )
-    assert [r["averaging"] for r in records] == [False, False, False, True, True]
+    # `averaging`: whether the epoch itself trained and validated with the average.
+    assert [r["averaging"] for r in records] == [False, False, False, False, True]
     assert evaluated_with == [False, False, False, False, True]
     assert any(line.startswith("epoch 4: switching to averaged SGD") for line in lines)
 
@@ -134,3 +137,231 @@ def test_copy_weights_between_batch_sizes(corpus):
     copy_weights(a.trainable_variables, b)
     for x, y in zip(a.trainable_variables, b.trainable_variables):
         np.testing.assert_array_equal(to_numpy(x), to_numpy(y))
+
+
+class _Killed(Exception):
+    """Stands for the process dying at a chosen moment."""
+
+
+def _comparable(records):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "tokens_per_sec")} for r in records]
+
+
+def _final_weights(run_dir):
+    import h5py
+
+    with h5py.File(run_dir / "best.weights.h5") as f:
+        arrays = []
+        f.visititems(
+            lambda name, obj: arrays.append((name, obj[()])) if hasattr(obj, "shape") else None
+        )
+    return arrays
+
+
+RESUMED = dataclasses.replace(TINY, epochs=3)
+
+
+def _switch_after_epoch_2(patch):
+    # NT-ASGD switches after epoch 2, so the averaging state is part of what resumes.
+    import awd_lstm.training as training
+
+    patch.setattr(training, "should_trigger", lambda history, value, n: len(history) == 1)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(corpus, tmp_path_factory):
+    run = tmp_path_factory.mktemp("uninterrupted")
+    with pytest.MonkeyPatch.context() as patch:
+        _switch_after_epoch_2(patch)
+        _, records = train(RESUMED, corpus, str(run), log=lambda _: None, progress=False)
+    assert [r["averaging"] for r in records] == [False, False, True]
+    return run, records
+
+
+@pytest.mark.parametrize("kill_at", ["after_epoch", "mid_epoch", "in_checkpoint_write"])
+def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(
+    corpus, uninterrupted, tmp_path, monkeypatch, kill_at
+):
+    import awd_lstm.training as training
+
+    config = RESUMED
+    _switch_after_epoch_2(monkeypatch)
+    expected = uninterrupted[1]
+
+    run = tmp_path / "b"
+    with monkeypatch.context() as patch:
+        if kill_at == "after_epoch":
+
+            def log(line):
+                if line.startswith("epoch 2: train"):
+                    raise _Killed
+
+            killer = {"log": log}
+        else:
+            killer = {"log": lambda _: None}
+            if kill_at == "mid_epoch":
+                killer = {"log": _kill_steps_after(patch, "epoch 2: train", 3)}
+            else:
+                original_save = training.save_checkpoint
+
+                def dying_save(model, state, path):
+                    if state["epoch"] == 2:
+                        import h5py
+
+                        # Dies half-way: Keras' part written, the resume state not.
+                        patch.setattr(h5py.File, "create_group", _raise_killed)
+                    return original_save(model, state, path)
+
+                patch.setattr(training, "save_checkpoint", dying_save)
+        with pytest.raises(_Killed):
+            train(config, corpus, str(run), progress=False, **killer)
+    assert not list(run.glob(".tmp-*")) or kill_at == "in_checkpoint_write"
+    # What survives is the checkpoint of a completed epoch.
+    with h5py_state(run / "checkpoint.weights.h5") as state:
+        assert state["epoch"] == (2 if kill_at != "in_checkpoint_write" else 1)
+    lines = []
+    _, resumed = train(config, corpus, str(run), log=lines.append, progress=False, resume=True)
+    assert lines[0].startswith("resuming after epoch")
+    assert _comparable(resumed) == _comparable(expected)
+    written = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert _comparable(written) == _comparable(expected)
+    for (name_a, a), (name_b, b) in zip(_final_weights(uninterrupted[0]), _final_weights(run)):
+        assert name_a == name_b
+        np.testing.assert_array_equal(a, b)
+    assert not list(run.glob(".tmp-*"))
+
+
+def _kill_steps_after(patch, prefix, step, poison=False):
+    """A `log` function: once it sees a line starting with `prefix`, the `step`-th
+    training step after it dies (or, with `poison`, returns a NaN loss)."""
+    import keras
+
+    seen = {"armed": False, "steps": 0}
+    original = keras.Model.train_on_batch
+
+    def patched(self, *args, **kwargs):
+        if seen["armed"]:
+            seen["steps"] += 1
+            if seen["steps"] == step and not poison:
+                raise _Killed
+        result = original(self, *args, **kwargs)
+        if poison and seen["armed"] and seen["steps"] >= step:
+            return {**result, "ce": float("nan")}
+        return result
+
+    def log(line):
+        if line.startswith(prefix):
+            seen["armed"] = True
+
+    patch.setattr(keras.Model, "train_on_batch", patched)
+    return log
+
+
+def _raise_killed(*args, **kwargs):
+    raise _Killed
+
+
+class h5py_state:
+    def __init__(self, path):
+        import h5py
+
+        self.file = h5py.File(path, "r")
+
+    def __enter__(self):
+        return json.loads(self.file["awd_lstm_resume"].attrs["state"])
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def test_finetuning_averages_from_the_start_and_stops_when_the_rule_fires(
+    corpus, tmp_path, monkeypatch
+):
+    import awd_lstm.training as training
+    from awd_lstm.training import finetune
+
+    model = build_model(TINY, len(corpus.vocab), batch_size=4)
+    start = [to_numpy(v) for v in model.trainable_variables]
+    # The starting weights score 3.0; with nonmono=1 the rule fires at the third
+    # epoch (2.9 > min(2.8)); the best stays 2.8.
+    scripted = iter([3.0, 2.8, 2.7, 2.9, 1.0])
+    monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: next(scripted))
+    lines = []
+    _, records = finetune(
+        dataclasses.replace(TINY, epochs=10, nonmono=1),
+        corpus,
+        str(tmp_path),
+        start,
+        log=lines.append,
+        progress=False,
+    )
+    assert [r["val_loss"] for r in records] == [2.8, 2.7, 2.9]
+    assert all(r["averaging"] for r in records)
+    assert "the non-monotone rule fired" in lines[-1]
+
+
+def test_finetuning_never_makes_the_checkpoint_worse(corpus, uninterrupted, tmp_path):
+    from awd_lstm.training import finetune, load_trained_weights, split_loss
+
+    vocab_size = len(corpus.vocab)
+    weights = load_trained_weights(TINY, vocab_size, str(uninterrupted[0] / "best.weights.h5"))
+    start = split_loss(TINY, vocab_size, corpus.valid, TINY.eval_batch_size, weights)
+    tuned, records = finetune(
+        dataclasses.replace(TINY, epochs=1, lr=500.0),  # steps far too large: no improvement
+        corpus,
+        str(tmp_path),
+        weights,
+        log=lambda _: None,
+        progress=False,
+    )
+    assert records[0]["val_loss"] > start
+    assert evaluate(tuned, corpus.valid, TINY.bptt) == pytest.approx(start, rel=1e-6)
+
+
+def test_learning_rate_steps_down_after_the_when_epochs(corpus, tmp_path):
+    config = dataclasses.replace(TINY, optimizer="adam", lr=2e-3, when=(1, 2), epochs=3)
+    assert [config.learning_rate(e) for e in (1, 2, 3, 4)] == pytest.approx(
+        [2e-3, 2e-4, 2e-5, 2e-5]
+    )
+    _, records = train(config, corpus, str(tmp_path), log=lambda _: None, progress=False)
+    assert [r["lr"] for r in records] == pytest.approx([2e-3, 2e-4, 2e-5])
+    assert records[-1]["val_loss"] < math.log(len(corpus.vocab))
+    assert not any(r["averaging"] for r in records)
+
+
+def test_a_time_limit_stops_at_an_epoch_end(corpus, tmp_path):
+    lines = []
+    _, records = train(
+        dataclasses.replace(TINY, epochs=50),
+        corpus,
+        str(tmp_path),
+        log=lines.append,
+        progress=False,
+        max_seconds=1e-3,
+    )
+    assert len(records) == 1
+    assert "time limit" in lines[-1]
+
+
+def test_a_non_finite_loss_stops_with_the_last_checkpoint_kept(corpus, tmp_path, monkeypatch):
+    config = dataclasses.replace(TINY, epochs=3)
+    log = _kill_steps_after(monkeypatch, "epoch 1: train", 3, poison=True)
+    with pytest.raises(FloatingPointError, match="the loss became nan at step 3 of epoch 2; "):
+        train(config, corpus, str(tmp_path), log=log, progress=False)
+    with h5py_state(tmp_path / "checkpoint.weights.h5") as state:
+        assert state["epoch"] == 1
+    assert (tmp_path / "best.weights.h5").exists()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_config_checks_the_optimizer_and_the_decay_epochs():
+    with pytest.raises(
+        ValueError, match="optimizer must be one of ntasgd, sgd, adam; got 'rmsprop'"
+    ):
+        dataclasses.replace(TINY, optimizer="rmsprop")
+    for bad in ((0,), "5", 5, (2.5,), (True,)):
+        with pytest.raises(ValueError, match="when must be a list of positive epoch numbers"):
+            dataclasses.replace(TINY, when=bad)
+    # From JSON (a list, any order) to the same frozen config.
+    config = TrainingConfig(**{**dataclasses.asdict(TINY), "when": [40, 30]})
+    assert config.when == (30, 40) and config == dataclasses.replace(TINY, when=(30, 40))

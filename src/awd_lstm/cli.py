@@ -1,8 +1,12 @@
-"""The `awd-lstm` command: train and evaluate language models, inspect corpora.
+"""The `awd-lstm` command: train, resume, fine-tune and evaluate language models.
 
 A thin shell over the library: it parses arguments, picks the Keras backend before
 Keras is imported, seeds the process, and calls `awd_lstm.training`. Errors in the
 user's input end the command with one sentence on stderr and exit status 2.
+
+A run folder is complete once its `config.json` exists (written last, atomically,
+after the corpus and `vocab.json`); `metrics.jsonl`, the checkpoints, TensorBoard
+events and the learning-curve PNG follow each epoch; `final.json` ends the run.
 """
 
 import argparse
@@ -10,9 +14,10 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 
-PRESETS_HELP = "ptb, wikitext-2, small, synthetic"
+PRESETS_HELP = "ptb, wikitext-2, ptb-char, enwik8, small, synthetic"
 BACKENDS = ("tensorflow", "jax", "torch")
 
 # Paper / reference-code names, shown beside the flags in --help.
@@ -28,30 +33,34 @@ PAPER_NAMES = {
     "tie_weights": "tied",
     "weight_decay": "wdecay",
 }
+# Hyperparameters `finetune` may change; the others are the trained model's.
+FINETUNE_FIELDS = ("epochs", "lr", "nonmono", "seed")
 
 
 class UsageError(Exception):
     """Bad input from the user; the message is one sentence."""
 
 
-def _add_config_flags(parser):
+def _add_config_flags(parser, fields=None):
+    from awd_lstm.config import OPTIMIZERS
     from awd_lstm.presets import config_fields
 
     group = parser.add_argument_group("model and training hyperparameters (override the preset)")
     for field in config_fields():  # --seed among them
+        if fields is not None and field.name not in fields:
+            continue
         flag = "--" + field.name.replace("_", "-")
-        paper = PAPER_NAMES.get(field.name, field.name if field.name in ("alpha", "beta") else "")
-        help_text = f"[{paper}] " if paper else ""
-        if field.type in (bool, "bool"):
-            group.add_argument(
-                flag,
-                type=_parse_bool,
-                metavar="true|false",
-                help=help_text + "(default: from the preset)",
-            )
+        paper = PAPER_NAMES.get(field.name, field.name)
+        origin = "the trained run" if fields is not None else "the preset"
+        help_text = f"[{paper}] (default: from {origin})"
+        if field.type is bool:
+            group.add_argument(flag, type=_parse_bool, metavar="true|false", help=help_text)
+        elif field.type is str:
+            group.add_argument(flag, choices=OPTIMIZERS, help=help_text)
+        elif field.type is tuple:
+            group.add_argument(flag, type=int, nargs="*", metavar="EPOCH", help=help_text)
         else:
-            kind = int if field.type in (int, "int") else float
-            group.add_argument(flag, type=kind, help=help_text + "(default: from the preset)")
+            group.add_argument(flag, type=field.type, help=help_text)
 
 
 def _parse_bool(text):
@@ -67,14 +76,24 @@ def build_parser():
         prog="awd-lstm",
         description="AWD-LSTM language models (Merity et al. 2017) on Keras 3.",
     )
-    backend_help = "Keras backend (default: KERAS_BACKEND, else tensorflow)"
+    backend_help = "Keras backend (default: the run's, else KERAS_BACKEND, else tensorflow)"
     parser.add_argument("--backend", choices=BACKENDS, help=backend_help)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def add_backend(subparser):
+    def add_common(subparser, progress=True):
         # SUPPRESS: an absent subcommand flag must not erase `awd-lstm --backend X`.
         subparser.add_argument(
             "--backend", choices=BACKENDS, default=argparse.SUPPRESS, help=backend_help
+        )
+        if progress:
+            subparser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def add_time_limit(subparser):
+        subparser.add_argument(
+            "--max-minutes",
+            type=float,
+            help="stop at the end of the epoch after which another one would pass this "
+            "many minutes of training",
         )
 
     train = commands.add_parser("train", help="train a language model")
@@ -87,23 +106,45 @@ def build_parser():
         "--preset",
         help=f"reference settings: {PRESETS_HELP} (default: synthetic without --data, ptb with it)",
     )
-    add_backend(train)
-    train.add_argument("--level", choices=("word", "char"), default="word")
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the run in this folder from its last completed epoch, with its settings",
+    )
+    add_common(train)
+    train.add_argument(
+        "--level",
+        choices=("word", "char"),
+        help="tokens: words (default) or characters (default of ptb-char and enwik8)",
+    )
     train.add_argument(
         "--synthetic-tokens",
         type=int,
-        default=200_000,
         help="training tokens of the built-in corpus (valid and test: a "
         "tenth each; default 200000)",
     )
     train.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_time_limit(train)
     _add_config_flags(train)
+
+    finetune = commands.add_parser(
+        "finetune",
+        help="fine-tune a trained run: averaged SGD from its best weights until the "
+        "non-monotone rule fires",
+    )
+    finetune.add_argument("--run", required=True, help="run folder written by train")
+    finetune.add_argument("--out", help="run folder of the fine-tuning (default: RUN/finetune)")
+    finetune.add_argument(
+        "--resume", action="store_true", help="continue an interrupted fine-tuning"
+    )
+    add_common(finetune)
+    add_time_limit(finetune)
+    _add_config_flags(finetune, FINETUNE_FIELDS)
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained run")
     evaluate.add_argument("--run", required=True, help="run folder written by train")
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
-    add_backend(evaluate)
+    add_common(evaluate)
 
     data = commands.add_parser("data", help="corpus tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -113,29 +154,50 @@ def build_parser():
     return parser
 
 
+def _run_folder_of(args):
+    if args.command == "train":
+        return args.resume
+    return getattr(args, "run", None)
+
+
 def _select_backend(args):
-    if args.backend:
-        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != args.backend:
+    backend = args.backend
+    run_dir = _run_folder_of(args)
+    if backend is None and run_dir:
+        # A run continues, and evaluates identically, on the backend that trained it.
+        try:
+            backend = _read_run(run_dir)[0].get("backend")
+        except UsageError:
+            backend = None  # reported by the command itself
+        backend = backend if backend in BACKENDS else None
+    if backend:
+        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != backend:
             raise UsageError(
-                f"--backend {args.backend} must be chosen before Keras is imported; "
+                f"--backend {backend} must be chosen before Keras is imported; "
                 "run the command in a fresh process"
             )
-        os.environ["KERAS_BACKEND"] = args.backend
+        os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def command_train(args):
-    from awd_lstm.presets import resolve_config
+def _read_run(run_dir):
+    """`(saved, config)`: a run folder's config.json and its TrainingConfig."""
+    from awd_lstm.config import TrainingConfig
 
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise UsageError(f"{run_dir} is not a run folder (it has no config.json)")
     try:
-        config, preset = resolve_config(args, synthetic=args.data is None)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if args.synthetic_tokens < 1000:
-        raise UsageError(f"--synthetic-tokens must be at least 1000; got {args.synthetic_tokens}")
-    run_dir = args.out or os.path.join("runs", preset)
-    if os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
-        raise UsageError(f"run folder {run_dir} already holds a run; choose another --out")
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        config = TrainingConfig(**saved["config"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UsageError(f"{path} is not a valid run configuration: {reason}") from None
+    return saved, config
+
+
+def _check_writable(run_dir):
     try:
         os.makedirs(run_dir, exist_ok=True)
         probe = os.path.join(run_dir, ".write-test")
@@ -145,51 +207,190 @@ def command_train(args):
     except OSError as e:
         raise UsageError(f"run folder {run_dir} is not writable: {e.strerror}") from None
 
+
+def _max_seconds(minutes):
+    if minutes is None:
+        return None
+    if not (math.isfinite(minutes) and minutes > 0):
+        raise UsageError(f"--max-minutes must be a number > 0; got {minutes}")
+    return minutes * 60.0
+
+
+def _synthetic_source(saved, config):
+    from awd_lstm.data import HiddenMarkovSource
+    from awd_lstm.presets import SYNTHETIC_SOURCE
+
+    if saved.get("synthetic_tokens") is None:
+        return None
+    return HiddenMarkovSource(**SYNTHETIC_SOURCE, seed=saved.get("synthetic_seed", config.seed))
+
+
+def _load_run_corpus(run_dir, saved):
+    """The run's corpus, read with its saved vocabulary (checked against config.json)."""
+    from awd_lstm.data import Vocabulary, load_corpus
+
+    vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
+    expected = saved.get("vocab_fingerprint")
+    if expected is not None and vocab.fingerprint() != expected:
+        raise UsageError(
+            f"{os.path.join(run_dir, 'vocab.json')} is not the vocabulary this run was "
+            "trained with (its fingerprint differs from config.json's)"
+        )
+    data = saved.get("data") or os.path.join(run_dir, "corpus")
+    return load_corpus(data, level=saved.get("level", "word"), vocab=vocab)
+
+
+def command_train(args):
+    if args.resume:
+        return _resume_train(args)
+    from awd_lstm.presets import PRESET_LEVELS, resolve_config
+
+    try:
+        config, preset = resolve_config(args, synthetic=args.data is None)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if args.synthetic_tokens is not None and args.synthetic_tokens < 1000:
+        raise UsageError(f"--synthetic-tokens must be at least 1000; got {args.synthetic_tokens}")
+    max_seconds = _max_seconds(args.max_minutes)
+    level = args.level or PRESET_LEVELS.get(preset, "word")
+    run_dir = args.out or os.path.join("runs", preset)
+    if os.path.exists(os.path.join(run_dir, "config.json")):
+        raise UsageError(
+            f"run folder {run_dir} already holds a run; choose another --out "
+            f"or continue it with --resume {run_dir}"
+        )
+    created = not os.path.exists(run_dir)
+    _check_writable(run_dir)
+    try:
+        saved, corpus, description = _prepare_run(args, run_dir, config, preset, level)
+    except BaseException:
+        # Nothing half-written: a folder this command created goes again.
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    print(
+        f"awd-lstm train: {description}; {len(corpus.vocab):,} {level} types; "
+        f"backend {saved['backend']}; run folder {run_dir}",
+        flush=True,
+    )
+    return _train_and_test(args, run_dir, saved, config, corpus, max_seconds, resume=False)
+
+
+def _prepare_run(args, run_dir, config, preset, level):
+    """Writes the corpus (built-in), vocab.json and, last, config.json of a new run."""
     import keras
-    import numpy as np
 
+    from awd_lstm._files import write_json_atomic
     from awd_lstm.data import HiddenMarkovSource, Vocabulary, load_corpus
-    from awd_lstm.data.corpus import write_json_atomic
-    from awd_lstm.training import train
+    from awd_lstm.training import check_splits
 
+    synthetic_tokens = args.synthetic_tokens if args.synthetic_tokens is not None else 200_000
     keras.utils.set_random_seed(config.seed)
-    source = None
     if args.data is None:
         from awd_lstm.presets import SYNTHETIC_SOURCE
 
+        if level != "word":
+            raise UsageError("the built-in synthetic corpus is word level; drop --level char")
         source = HiddenMarkovSource(**SYNTHETIC_SOURCE, seed=config.seed)
         corpus_dir = os.path.join(run_dir, "corpus")
-        tokens = args.synthetic_tokens
-        source.write_corpus(corpus_dir, tokens, tokens // 10, tokens // 10, seed=config.seed)
+        n = synthetic_tokens
+        source.write_corpus(corpus_dir, n, n // 10, n // 10, seed=config.seed)
         corpus = load_corpus(corpus_dir, vocab=Vocabulary(source.words()))
-        data_description = f"built-in synthetic corpus ({corpus_dir})"
+        description = f"built-in synthetic corpus ({corpus_dir})"
     else:
-        corpus = load_corpus(args.data, level=args.level)
-        data_description = args.data
+        corpus = load_corpus(args.data, level=level)
+        description = args.data
+    check_splits(config, corpus)
     corpus.vocab.save(os.path.join(run_dir, "vocab.json"))
-    write_json_atomic(
-        os.path.join(run_dir, "config.json"),
-        {
-            "preset": preset,
-            "data": args.data,
-            "level": args.level,
-            "backend": keras.backend.backend(),
-            "config": dataclasses.asdict(config),
-        },
+    saved = {
+        "stage": "train",
+        "preset": preset,
+        "data": os.path.abspath(args.data) if args.data else None,
+        "level": level,
+        "backend": keras.backend.backend(),
+        "vocab_size": len(corpus.vocab),
+        "vocab_fingerprint": corpus.vocab.fingerprint(),
+        "max_minutes": args.max_minutes,
+        "synthetic_tokens": None if args.data else synthetic_tokens,
+        "synthetic_seed": None if args.data else config.seed,
+        "config": dataclasses.asdict(config),
+    }
+    # Written last: a folder with config.json holds a complete corpus and vocabulary.
+    write_json_atomic(os.path.join(run_dir, "config.json"), saved)
+    return saved, corpus, description
+
+
+def _resume_train(args):
+    from awd_lstm.presets import config_fields
+
+    given = [
+        "--" + name.replace("_", "-")
+        for name in ["data", "preset", "level", "synthetic_tokens", "out", "max_minutes"]
+        + [f.name for f in config_fields()]
+        if getattr(args, name, None) is not None
+    ]
+    if given:
+        raise UsageError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+    run_dir = args.resume
+    saved, config = _read_run(run_dir)
+    if saved.get("stage", "train") != "train":
+        raise UsageError(f"{run_dir} is a fine-tuning run; use awd-lstm finetune --resume")
+    if os.path.exists(os.path.join(run_dir, "final.json")):
+        raise UsageError(f"the run in {run_dir} has finished; nothing to resume")
+    _check_writable(run_dir)
+    import keras
+
+    keras.utils.set_random_seed(config.seed)
+    corpus = _load_run_corpus(run_dir, saved)
+    max_seconds = _max_seconds(saved.get("max_minutes"))
+    print(f"awd-lstm train: resuming {run_dir}", flush=True)
+    return _train_and_test(args, run_dir, saved, config, corpus, max_seconds, resume=True)
+
+
+def _train_and_test(args, run_dir, saved, config, corpus, max_seconds, resume, weights=None):
+    from awd_lstm import training
+
+    if saved.get("stage") == "finetune":
+        model, _ = training.finetune(
+            config,
+            corpus,
+            run_dir,
+            weights,
+            progress=not args.no_progress,
+            max_seconds=max_seconds,
+            resume=resume,
+        )
+    else:
+        model, _ = training.train(
+            config,
+            corpus,
+            run_dir,
+            progress=not args.no_progress,
+            max_seconds=max_seconds,
+            resume=resume,
+        )
+    print("testing with batch 1", flush=True)
+    test_loss = training.split_loss(
+        config,
+        len(corpus.vocab),
+        corpus.test,
+        1,
+        model.trainable_variables,
+        progress=not args.no_progress,
     )
-    print(
-        f"awd-lstm train: {data_description}; {len(corpus.vocab):,} words; "
-        f"backend {keras.backend.backend()}; run folder {run_dir}",
-        flush=True,
-    )
-    model, _ = train(config, corpus, run_dir, progress=not args.no_progress)
-    test_loss = _split_loss(config, len(corpus.vocab), corpus.test, 1, model.trainable_variables)
-    final = {"test_loss": test_loss, "test_ppl": math.exp(test_loss)}
+    final = _loss_summary("test", test_loss, corpus.vocab.level)
+    source = _synthetic_source(saved, config)
     if source is not None:
+        import numpy as np
+
         final["optimal_ppl"] = source.optimal_perplexity(np.asarray(corpus.test))
         final["unigram_ppl"] = source.unigram_perplexity(corpus.train, corpus.test)
+    from awd_lstm._files import write_json_atomic
+
     write_json_atomic(os.path.join(run_dir, "final.json"), final)
     line = f"test perplexity {final['test_ppl']:.2f}"
+    if "test_bpc" in final:
+        line += f" ({final['test_bpc']:.3f} bpc)"
     if source is not None:
         gap = final["test_ppl"] / final["optimal_ppl"] - 1
         line += (
@@ -199,45 +400,98 @@ def command_train(args):
     return 0
 
 
-def _split_loss(config, vocab_size, ids, batch_size, weight_values):
-    """Per-token loss of a split, evaluated at `batch_size` streams with the given
-    weights (the reference validates with 10 streams and tests with 1)."""
-    from awd_lstm.training import build_model, copy_weights, evaluate
-
-    model = build_model(config, vocab_size, batch_size)
-    copy_weights(weight_values, model)
-    return evaluate(model, ids, config.bptt)
+def _loss_summary(split, loss, level):
+    summary = {f"{split}_loss": loss, f"{split}_ppl": math.exp(min(loss, 700))}
+    if level == "char":
+        summary[f"{split}_bpc"] = loss / math.log(2)
+    return summary
 
 
-def _load_run(run_dir):
-    from awd_lstm.config import TrainingConfig
+def command_finetune(args):
+    from awd_lstm.presets import config_fields
 
-    path = os.path.join(run_dir, "config.json")
+    parent = args.run
+    run_dir = args.out or os.path.join(parent, "finetune")
+    max_seconds = _max_seconds(args.max_minutes)
+    if args.resume:
+        given = [
+            "--" + f.name.replace("_", "-")
+            for f in config_fields()
+            if getattr(args, f.name, None) is not None
+        ]
+        if given or args.max_minutes is not None:
+            raise UsageError("--resume continues a fine-tuning with its own settings")
+        saved, config = _read_run(run_dir)
+        if os.path.exists(os.path.join(run_dir, "final.json")):
+            raise UsageError(f"the fine-tuning in {run_dir} has finished; nothing to resume")
+        max_seconds = _max_seconds(saved.get("max_minutes"))
+    else:
+        parent_saved, parent_config = _read_run(parent)
+        if os.path.exists(os.path.join(run_dir, "config.json")):
+            raise UsageError(
+                f"{run_dir} already holds a fine-tuning; continue it with --resume "
+                "or choose another --out"
+            )
+        overrides = {
+            name: getattr(args, name) for name in FINETUNE_FIELDS if getattr(args, name) is not None
+        }
+        try:
+            config = dataclasses.replace(parent_config, optimizer="ntasgd", **overrides)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        saved = {
+            **parent_saved,
+            "stage": "finetune",
+            "finetuned_from": os.path.abspath(parent),
+            "data": parent_saved.get("data") or os.path.abspath(os.path.join(parent, "corpus")),
+            "max_minutes": args.max_minutes,
+            "config": dataclasses.asdict(config),
+        }
+        best = _best_weights(parent)
+    _check_writable(run_dir)
+    import keras
+
+    from awd_lstm import training
+    from awd_lstm._files import write_json_atomic
+
+    keras.utils.set_random_seed(config.seed)
+    if args.resume:
+        corpus = _load_run_corpus(run_dir, saved)
+        # Needed when the fine-tuning died before its first checkpoint.
+        best = _best_weights(saved.get("finetuned_from", parent))
+        weights = training.load_trained_weights(config, len(corpus.vocab), best)
+    else:
+        corpus = _load_run_corpus(parent, saved)
+        weights = training.load_trained_weights(config, len(corpus.vocab), best)
+        shutil.copyfile(os.path.join(parent, "vocab.json"), os.path.join(run_dir, "vocab.json"))
+        write_json_atomic(os.path.join(run_dir, "config.json"), saved)
+    print(f"awd-lstm finetune: {parent} -> {run_dir}", flush=True)
+    return _train_and_test(
+        args, run_dir, saved, config, corpus, max_seconds, resume=args.resume, weights=weights
+    )
+
+
+def _best_weights(run_dir):
+    path = os.path.join(run_dir, "best.weights.h5")
     if not os.path.isfile(path):
-        raise UsageError(f"{run_dir} is not a run folder (it has no config.json)")
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    return saved, TrainingConfig(**saved["config"])
+        raise UsageError(f"{run_dir} has no best.weights.h5: its training did not finish an epoch")
+    return path
 
 
 def command_evaluate(args):
-    saved, config = _load_run(args.run)
-    from awd_lstm.data import Vocabulary, load_corpus
-    from awd_lstm.training import build_model
+    saved, config = _read_run(args.run)
+    from awd_lstm.training import load_trained_weights, split_loss
 
-    weights = os.path.join(args.run, "best.weights.h5")
-    if not os.path.isfile(weights):
-        raise UsageError(f"{args.run} has no best.weights.h5: its training did not finish an epoch")
-    vocab = Vocabulary.load(os.path.join(args.run, "vocab.json"))
-    data = saved["data"] or os.path.join(args.run, "corpus")
-    corpus = load_corpus(data, level=saved.get("level", "word"), vocab=vocab)
-    trained = build_model(config, len(vocab), batch_size=config.eval_batch_size)
-    trained.load_weights(weights)
+    weights = _best_weights(args.run)
+    corpus = _load_run_corpus(args.run, saved)
+    values = load_trained_weights(config, len(corpus.vocab), weights)
     batch = config.eval_batch_size if args.split == "valid" else 1
-    loss = _split_loss(
-        config, len(vocab), corpus.split(args.split), batch, trained.trainable_variables
+    progress = not args.no_progress and sys.stdout.isatty()
+    loss = split_loss(
+        config, len(corpus.vocab), corpus.split(args.split), batch, values, progress=progress
     )
-    print(json.dumps({"split": args.split, "loss": loss, "ppl": math.exp(loss)}))
+    summary = _loss_summary(args.split, loss, corpus.vocab.level)
+    print(json.dumps({"split": args.split, "loss": loss, "ppl": summary[f"{args.split}_ppl"]}))
     return 0
 
 
@@ -251,19 +505,25 @@ def command_data(args):
     return 0
 
 
+COMMANDS = {
+    "train": command_train,
+    "finetune": command_finetune,
+    "evaluate": command_evaluate,
+    "data": command_data,
+}
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         _select_backend(args)
+        from awd_lstm._files import CheckpointError
         from awd_lstm.data import CorpusError
 
         try:
-            handler = {"train": command_train, "evaluate": command_evaluate, "data": command_data}[
-                args.command
-            ]
-            return handler(args)
-        except (CorpusError, FloatingPointError) as e:
+            return COMMANDS[args.command](args)
+        except (CorpusError, CheckpointError, FloatingPointError) as e:
             raise UsageError(str(e)) from None
     except UsageError as e:
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)

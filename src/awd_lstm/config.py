@@ -3,6 +3,8 @@
 import dataclasses
 import math
 
+OPTIMIZERS = ("ntasgd", "sgd", "adam")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
@@ -19,7 +21,9 @@ class TrainingConfig:
     tie_weights: bool = True  # [tied] decoder weight = embedding matrix
     alpha: float = 2.0  # [alpha] activation regularization scale
     beta: float = 1.0  # [beta] temporal activation regularization scale
-    lr: float = 30.0  # [lr] SGD learning rate
+    optimizer: str = "ntasgd"  # [optimizer] ntasgd (SGD, then averaged), sgd, adam
+    lr: float = 30.0  # [lr] learning rate (30 for SGD, 1e-3..2e-3 for Adam)
+    when: tuple = ()  # [when] epochs after which the learning rate is divided by 10
     clip: float = 0.25  # [clip] global gradient-norm bound
     weight_decay: float = 1.2e-6  # [wdecay] L2 penalty
     nonmono: int = 5  # [nonmono] non-monotone interval of the NT-ASGD trigger
@@ -31,6 +35,16 @@ class TrainingConfig:
     seed: int = 141  # [seed] seed of the weights, masks and segment lengths
 
     def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}"
+            )
+        when = self.when
+        if not isinstance(when, (list, tuple)) or not all(
+            isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in when
+        ):
+            raise ValueError(f"when must be a list of positive epoch numbers; got {when!r}")
+        object.__setattr__(self, "when", tuple(sorted(when)))
         positive = (
             "embedding_size hidden_size num_layers nonmono epochs batch_size "
             "eval_batch_size bptt length_quantum"
@@ -53,6 +67,11 @@ class TrainingConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+
+    def learning_rate(self, epoch):
+        """The base learning rate of `epoch` (1-based): `lr` divided by 10 once for
+        every epoch of `when` already completed, as the reference's `--when`."""
+        return self.lr * 0.1 ** sum(1 for e in self.when if e < epoch)
 
     def model_kwargs(self):
         keys = (

@@ -15,6 +15,44 @@ PRESETS = {
     ),
     # WikiText-2, reference README: dropouth 0.2, 750 epochs, batch 80.
     "wikitext-2": TrainingConfig(hidden_dropout=0.2, epochs=750, batch_size=80, seed=1882),
+    # Character level (Merity et al. 2018, reference README): Adam, no AR/TAR, no
+    # embedding dropout, the learning rate divided by 10 after the `when` epochs.
+    "ptb-char": TrainingConfig(
+        embedding_size=200,
+        hidden_size=1000,
+        num_layers=3,
+        embedding_dropout=0.0,
+        input_dropout=0.1,
+        hidden_dropout=0.25,
+        output_dropout=0.1,
+        weight_dropout=0.5,
+        alpha=0.0,
+        beta=0.0,
+        optimizer="adam",
+        lr=2e-3,
+        when=(300, 400),
+        epochs=500,
+        batch_size=128,
+        bptt=150,
+    ),
+    "enwik8": TrainingConfig(
+        embedding_size=400,
+        hidden_size=1840,
+        num_layers=3,
+        embedding_dropout=0.0,
+        input_dropout=0.1,
+        hidden_dropout=0.1,
+        output_dropout=0.4,
+        weight_dropout=0.2,
+        alpha=0.0,
+        beta=0.0,
+        optimizer="adam",
+        lr=1e-3,
+        when=(25, 35),
+        epochs=50,
+        batch_size=128,
+        bptt=200,
+    ),
     # A PTB-sized model scaled down to minutes per epoch on a 2-core CPU.
     "small": TrainingConfig(
         embedding_size=200,
@@ -44,6 +82,11 @@ PRESETS = {
         seed=1,
     ),
 }
+
+# The tokenization a preset reads its corpus with unless --level says otherwise.
+# (The reference's own prepared character corpora, pennchar and its enwik8 files, are
+# already space-separated symbols: read those with --level word.)
+PRESET_LEVELS = {"ptb-char": "char", "enwik8": "char"}
 
 # The source of the built-in corpus: HiddenMarkovSource arguments (the seed comes
 # from the run's).

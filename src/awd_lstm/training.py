@@ -1,4 +1,4 @@
-"""Training and evaluation of the language model with the reference recipe.
+"""Training, fine-tuning and evaluation of the language model with the reference recipe.
 
 Merity et al. (2017), sections 3 and 4 (DESIGN.md §2.6-2.7): contiguous batch streams;
 variable-length BPTT segments with the step's learning rate scaled by
@@ -6,6 +6,13 @@ variable-length BPTT segments with the step's learning rate scaled by
 each epoch; NT-ASGD switched on by the non-monotone rule; validation (batch 10) and test
 (batch 1) with the averaged weights, fixed `bptt` segments and the loss weighted by
 segment length; the best validated (averaged) weights checkpointed atomically.
+
+A run folder holds, besides what the command line writes (`config.json`, `vocab.json`):
+`best.weights.h5` (the best validated weights), `checkpoint.weights.h5` (weights,
+optimizer state, random-generator state and the run's history after the last completed
+epoch: what `resume=True` continues from), `metrics.jsonl`, `tensorboard/` and
+`learning_curves.png`. Every file is replaced atomically, so a run killed at any moment
+resumes to the same result as an uninterrupted one.
 """
 
 import json
@@ -13,13 +20,39 @@ import math
 import os
 import time
 
+import h5py
 import keras
 import numpy as np
 
+from awd_lstm._files import (  # noqa: F401 (CheckpointError re-exported)
+    CheckpointError,
+    atomic_path,
+    remove_stale_temporaries,
+    write_text_atomic,
+)
 from awd_lstm.config import TrainingConfig  # noqa: F401 (re-exported)
 from awd_lstm.data import BPTTSchedule, batchify, segment
 from awd_lstm.models import AWDLSTMLanguageModel
-from awd_lstm.optimizers import NTASGD, should_trigger
+from awd_lstm.optimizers import NTASGD, AdamL2, should_trigger
+from awd_lstm.run_logs import plot_learning_curves, write_tensorboard
+
+BEST = "best.weights.h5"
+CHECKPOINT = "checkpoint.weights.h5"
+METRICS = "metrics.jsonl"
+CURVES = "learning_curves.png"
+_RESUME_GROUP = "awd_lstm_resume"
+
+
+def build_optimizer(config):
+    """The optimizer of `config.optimizer`, with the reference's clipping (global norm)
+    and weight decay."""
+    if config.optimizer == "adam":
+        return AdamL2(config.lr, l2=config.weight_decay, global_clipnorm=config.clip)
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(
+            config.lr, weight_decay=config.weight_decay or None, global_clipnorm=config.clip
+        )
+    return NTASGD(config.lr, weight_decay=config.weight_decay, global_clipnorm=config.clip)
 
 
 def build_model(config, vocab_size, batch_size):
@@ -32,7 +65,7 @@ def build_model(config, vocab_size, batch_size):
         **config.model_kwargs(),
     )
     model.compile(
-        optimizer=NTASGD(config.lr, weight_decay=config.weight_decay, global_clipnorm=config.clip),
+        optimizer=build_optimizer(config),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce")],
     )
@@ -58,7 +91,7 @@ def evaluation_weights(model):
     return list(model.trainable_variables)
 
 
-def evaluate(model, ids, bptt):
+def evaluate(model, ids, bptt, progress=False):
     """Per-token cross-entropy (nats) of a stateful `model` over a split.
 
     The state is reset once and carried over the whole split; segments are `bptt`
@@ -66,8 +99,10 @@ def evaluate(model, ids, bptt):
     """
     batched = batchify(ids, model.batch_size, split="evaluation")
     model.reset_state()
+    schedule = BPTTSchedule(batched.shape[1], bptt, variable=False)
+    bar = keras.utils.Progbar(schedule.tokens() * model.batch_size, verbose=1 if progress else 0)
     total, count = 0.0, 0
-    for start, length in BPTTSchedule(batched.shape[1], bptt, variable=False):
+    for start, length in schedule:
         x, y = segment(batched, start, length)
         # predict_on_batch runs the backend's compiled step (eager calls cost several
         # times more); the carried state is a model variable, updated either way.
@@ -77,97 +112,252 @@ def evaluate(model, ids, bptt):
         picked = np.take_along_axis(logits, y[..., None], -1)[..., 0]
         total += float((log_norm - picked).sum())
         count += y.size
+        bar.update(count, [("loss", total / count)])
     return total / count
 
 
-def _save_weights_atomic(model, path):
-    tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
-    model.save_weights(tmp, overwrite=True)
-    os.replace(tmp, path)
+def split_loss(config, vocab_size, ids, batch_size, weight_values, progress=False):
+    """Per-token loss of a split, evaluated at `batch_size` streams with the given
+    weights (the reference validates with 10 streams and tests with 1)."""
+    model = build_model(config, vocab_size, batch_size)
+    copy_weights(weight_values, model)
+    return evaluate(model, ids, config.bptt, progress=progress)
 
 
-def train(config, corpus, run_dir, log=print, progress=True):
+def load_trained_weights(config, vocab_size, path):
+    """The trainable weights stored in `path` (a run's `best.weights.h5`), checked
+    against the model `config` and `vocab_size` describe."""
+    model = build_model(config, vocab_size, config.eval_batch_size)
+    _load_keras_weights(model, path)
+    return [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+
+
+def _load_keras_weights(model, path):
+    try:
+        model.load_weights(path)
+    except (OSError, ValueError, KeyError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} does not fit this model (another vocabulary or model size?) "
+            f"or is damaged: {reason}"
+        ) from None
+
+
+def _save_weights(model, path):
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp, overwrite=True)
+
+
+def save_checkpoint(model, state, path):
+    """Writes the model's weights and optimizer state (Keras' `.weights.h5` format)
+    plus the random-generator states and the JSON `state` of the run, atomically."""
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp, overwrite=True)
+        # Keras' weights file leaves out the seed generators' states: without them a
+        # resumed run would draw other dropout masks than an uninterrupted one.
+        with h5py.File(tmp, "a") as f:
+            group = f.create_group(_RESUME_GROUP)
+            group.attrs["state"] = json.dumps(state)
+            for i, variable in enumerate(model.non_trainable_variables):
+                group.create_dataset(str(i), data=keras.ops.convert_to_numpy(variable))
+
+
+def load_checkpoint(model, path):
+    """Restores what `save_checkpoint` wrote into `model` (compiled, built) and
+    returns the run's state."""
+    model.optimizer.build(model.trainable_variables)
+    _load_keras_weights(model, path)
+    try:
+        with h5py.File(path, "r") as f:
+            group = f[_RESUME_GROUP]
+            state = json.loads(group.attrs["state"])
+            for i, variable in enumerate(model.non_trainable_variables):
+                variable.assign(group[str(i)][()])
+    except (OSError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a resumable checkpoint: {e}") from None
+    return state
+
+
+def write_run_logs(run_dir, records, start_time=None, title=""):
+    """Rewrites `metrics.jsonl`, the TensorBoard events and the learning-curve PNG
+    from the epoch records."""
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    write_text_atomic(os.path.join(run_dir, METRICS), text)
+    if records:
+        write_tensorboard(os.path.join(run_dir, "tensorboard"), records, start_time or time.time())
+        plot_learning_curves(os.path.join(run_dir, CURVES), records, title)
+
+
+def check_splits(config, corpus):
+    """Raises `CorpusError` if a split is too short for its batch (training: the
+    config's, validation: `eval_batch_size`, test: 1); returns the training streams."""
+    train_data = batchify(corpus.train, config.batch_size, split="train")
+    batchify(corpus.valid, config.eval_batch_size, split="validation")
+    batchify(corpus.test, 1, split="test")
+    return train_data
+
+
+def train(config, corpus, run_dir, log=print, progress=True, max_seconds=None, resume=False):
     """Trains a language model on `corpus` with `config`; writes to `run_dir`.
 
-    Writes `metrics.jsonl` (one object per epoch) and `best.weights.h5` (the weights,
-    averaged once NT-ASGD averages, of the best validation loss so far). Returns the
-    evaluation model holding the best weights and the list of epoch records.
+    Stops after `config.epochs` epochs, or at the end of the epoch after which another
+    one would pass `max_seconds` of training. With `resume=True` it continues from the
+    folder's checkpoint (if any) and ends exactly as an uninterrupted run would.
+    Returns an evaluation model holding the best weights and the list of epoch
+    records.
     """
+    return _run(config, corpus, run_dir, "train", log, progress, max_seconds, resume)
+
+
+def finetune(
+    config, corpus, run_dir, weights, log=print, progress=True, max_seconds=None, resume=False
+):
+    """The reference's fine-tuning stage: from the trained `weights` (a list, one per
+    trainable variable) averaging starts at the first step; the run stops when the
+    non-monotone rule fires (or after `config.epochs`). The starting weights'
+    validation loss is the one to beat, so the best checkpoint never gets worse."""
+    return _run(config, corpus, run_dir, "finetune", log, progress, max_seconds, resume, weights)
+
+
+def _run(config, corpus, run_dir, stage, log, progress, max_seconds, resume, weights=None):
     os.makedirs(run_dir, exist_ok=True)
+    remove_stale_temporaries(run_dir)
     vocab_size = len(corpus.vocab)
-    train_data = batchify(corpus.train, config.batch_size, split="train")
+    char_level = corpus.vocab.level == "char"
+    train_data = check_splits(config, corpus)
     model = build_model(config, vocab_size, config.batch_size)
     evaluator = build_model(config, vocab_size, config.eval_batch_size)
     optimizer = model.optimizer
-    metrics_path = os.path.join(run_dir, "metrics.jsonl")
-    best_path = os.path.join(run_dir, "best.weights.h5")
-    history, records, best = [], [], math.inf
-    for epoch in range(1, config.epochs + 1):
-        start_time = time.perf_counter()
-        model.reset_state()
-        schedule = BPTTSchedule(
-            train_data.shape[1],
-            config.bptt,
-            seed=config.seed * 100_003 + epoch,
-            length_quantum=config.length_quantum,
-        )
-        bar = keras.utils.Progbar(
-            schedule.tokens() * config.batch_size,
-            verbose=1 if progress else 0,
-            stateful_metrics=["loss", "tokens/s"],
-            unit_name="token",
-        )
-        loss_sum, tokens = 0.0, 0
-        for start, length in schedule:
-            # The reference scales the step size with the segment length.
-            optimizer.learning_rate.assign(config.lr * length / config.bptt)
-            x, y = segment(train_data, start, length)
-            result = model.train_on_batch(x, y, return_dict=True)
-            ce = float(result["ce"])
-            if not math.isfinite(ce):
-                raise FloatingPointError(
-                    f"the training loss became {ce} in epoch {epoch}; the last good weights "
-                    f"are in {best_path}"
-                )
-            loss_sum += ce * length
-            tokens += length * config.batch_size
-            seconds = time.perf_counter() - start_time
-            bar.update(
-                tokens,
-                [
-                    ("loss", loss_sum * config.batch_size / tokens),
-                    ("tokens/s", tokens / max(seconds, 1e-9)),
-                ],
+    best_path = os.path.join(run_dir, BEST)
+    checkpoint_path = os.path.join(run_dir, CHECKPOINT)
+    if resume and os.path.exists(checkpoint_path):
+        state = load_checkpoint(model, checkpoint_path)
+        if state.get("stage") != stage:
+            raise CheckpointError(
+                f"{checkpoint_path} is a {state.get('stage')!r} checkpoint, not {stage!r}"
             )
-        optimizer.learning_rate.assign(config.lr)
+        log(f"resuming after epoch {state['epoch']}")
+    else:
+        state = {
+            "stage": stage,
+            "epoch": 0,
+            "history": [],
+            "best": None,
+            "records": [],
+            "seconds": 0.0,
+            "start_time": time.time(),
+            "stop": None,
+        }
+        if stage == "finetune":
+            copy_weights(weights, model)
+            optimizer.build(model.trainable_variables)
+            optimizer.start_averaging()
+            copy_weights(weights, evaluator)
+            state["best"] = evaluate(evaluator, corpus.valid, config.bptt)
+            _save_weights(evaluator, best_path)
+            log(f"fine-tuning from validation perplexity {math.exp(state['best']):.2f}")
+    title = f"{stage}: {os.path.basename(os.path.abspath(run_dir))}"
+    write_run_logs(run_dir, state["records"], state["start_time"], title)
+    while state["stop"] is None:
+        epoch = state["epoch"] + 1
+        base_lr = config.learning_rate(epoch)
+        averaging = bool(getattr(optimizer, "averaging", False))
+        try:
+            train_loss, tokens, started = _train_epoch(
+                model, train_data, config, epoch, base_lr, stage, progress
+            )
+        except FloatingPointError as e:
+            if state["epoch"]:
+                kept = f"{BEST} and the checkpoint of epoch {state['epoch']} are kept"
+            elif os.path.exists(best_path):
+                kept = f"{BEST} (the starting weights) is kept"
+            else:
+                kept = "no epoch had completed, so nothing was saved"
+            raise FloatingPointError(
+                f"training stopped: {e}; {kept} (a lower learning rate or clip may help)"
+            ) from None
         copy_weights(evaluation_weights(model), evaluator)
         val_loss = evaluate(evaluator, corpus.valid, config.bptt)
-        if val_loss < best:
-            best = val_loss
-            _save_weights_atomic(evaluator, best_path)
-        if not optimizer.averaging and should_trigger(history, val_loss, config.nonmono):
+        if state["best"] is None or val_loss < state["best"]:
+            state["best"] = val_loss
+            _save_weights(evaluator, best_path)
+        triggered = should_trigger(state["history"], val_loss, config.nonmono)
+        if triggered and stage == "train" and isinstance(optimizer, NTASGD) and not averaging:
             optimizer.start_averaging()
             log(f"epoch {epoch}: switching to averaged SGD (NT-ASGD)")
-        history.append(val_loss)
-        train_loss = loss_sum * config.batch_size / tokens
-        seconds = time.perf_counter() - start_time
+        state["history"].append(val_loss)
+        seconds = time.perf_counter() - started
         record = {
             "epoch": epoch,
             "train_loss": train_loss,
             "train_ppl": math.exp(min(train_loss, 700)),
             "val_loss": val_loss,
             "val_ppl": math.exp(min(val_loss, 700)),
-            "lr": config.lr,
-            "averaging": optimizer.averaging,
+            "lr": base_lr,
+            "averaging": averaging,
             "tokens_per_sec": tokens / seconds,
             "seconds": seconds,
         }
-        records.append(record)
-        with open(metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        log(
-            f"epoch {epoch}: train ppl {record['train_ppl']:.2f}, valid ppl "
-            f"{record['val_ppl']:.2f}, {record['tokens_per_sec']:,.0f} tokens/s"
+        if char_level:
+            record["train_bpc"] = train_loss / math.log(2)
+            record["val_bpc"] = val_loss / math.log(2)
+        state["records"].append(record)
+        state["epoch"] = epoch
+        state["seconds"] += seconds
+        if stage == "finetune" and triggered:
+            state["stop"] = "the non-monotone rule fired"
+        elif epoch >= config.epochs:
+            state["stop"] = f"{config.epochs} epochs done"
+        elif max_seconds is not None and state["seconds"] + seconds > max_seconds:
+            state["stop"] = f"another epoch would pass the time limit of {max_seconds:.0f} s"
+        save_checkpoint(model, state, checkpoint_path)
+        write_run_logs(run_dir, state["records"], state["start_time"], title)
+        line = (
+            f"epoch {epoch}: train ppl {record['train_ppl']:.2f}, valid ppl {record['val_ppl']:.2f}"
         )
-    evaluator.load_weights(best_path)
-    return evaluator, records
+        if char_level:
+            line += f" ({record['val_bpc']:.3f} bpc)"
+        log(f"{line}, {record['tokens_per_sec']:,.0f} tokens/s")
+    log(f"{stage} stopped after epoch {state['epoch']}: {state['stop']}")
+    _load_keras_weights(evaluator, best_path)
+    return evaluator, state["records"]
+
+
+def _train_epoch(model, train_data, config, epoch, base_lr, stage, progress):
+    """One pass over the training streams; returns (mean loss, tokens, start time)."""
+    start_time = time.perf_counter()
+    optimizer = model.optimizer
+    model.reset_state()
+    schedule = BPTTSchedule(
+        train_data.shape[1],
+        config.bptt,
+        # Fine-tuning draws its own segment lengths, not a replay of training's.
+        seed=config.seed * 100_003 + epoch + (50_000 if stage == "finetune" else 0),
+        length_quantum=config.length_quantum,
+    )
+    bar = keras.utils.Progbar(
+        schedule.tokens() * config.batch_size,
+        verbose=1 if progress else 0,
+        stateful_metrics=["loss", "tokens/s"],
+        unit_name="token",
+    )
+    loss_sum, tokens = 0.0, 0
+    for step, (start, length) in enumerate(schedule, 1):
+        # The reference scales the step size with the segment length.
+        optimizer.learning_rate.assign(base_lr * length / config.bptt)
+        x, y = segment(train_data, start, length)
+        result = model.train_on_batch(x, y, return_dict=True)
+        ce = float(result["ce"])
+        if not math.isfinite(ce):
+            raise FloatingPointError(f"the loss became {ce} at step {step} of epoch {epoch}")
+        loss_sum += ce * length
+        tokens += length * config.batch_size
+        bar.update(
+            tokens,
+            [
+                ("loss", loss_sum * config.batch_size / tokens),
+                ("tokens/s", tokens / max(time.perf_counter() - start_time, 1e-9)),
+            ],
+        )
+    optimizer.learning_rate.assign(base_lr)
+    return loss_sum * config.batch_size / tokens, tokens, start_time

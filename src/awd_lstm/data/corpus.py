@@ -6,12 +6,14 @@ a token (white space becomes `_`), then `<eos>`.
 """
 
 import collections
+import hashlib
 import itertools
 import json
 import os
-import tempfile
 
 import numpy as np
+
+from awd_lstm._files import write_json_atomic
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -137,6 +139,12 @@ class Vocabulary:
     def decode(self, ids):
         return [self.tokens[int(i)] for i in ids]
 
+    def fingerprint(self):
+        """A short hash of the level and the tokens in order: two vocabularies with the
+        same fingerprint map every token to the same id."""
+        text = self.level + "\n" + "\n".join(self.tokens)
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
     def to_json(self):
         return {"level": self.level, "tokens": self.tokens, "counts": self.counts}
 
@@ -155,24 +163,6 @@ class Vocabulary:
             raise CorpusError(f"vocabulary file {path} does not exist") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CorpusError(f"vocabulary file {path} is not a valid vocabulary: {e}") from None
-
-
-def write_json_atomic(path, data):
-    """Writes JSON to `path` through a temporary file in the same folder and a rename,
-    so that a reader never sees a half-written file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class Corpus:

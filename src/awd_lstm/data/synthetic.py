@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from awd_lstm._files import write_text_atomic
 from awd_lstm.data.corpus import EOS
 
 
@@ -135,7 +136,6 @@ class HiddenMarkovSource:
                 else:
                     line.append(words[i])
             path = os.path.join(directory, f"{split}.txt")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
+            write_text_atomic(path, "\n".join(lines) + "\n")
             paths[split] = path
         return paths

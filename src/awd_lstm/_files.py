@@ -1,0 +1,60 @@
+"""Atomic file writes: a reader (or a resumed run) never sees a half-written file."""
+
+import contextlib
+import json
+import os
+import tempfile
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Temporary files are created private (0600); the renamed file gets the permissions
+# an ordinary `open(path, "w")` would have given it.
+_FILE_MODE = 0o666 & ~_umask()
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that does not fit the model."""
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix=""):
+    """Yields a temporary path beside `path`; when the block succeeds the file is
+    flushed to disk and renamed onto `path` (one atomic step), when it fails it is
+    removed. `suffix` keeps writers that check extensions (`.weights.h5`) happy."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, _FILE_MODE)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path, text):
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def write_json_atomic(path, data):
+    """Writes `data` as JSON to `path` atomically."""
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False))
+
+
+def remove_stale_temporaries(folder):
+    """Removes the temporary files a killed process left in `folder`."""
+    for name in os.listdir(folder):
+        if name.startswith(".tmp-"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
