@@ -130,6 +130,32 @@ def test_layouts(tmp_path, layout):
     assert corpus.stats()["train"]["tokens"] == 6
 
 
+@pytest.mark.parametrize("suffix", [".xz", ".gz", ".bz2"])
+def test_compressed_split_files_read_like_plain_ones(tmp_path, suffix):
+    import bz2
+    import gzip
+    import lzma
+
+    compress = {".xz": lzma.compress, ".gz": gzip.compress, ".bz2": bz2.compress}[suffix]
+    texts = ("a b a\r\nc\n", "a c\n", "\ufeffb\n")
+    for folder in ("plain", "packed"):
+        (tmp_path / folder).mkdir()
+    for name, text in zip(("ptb.train.txt", "ptb.valid.txt", "ptb.test.txt"), texts):
+        _write(tmp_path / "plain" / name, text)
+        (tmp_path / "packed" / (name + suffix)).write_bytes(compress(text.encode("utf-8")))
+    packed, plain = load_corpus(tmp_path / "packed"), load_corpus(tmp_path / "plain")
+    assert find_layout(tmp_path / "packed") == (
+        "ptb",
+        {s: str(tmp_path / "packed" / f"ptb.{s}.txt{suffix}") for s in ("train", "valid", "test")},
+    )
+    assert packed.vocab.tokens == plain.vocab.tokens
+    for split in ("train", "valid", "test"):
+        np.testing.assert_array_equal(packed.split(split), plain.split(split))
+    (tmp_path / "packed" / ("ptb.test.txt" + suffix)).write_bytes(b"not compressed at all")
+    with pytest.raises(CorpusError, match=r"corpus file .*ptb.test.txt.* cannot be read"):
+        load_corpus(tmp_path / "packed")
+
+
 def test_layout_errors(tmp_path):
     with pytest.raises(CorpusError, match="holds none of the known layouts"):
         load_corpus(tmp_path)

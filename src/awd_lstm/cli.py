@@ -20,19 +20,6 @@ import sys
 PRESETS_HELP = "ptb, wikitext-2, ptb-char, enwik8, small, synthetic"
 BACKENDS = ("tensorflow", "jax", "torch")
 
-# Paper / reference-code names, shown beside the flags in --help.
-PAPER_NAMES = {
-    "embedding_size": "emsize",
-    "hidden_size": "nhid",
-    "num_layers": "nlayers",
-    "embedding_dropout": "dropoute",
-    "input_dropout": "dropouti",
-    "hidden_dropout": "dropouth",
-    "output_dropout": "dropout",
-    "weight_dropout": "wdrop",
-    "tie_weights": "tied",
-    "weight_decay": "wdecay",
-}
 # Hyperparameters `finetune` may change; the others are the trained model's.
 FINETUNE_FIELDS = ("epochs", "lr", "nonmono", "seed")
 
@@ -50,9 +37,11 @@ def _add_config_flags(parser, fields=None):
         if fields is not None and field.name not in fields:
             continue
         flag = "--" + field.name.replace("_", "-")
-        paper = PAPER_NAMES.get(field.name, field.name)
-        origin = "the trained run" if fields is not None else "the preset"
-        help_text = f"[{paper}] (default: from {origin})"
+        paper = field.metadata.get("paper")
+        origin = "the trained run's" if fields is not None else "the preset's"
+        help_text = f"{field.metadata['help']} (default: {origin})"
+        if paper:
+            help_text = f"[{paper}] {help_text}"
         if field.type is bool:
             group.add_argument(flag, type=_parse_bool, metavar="true|false", help=help_text)
         elif field.type is str:
@@ -60,7 +49,8 @@ def _add_config_flags(parser, fields=None):
         elif field.type is tuple:
             group.add_argument(flag, type=int, nargs="*", metavar="EPOCH", help=help_text)
         else:
-            group.add_argument(flag, type=field.type, help=help_text)
+            metavar = "N" if field.type is int else "X"
+            group.add_argument(flag, type=field.type, metavar=metavar, help=help_text)
 
 
 def _parse_bool(text):

@@ -6,33 +6,62 @@ import math
 OPTIMIZERS = ("ntasgd", "sgd", "adam")
 
 
+def _field(default, metadata):
+    # `paper`: the reference code's name for the setting; `help`: one line for --help.
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """Hyperparameters of a training run (paper names in brackets)."""
 
-    embedding_size: int = 400  # [emsize] embedding dimension, also the last LSTM's units
-    hidden_size: int = 1150  # [nhid] units of the inner LSTM layers
-    num_layers: int = 3  # [nlayers] LSTM layers
-    embedding_dropout: float = 0.1  # [dropoute] word types dropped from the embedding
-    input_dropout: float = 0.65  # [dropouti] locked dropout of the embeddings
-    hidden_dropout: float = 0.3  # [dropouth] locked dropout between LSTM layers
-    output_dropout: float = 0.4  # [dropout] locked dropout of the last LSTM output
-    weight_dropout: float = 0.5  # [wdrop] DropConnect on the recurrent kernels
-    tie_weights: bool = True  # [tied] decoder weight = embedding matrix
-    alpha: float = 2.0  # [alpha] activation regularization scale
-    beta: float = 1.0  # [beta] temporal activation regularization scale
-    optimizer: str = "ntasgd"  # [optimizer] ntasgd (SGD, then averaged), sgd, adam
-    lr: float = 30.0  # [lr] learning rate (30 for SGD, 1e-3..2e-3 for Adam)
-    when: tuple = ()  # [when] epochs after which the learning rate is divided by 10
-    clip: float = 0.25  # [clip] global gradient-norm bound
-    weight_decay: float = 1.2e-6  # [wdecay] L2 penalty
-    nonmono: int = 5  # [nonmono] non-monotone interval of the NT-ASGD trigger
-    epochs: int = 500  # [epochs] training epochs
-    batch_size: int = 80  # [batch_size] training streams
-    eval_batch_size: int = 10  # validation streams (the test uses 1)
-    bptt: int = 70  # [bptt] base segment length
-    length_quantum: int = 5  # segment lengths rounded to multiples of this (compiled shapes)
-    seed: int = 141  # [seed] seed of the weights, masks and segment lengths
+    embedding_size: int = _field(
+        400, {"paper": "emsize", "help": "embedding dimension, also the last LSTM's units"}
+    )
+    hidden_size: int = _field(1150, {"paper": "nhid", "help": "units of the inner LSTM layers"})
+    num_layers: int = _field(3, {"paper": "nlayers", "help": "LSTM layers"})
+    embedding_dropout: float = _field(
+        0.1, {"paper": "dropoute", "help": "word types dropped from the embedding"}
+    )
+    input_dropout: float = _field(
+        0.65, {"paper": "dropouti", "help": "locked dropout of the embeddings"}
+    )
+    hidden_dropout: float = _field(
+        0.3, {"paper": "dropouth", "help": "locked dropout between LSTM layers"}
+    )
+    output_dropout: float = _field(
+        0.4, {"paper": "dropout", "help": "locked dropout of the last LSTM output"}
+    )
+    weight_dropout: float = _field(
+        0.5, {"paper": "wdrop", "help": "DropConnect on the recurrent kernels"}
+    )
+    tie_weights: bool = _field(True, {"paper": "tied", "help": "decoder weight = embedding matrix"})
+    alpha: float = _field(2.0, {"paper": "alpha", "help": "activation regularization scale"})
+    beta: float = _field(1.0, {"paper": "beta", "help": "temporal activation regularization scale"})
+    optimizer: str = _field(
+        "ntasgd", {"paper": "optimizer", "help": "ntasgd (SGD, then averaged), sgd, adam"}
+    )
+    lr: float = _field(
+        30.0, {"paper": "lr", "help": "learning rate (30 for SGD, 1e-3..2e-3 for Adam)"}
+    )
+    when: tuple = _field(
+        (), {"paper": "when", "help": "epochs after which the learning rate is divided by 10"}
+    )
+    clip: float = _field(0.25, {"paper": "clip", "help": "global gradient-norm bound"})
+    weight_decay: float = _field(1.2e-6, {"paper": "wdecay", "help": "L2 penalty"})
+    nonmono: int = _field(
+        5, {"paper": "nonmono", "help": "non-monotone interval of the NT-ASGD trigger"}
+    )
+    epochs: int = _field(500, {"paper": "epochs", "help": "training epochs"})
+    batch_size: int = _field(80, {"paper": "batch_size", "help": "training streams"})
+    eval_batch_size: int = _field(10, {"help": "validation streams (the test uses 1)"})
+    bptt: int = _field(70, {"paper": "bptt", "help": "base segment length"})
+    length_quantum: int = _field(
+        5, {"help": "segment lengths rounded to multiples of this (compiled shapes)"}
+    )
+    seed: int = _field(
+        141, {"paper": "seed", "help": "seed of the weights, masks and segment lengths"}
+    )
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:

@@ -100,7 +100,9 @@ def evaluate(model, ids, bptt, progress=False):
     batched = batchify(ids, model.batch_size, split="evaluation")
     model.reset_state()
     schedule = BPTTSchedule(batched.shape[1], bptt, variable=False)
-    bar = keras.utils.Progbar(schedule.tokens() * model.batch_size, verbose=1 if progress else 0)
+    bar = keras.utils.Progbar(
+        schedule.tokens() * model.batch_size, verbose=1 if progress else 0, unit_name="token"
+    )
     total, count = 0.0, 0
     for start, length in schedule:
         x, y = segment(batched, start, length)

@@ -5,10 +5,13 @@ ends with `<eos>`, empty lines included. Character level: every character of a l
 a token (white space becomes `_`), then `<eos>`.
 """
 
+import bz2
 import collections
+import gzip
 import hashlib
 import itertools
 import json
+import lzma
 import os
 
 import numpy as np
@@ -27,6 +30,8 @@ LAYOUTS = {
     "plain": ("train.txt", "valid.txt", "test.txt"),
 }
 SPLITS = ("train", "valid", "test")
+# A split file may also be compressed: `ptb.train.txt.xz` and the like.
+COMPRESSED = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
 
 
 class CorpusError(ValueError):
@@ -44,18 +49,21 @@ def read_tokens(path, level="word"):
     """Reads a text file into a list of tokens.
 
     Accepts UTF-8 with or without a byte-order mark and `\\n`, `\\r\\n` or `\\r` line
-    ends. Raises `CorpusError` for a missing, unreadable, non-UTF-8 or empty file.
+    ends, plain or compressed (`.xz`, `.gz`, `.bz2`). Raises `CorpusError` for a
+    missing, unreadable, non-UTF-8 or empty file.
     """
     if level not in LEVELS:
         raise CorpusError(f"level must be one of {LEVELS}; got {level!r}")
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CorpusError(f"corpus file {path} does not exist")
+    opener = COMPRESSED.get(os.path.splitext(path)[1], open)
     try:
-        with open(path, "rb") as f:
+        with opener(path, "rb") as f:
             raw = f.read()
-    except OSError as e:
-        raise CorpusError(f"corpus file {path} cannot be read: {e.strerror}") from None
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        reason = e.strerror or str(e) if isinstance(e, OSError) else str(e) or type(e).__name__
+        raise CorpusError(f"corpus file {path} cannot be read: {reason}") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -193,20 +201,28 @@ class Corpus:
         return result
 
 
+def _split_file(directory, name):
+    """The path of `name` in `directory`, plain or compressed; None if neither."""
+    for suffix in ("", *COMPRESSED):
+        path = os.path.join(directory, name + suffix)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def find_layout(directory):
     """Returns `(layout_name, {split: path})` for a corpus folder."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         raise CorpusError(f"data folder {directory} does not exist")
     for name, files in LAYOUTS.items():
-        paths = {s: os.path.join(directory, f) for s, f in zip(SPLITS, files)}
-        if os.path.isfile(paths["train"]):
-            missing = [p for p in paths.values() if not os.path.isfile(p)]
-            if missing:
-                raise CorpusError(
-                    f"data folder {directory} has {files[0]} but not {os.path.basename(missing[0])}"
-                )
-            return name, paths
+        if _split_file(directory, files[0]) is None:
+            continue
+        paths = {s: _split_file(directory, f) for s, f in zip(SPLITS, files)}
+        missing = [f for s, f in zip(SPLITS, files) if paths[s] is None]
+        if missing:
+            raise CorpusError(f"data folder {directory} has {files[0]} but not {missing[0]}")
+        return name, paths
     known = "; ".join(", ".join(files) for files in LAYOUTS.values())
     raise CorpusError(f"data folder {directory} holds none of the known layouts ({known})")
 
