@@ -4,6 +4,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 
 from awd_lstm.cli import main
@@ -278,3 +279,112 @@ def test_character_level_preset_reports_bits_per_character(tmp_path, capsys):
     [epoch] = _epochs(out)
     assert epoch["val_bpc"] == pytest.approx(epoch["val_loss"] / math.log(2))
     assert "bpc" in capsys.readouterr().out
+
+
+def test_evaluate_with_the_cache_pointer(run, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(run), "--cache-pointer", "--lambda", "0"]) == 0
+    without = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    final = json.loads((run / "final.json").read_text())
+    assert without["ppl"] == pytest.approx(final["test_ppl"], rel=1e-5)
+    assert without["cache_pointer"] == {"window": 500, "theta": 1.0, "lambda": 0.0}
+    assert main(["evaluate", "--run", str(run), "--cache-pointer", "--window", "50"]) == 0
+    with_cache = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert with_cache["cache_pointer"]["window"] == 50 and with_cache["ppl"] != without["ppl"]
+    assert main(["evaluate", "--run", str(run), "--window", "50"]) == 2
+    _one_line_error(capsys, "--window needs --cache-pointer")
+    assert main(["evaluate", "--run", str(run), "--cache-pointer", "--lambda", "2"]) == 2
+    _one_line_error(capsys, r"--lambda must be in \[0, 1\]; got 2.0")
+
+
+def test_generate_prints_words_of_the_vocabulary(run, capsys):
+    from awd_lstm.data import Vocabulary
+
+    vocab = Vocabulary.load(run / "vocab.json")
+    first = vocab.tokens[5]
+    capsys.readouterr()
+    argv = ["generate", "--run", str(run), "--prompt", first, "--tokens", "40", "--seed", "7"]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert text.split()[0] == first and "<eos>" not in text
+    assert set(text.split()) <= set(vocab.tokens)
+    assert main(argv) == 0
+    assert capsys.readouterr().out == text  # same seed, same text
+    for flags, message in [
+        (["--temperature", "0"], r"--temperature must be > 0; got 0.0"),
+        (["--top-k", "0"], "--top-k must be at least 1; got 0"),
+        (["--prompt", "nowhere"], "the prompt has words outside the vocabulary"),
+    ]:
+        assert main(["generate", "--run", str(run), *flags]) == 2
+        _one_line_error(capsys, message)
+
+
+def test_score_prints_one_line_per_sentence(run, tmp_path, capsys):
+    lines = (run / "corpus" / "test.txt").read_text().splitlines()[:5]
+    text = tmp_path / "sentences.txt"
+    text.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["score", "--run", str(run), str(text), "--batch-size", "2"]) == 0
+    rows = [row.split("\t") for row in capsys.readouterr().out.strip().splitlines()]
+    assert len(rows) == 5
+    for line, (log_prob, tokens, ppl) in zip(lines, rows):
+        assert int(tokens) == len(line.split()) + 1
+        assert float(ppl) == pytest.approx(math.exp(-float(log_prob) / int(tokens)), rel=1e-5)
+    for content, message in [
+        (b"\xff\xfe bad", r"is not valid UTF-8 \(byte 0, line 1\)"),
+        (b" \n\n", "is empty"),
+    ]:
+        text.write_bytes(content)
+        assert main(["score", "--run", str(run), str(text)]) == 2
+        _one_line_error(capsys, message)
+    assert main(["score", "--run", str(run), str(tmp_path / "missing.txt")]) == 2
+    _one_line_error(capsys, "missing.txt cannot be read")
+
+
+def test_evaluate_with_dynamic_evaluation_leaves_the_run_alone(run, capsys):
+    weights = (run / "best.weights.h5").read_bytes()
+    capsys.readouterr()
+    argv = ["evaluate", "--run", str(run), "--split", "valid", "--dynamic-eval"]
+    assert main([*argv, "--learning-rate", "0", "--decay", "0"]) == 0
+    still = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(["evaluate", "--run", str(run), "--split", "valid"]) == 0
+    static = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert still["ppl"] == pytest.approx(static["ppl"], rel=1e-5)
+    assert still["dynamic_eval"] == {"learning_rate": 0.0, "decay": 0.0}
+    assert (run / "best.weights.h5").read_bytes() == weights
+    for flags, message in [
+        (["--decay", "0.1"], "--decay needs --dynamic-eval"),
+        (["--dynamic-eval", "--learning-rate", "-1"], "--learning-rate must be a finite number"),
+        (["--dynamic-eval", "--cache-pointer"], "cannot be combined"),
+    ]:
+        assert main(["evaluate", "--run", str(run), *flags]) == 2
+        _one_line_error(capsys, message)
+
+
+def test_export_a_run(run, tmp_path, capsys):
+    import keras
+
+    out = tmp_path / "model.keras"
+    assert main(["export", "--run", str(run), "--out", str(out)]) == 0
+    assert (tmp_path / "model.vocab.json").exists()
+    reloaded = keras.saving.load_model(out)
+    ids = np.arange(12, dtype="int32").reshape(2, 6)
+    from awd_lstm.cli import _load_run_model
+
+    _, _, model = _load_run_model(str(run), 2, stateful=False)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(reloaded(ids)), keras.ops.convert_to_numpy(model(ids)), atol=1e-6
+    )
+    saved = tmp_path / "saved"
+    code = main(["export", "--run", str(run), "--format", "savedmodel", "--out", str(saved)])
+    if keras.backend.backend() == "tensorflow":
+        assert code == 0 and (saved / "saved_model.pb").exists() and (saved / "vocab.json").exists()
+        assert (
+            main(["export", "--run", str(run), "--format", "savedmodel", "--out", str(saved)]) == 2
+        )
+        _one_line_error(capsys, "already exists")
+    else:
+        assert code == 2
+        _one_line_error(capsys, "a SavedModel is a TensorFlow graph")
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "model.h5")]) == 2
+    _one_line_error(capsys, "--out must end with .keras")

@@ -134,7 +134,69 @@ def build_parser():
     evaluate = commands.add_parser("evaluate", help="evaluate a trained run")
     evaluate.add_argument("--run", required=True, help="run folder written by train")
     evaluate.add_argument("--split", choices=("valid", "test"), default="test")
+    pointer = evaluate.add_argument_group(
+        "continuous cache pointer (defaults: the reference's values for the run's corpus; "
+        "PTB's for other presets)"
+    )
+    pointer.add_argument(
+        "--cache-pointer", action="store_true", help="mix a cache of recent states into p"
+    )
+    pointer.add_argument("--window", type=int, metavar="N", help="states kept (PTB 500)")
+    pointer.add_argument("--theta", type=float, metavar="X", help="attention scale (PTB 1.0)")
+    pointer.add_argument(
+        "--lambda", dest="lambdah", type=float, metavar="X", help="cache weight (PTB 0.1)"
+    )
+    dynamic = evaluate.add_argument_group("dynamic evaluation (Krause et al. 2017)")
+    dynamic.add_argument(
+        "--dynamic-eval",
+        action="store_true",
+        help="adapt the weights to the text as it is evaluated (the run's files are not changed)",
+    )
+    dynamic.add_argument(
+        "--learning-rate",
+        type=float,
+        metavar="X",
+        help="step of the RMS-normalized gradient (2e-5)",
+    )
+    dynamic.add_argument(
+        "--decay", type=float, metavar="X", help="pull back toward the trained weights (0.02)"
+    )
     add_common(evaluate)
+
+    generate = commands.add_parser("generate", help="sample text from a trained run")
+    generate.add_argument("--run", required=True, help="run folder written by train")
+    generate.add_argument("--prompt", default="", help="text to continue (default: a new line)")
+    generate.add_argument("--tokens", type=int, default=100, metavar="N", help="tokens to draw")
+    generate.add_argument(
+        "--temperature", type=float, default=1.0, metavar="T", help="> 0 (default 1)"
+    )
+    generate.add_argument(
+        "--top-k", type=int, metavar="K", help="draw among the K most likely tokens only"
+    )
+    generate.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    add_common(generate, progress=False)
+
+    score = commands.add_parser(
+        "score",
+        help="log-probability of each line of a text: log_prob, tokens and perplexity, "
+        "tab-separated, one line per input line",
+    )
+    score.add_argument("--run", required=True, help="run folder written by train")
+    score.add_argument("file", help="UTF-8 text, one sentence per line; - reads stdin")
+    score.add_argument(
+        "--batch-size", type=int, default=32, metavar="N", help="sentences per batch"
+    )
+    add_common(score)
+
+    export = commands.add_parser(
+        "export", help="save a run's model as .keras or as a TensorFlow SavedModel"
+    )
+    export.add_argument("--run", required=True, help="run folder written by train")
+    export.add_argument("--format", choices=("keras", "savedmodel"), default="keras")
+    export.add_argument(
+        "--out", required=True, help="a .keras file, or a new folder for the SavedModel"
+    )
+    add_common(export, progress=False)
 
     data = commands.add_parser("data", help="corpus tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -215,9 +277,9 @@ def _synthetic_source(saved, config):
     return HiddenMarkovSource(**SYNTHETIC_SOURCE, seed=saved.get("synthetic_seed", config.seed))
 
 
-def _load_run_corpus(run_dir, saved):
-    """The run's corpus, read with its saved vocabulary (checked against config.json)."""
-    from awd_lstm.data import Vocabulary, load_corpus
+def _load_run_vocab(run_dir, saved):
+    """The run's vocabulary, checked against config.json."""
+    from awd_lstm.data import Vocabulary
 
     vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
     expected = saved.get("vocab_fingerprint")
@@ -226,6 +288,134 @@ def _load_run_corpus(run_dir, saved):
             f"{os.path.join(run_dir, 'vocab.json')} is not the vocabulary this run was "
             "trained with (its fingerprint differs from config.json's)"
         )
+    return vocab
+
+
+def _load_run_model(run_dir, batch_size, stateful=True):
+    """`(config, vocab, model)`: a run's best weights in a model of `batch_size`."""
+    saved, config = _read_run(run_dir)
+    weights = _best_weights(run_dir)
+    vocab = _load_run_vocab(run_dir, saved)
+    from awd_lstm.training import build_model, copy_weights, load_trained_weights
+
+    values = load_trained_weights(config, len(vocab), weights)
+    if stateful:
+        model = build_model(config, len(vocab), batch_size)
+    else:
+        from awd_lstm.models import AWDLSTMLanguageModel
+
+        model = AWDLSTMLanguageModel(len(vocab), seed=config.seed, **config.model_kwargs())
+        model.build((batch_size, None))
+    copy_weights(values, model)
+    return config, vocab, model
+
+
+def _report_warnings(command, caught):
+    for warning in caught:
+        print(f"awd-lstm {command}: warning: {warning.message}", file=sys.stderr)
+
+
+def command_generate(args):
+    import warnings
+
+    if not args.temperature > 0:
+        raise UsageError(f"--temperature must be > 0; got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1; got {args.top_k}")
+    if args.tokens < 0:
+        raise UsageError(f"--tokens must be at least 0; got {args.tokens}")
+    _, vocab, model = _load_run_model(args.run, batch_size=1)
+    from awd_lstm.generation import generate
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text, _ = generate(
+            model,
+            vocab,
+            args.prompt,
+            num_tokens=args.tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            seed=args.seed,
+        )
+    _report_warnings("generate", caught)
+    if args.prompt.strip():
+        separator = "" if vocab.level == "char" else " "
+        text = args.prompt.rstrip("\n") + separator + text
+    print(text)
+    return 0
+
+
+def command_score(args):
+    import warnings
+
+    from awd_lstm.data.corpus import split_lines
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1; got {args.batch_size}")
+    if args.file == "-":
+        raw, source = sys.stdin.buffer.read(), "standard input"
+    else:
+        try:
+            with open(args.file, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise UsageError(f"{args.file} cannot be read: {e.strerror}") from None
+        source = args.file
+    sentences = split_lines(raw, source)
+    _, vocab, model = _load_run_model(args.run, args.batch_size, stateful=False)
+    from awd_lstm.generation import score_sentences
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = score_sentences(
+            model,
+            vocab,
+            sentences,
+            batch_size=args.batch_size,
+            progress=not args.no_progress and sys.stdout.isatty(),
+        )
+    _report_warnings("score", caught)
+    out = [f"{log_prob:.6f}\t{n}\t{math.exp(-log_prob / n):.6f}" for log_prob, n in scores]
+    print("\n".join(out))
+    return 0
+
+
+def command_export(args):
+    saved, config = _read_run(args.run)
+    if args.format == "keras" and not args.out.endswith(".keras"):
+        raise UsageError(f"--out must end with .keras for --format keras; got {args.out}")
+    if args.format == "savedmodel" and os.path.exists(args.out):
+        raise UsageError(f"{args.out} already exists; a SavedModel needs a new folder")
+    import keras
+
+    if args.format == "savedmodel" and keras.backend.backend() != "tensorflow":
+        raise UsageError(
+            "a SavedModel is a TensorFlow graph: export with --backend tensorflow "
+            f"(this run uses {keras.backend.backend()})"
+        )
+    weights = _best_weights(args.run)
+    vocab = _load_run_vocab(args.run, saved)
+    from awd_lstm.export import export_keras, export_savedmodel, inference_model
+    from awd_lstm.training import load_trained_weights
+
+    model = inference_model(config, len(vocab), load_trained_weights(config, len(vocab), weights))
+    if args.format == "keras":
+        export_keras(model, args.out)
+        vocab_path = args.out[: -len(".keras")] + ".vocab.json"
+    else:
+        export_savedmodel(model, args.out)
+        vocab_path = os.path.join(args.out, "vocab.json")
+    vocab.save(vocab_path)
+    print(f"wrote {args.out} and its vocabulary {vocab_path}")
+    return 0
+
+
+def _load_run_corpus(run_dir, saved):
+    """The run's corpus, read with its saved vocabulary (checked against config.json)."""
+    from awd_lstm.data import load_corpus
+
+    vocab = _load_run_vocab(run_dir, saved)
     data = saved.get("data") or os.path.join(run_dir, "corpus")
     return load_corpus(data, level=saved.get("level", "word"), vocab=vocab)
 
@@ -477,12 +667,100 @@ def command_evaluate(args):
     values = load_trained_weights(config, len(corpus.vocab), weights)
     batch = config.eval_batch_size if args.split == "valid" else 1
     progress = not args.no_progress and sys.stdout.isatty()
-    loss = split_loss(
-        config, len(corpus.vocab), corpus.split(args.split), batch, values, progress=progress
-    )
+    pointer = _cache_pointer(args, saved, batch)
+    dynamic = _dynamic_settings(args)
+    if pointer is not None and dynamic is not None:
+        raise UsageError("--cache-pointer and --dynamic-eval cannot be combined")
+    result = {"split": args.split}
+    if dynamic is not None:
+        from awd_lstm.dynamic_eval import dynamic_evaluate, gradient_rms
+
+        print("gradient statistics over the training split", file=sys.stderr, flush=True)
+        streams = max(1, min(100, len(corpus.train) // 20))
+        rms = gradient_rms(config, len(corpus.vocab), values, corpus.train, batch_size=streams)
+        loss = dynamic_evaluate(
+            config,
+            len(corpus.vocab),
+            values,
+            corpus.split(args.split),
+            rms,
+            batch_size=batch,
+            progress=progress,
+            **dynamic,
+        )
+        result["dynamic_eval"] = dynamic
+    elif pointer is None:
+        loss = split_loss(
+            config, len(corpus.vocab), corpus.split(args.split), batch, values, progress=progress
+        )
+    else:
+        from awd_lstm.pointer import evaluate_with_cache
+        from awd_lstm.training import build_model, copy_weights
+
+        model = build_model(config, len(corpus.vocab), batch)
+        copy_weights(values, model)
+        loss = evaluate_with_cache(
+            model, corpus.split(args.split), config.bptt, pointer, progress=progress
+        )
+        result["cache_pointer"] = {
+            "window": pointer.window,
+            "theta": pointer.theta,
+            "lambda": pointer.lambdah,
+        }
     summary = _loss_summary(args.split, loss, corpus.vocab.level)
-    print(json.dumps({"split": args.split, "loss": loss, "ppl": summary[f"{args.split}_ppl"]}))
+    result.update(loss=loss, ppl=summary[f"{args.split}_ppl"])
+    if f"{args.split}_bpc" in summary:
+        result["bpc"] = summary[f"{args.split}_bpc"]
+    print(json.dumps(result))
     return 0
+
+
+def _dynamic_settings(args):
+    """Dynamic-evaluation settings the flags ask for (None without --dynamic-eval)."""
+    if not args.dynamic_eval:
+        for flag, value in (("--learning-rate", args.learning_rate), ("--decay", args.decay)):
+            if value is not None:
+                raise UsageError(f"{flag} needs --dynamic-eval")
+        return None
+    settings = {
+        "learning_rate": 2e-5 if args.learning_rate is None else args.learning_rate,
+        "decay": 0.02 if args.decay is None else args.decay,
+    }
+    for key, value in settings.items():
+        if not (math.isfinite(value) and value >= 0):
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} must be a finite number >= 0; got {value}")
+    return settings
+
+
+def _cache_pointer(args, saved, batch):
+    """The CachePointer the flags ask for (None without --cache-pointer)."""
+    given = [
+        flag
+        for flag, value in (
+            ("--window", args.window),
+            ("--theta", args.theta),
+            ("--lambda", args.lambdah),
+        )
+        if value is not None
+    ]
+    if not args.cache_pointer:
+        if given:
+            raise UsageError(f"{given[0]} needs --cache-pointer")
+        return None
+    from awd_lstm.pointer import POINTER_PRESETS, CachePointer
+
+    settings = dict(POINTER_PRESETS.get(saved.get("preset"), POINTER_PRESETS["ptb"]))
+    for key in ("window", "theta", "lambdah"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    if settings["window"] < 1:
+        raise UsageError(f"--window must be a positive integer; got {settings['window']}")
+    if not math.isfinite(settings["theta"]):
+        raise UsageError(f"--theta must be a finite number; got {settings['theta']}")
+    if not 0.0 <= settings["lambdah"] <= 1.0:
+        raise UsageError(f"--lambda must be in [0, 1]; got {settings['lambdah']}")
+    return CachePointer(**settings, num_streams=batch)
 
 
 def command_data(args):
@@ -499,6 +777,9 @@ COMMANDS = {
     "train": command_train,
     "finetune": command_finetune,
     "evaluate": command_evaluate,
+    "generate": command_generate,
+    "score": command_score,
+    "export": command_export,
     "data": command_data,
 }
 

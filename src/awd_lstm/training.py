@@ -91,31 +91,42 @@ def evaluation_weights(model):
     return list(model.trainable_variables)
 
 
+def evaluation_loop(ids, batch_size, bptt, segment_loss, progress=False):
+    """Mean per-token loss of a split scored segment by segment: `batch_size` streams,
+    segments of `bptt` (the last may be shorter), `segment_loss(x, y)` returning the
+    summed loss (nats) of one segment; the mean is weighted by segment length."""
+    batched = batchify(ids, batch_size, split="evaluation")
+    schedule = BPTTSchedule(batched.shape[1], bptt, variable=False)
+    bar = keras.utils.Progbar(
+        schedule.tokens() * batch_size, verbose=1 if progress else 0, unit_name="token"
+    )
+    total, count = 0.0, 0
+    for start, length in schedule:
+        x, y = segment(batched, start, length)
+        total += segment_loss(x, y)
+        count += y.size
+        bar.update(count, [("loss", total / count)])
+    return total / count
+
+
 def evaluate(model, ids, bptt, progress=False):
     """Per-token cross-entropy (nats) of a stateful `model` over a split.
 
     The state is reset once and carried over the whole split; segments are `bptt`
     long (the last may be shorter) and the mean loss is weighted by segment length.
     """
-    batched = batchify(ids, model.batch_size, split="evaluation")
-    model.reset_state()
-    schedule = BPTTSchedule(batched.shape[1], bptt, variable=False)
-    bar = keras.utils.Progbar(
-        schedule.tokens() * model.batch_size, verbose=1 if progress else 0, unit_name="token"
-    )
-    total, count = 0.0, 0
-    for start, length in schedule:
-        x, y = segment(batched, start, length)
+
+    def segment_loss(x, y):
         # predict_on_batch runs the backend's compiled step (eager calls cost several
         # times more); the carried state is a model variable, updated either way.
         logits = np.asarray(model.predict_on_batch(x), dtype=np.float64)
         logits -= logits.max(-1, keepdims=True)
         log_norm = np.log(np.exp(logits).sum(-1))
         picked = np.take_along_axis(logits, y[..., None], -1)[..., 0]
-        total += float((log_norm - picked).sum())
-        count += y.size
-        bar.update(count, [("loss", total / count)])
-    return total / count
+        return float((log_norm - picked).sum())
+
+    model.reset_state()
+    return evaluation_loop(ids, model.batch_size, bptt, segment_loss, progress)
 
 
 def split_loss(config, vocab_size, ids, batch_size, weight_values, progress=False):

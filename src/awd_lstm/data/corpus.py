@@ -45,6 +45,25 @@ def tokenize_line(line, level="word"):
     return ["_" if c.isspace() else c for c in line] + [EOS]
 
 
+def split_lines(raw, source):
+    """The lines of UTF-8 bytes (with or without a byte-order mark; `\\n`, `\\r\\n` or
+    `\\r` line ends). Raises `CorpusError` naming `source` for bytes that are not
+    UTF-8 or text that is empty."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise CorpusError(f"{source} is not valid UTF-8 (byte {e.start}, line {line})") from None
+    if not text.strip():
+        raise CorpusError(f"{source} is empty")
+    # Only \n, \r\n and \r end lines (str.splitlines would also split at form
+    # feeds and other separators); a last line without a line end still counts.
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def read_tokens(path, level="word"):
     """Reads a text file into a list of tokens.
 
@@ -64,20 +83,7 @@ def read_tokens(path, level="word"):
     except (OSError, EOFError, lzma.LZMAError) as e:
         reason = e.strerror or str(e) if isinstance(e, OSError) else str(e) or type(e).__name__
         raise CorpusError(f"corpus file {path} cannot be read: {reason}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise CorpusError(
-            f"corpus file {path} is not valid UTF-8 (byte {e.start}, line {line})"
-        ) from None
-    if not text.strip():
-        raise CorpusError(f"corpus file {path} is empty")
-    # Only \n, \r\n and \r end lines (str.splitlines would also split at form
-    # feeds and other separators); a last line without a line end still counts.
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    if lines[-1] == "":
-        lines.pop()
+    lines = split_lines(raw, f"corpus file {path}")
     tokens = []
     for line in lines:
         tokens.extend(tokenize_line(line, level))

@@ -160,6 +160,8 @@ class AWDLSTMLanguageModel(keras.Model):
         else:
             logits = self.decoder(dropped)
         logits = logits + ops.cast(self.decoder_bias, logits.dtype)
+        if getattr(self, "_predicting_hidden", False):
+            return {"logits": logits, "hidden": raw}
         if not return_hidden:
             return logits
         return {
@@ -168,6 +170,28 @@ class AWDLSTMLanguageModel(keras.Model):
             "dropped_outputs": hidden["dropped_outputs"][:-1] + [dropped],
             "states": hidden["states"],
         }
+
+    def predict_hidden_on_batch(self, ids):
+        """`{"logits", "hidden"}` of one batch: the logits and the raw last-layer
+        states (what the cache pointer attends over), through the backend's compiled
+        predict step. A stateful model carries its state as with `predict_on_batch`."""
+        self._set_predict_outputs("hidden")
+        # Read by `call` while the predict function is traced (on any backend).
+        self._predicting_hidden = True
+        try:
+            return super().predict_on_batch(ids)
+        finally:
+            self._predicting_hidden = False
+
+    def predict_on_batch(self, x):
+        self._set_predict_outputs("logits")
+        return super().predict_on_batch(x)
+
+    def _set_predict_outputs(self, kind):
+        # One compiled predict function per output kind: switching retraces it.
+        if getattr(self, "_predict_outputs", "logits") != kind:
+            self._predict_outputs = kind
+            self.predict_function = None
 
     def get_config(self):
         encoder = self.encoder

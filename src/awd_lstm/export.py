@@ -1,0 +1,69 @@
+"""Exporting a trained language model: a `.keras` file (every backend) or a TensorFlow
+SavedModel that serves next-word log-probabilities (TensorFlow backend only: the
+SavedModel is a TensorFlow graph)."""
+
+import os
+import shutil
+import tempfile
+
+import keras
+
+from awd_lstm._files import atomic_path
+
+
+def inference_model(config, vocab_size, weights):
+    """A non-stateful `AWDLSTMLanguageModel` (any batch, zero initial state) holding
+    `weights` (one array per trainable variable, as `load_trained_weights` gives)."""
+    from awd_lstm.models import AWDLSTMLanguageModel
+    from awd_lstm.training import copy_weights
+
+    model = AWDLSTMLanguageModel(vocab_size, seed=config.seed, **config.model_kwargs())
+    model.build((None, None))
+    copy_weights(weights, model)
+    return model
+
+
+def export_keras(model, path):
+    """Saves `model` as a `.keras` file, atomically; `keras.saving.load_model(path)`
+    gives it back with identical outputs."""
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"a Keras model file must end with .keras; got {path!r}")
+    with atomic_path(path, suffix=".keras") as tmp:
+        model.save(tmp)
+
+
+def export_savedmodel(model, path):
+    """Writes a TensorFlow SavedModel to the folder `path` (which must not exist) with
+    one endpoint, `serve(ids)`: int32 token ids `(batch, time)` in,
+    `{"log_probs": (batch, time, vocab)}` out, the log-probabilities of the next token
+    after each position (from a zero state; dropout off)."""
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            "a SavedModel is a TensorFlow graph: export it with the TensorFlow backend "
+            f"(this process runs {keras.backend.backend()})"
+        )
+    import tensorflow as tf
+
+    path = os.fspath(path)
+    if os.path.exists(path):
+        raise ValueError(f"{path} already exists; choose a new folder for the SavedModel")
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(ids):
+        return {"log_probs": tf.nn.log_softmax(model(ids, training=False), axis=-1)}
+
+    archive.add_endpoint(
+        name="serve",
+        fn=serve,
+        input_signature=[tf.TensorSpec((None, None), tf.int32, name="ids")],
+    )
+    parent = os.path.dirname(os.path.abspath(path))
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        archive.write_out(tmp, verbose=False)
+        os.replace(tmp, path)  # a folder appears whole or not at all
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,144 @@
+"""Using a trained language model: sampling text and scoring sentences.
+
+Both take a run's weights (`awd_lstm.training.load_trained_weights`) and vocabulary.
+Randomness comes from a NumPy generator seeded by the caller, never a global seed.
+"""
+
+import warnings
+
+import numpy as np
+from keras.utils import Progbar
+
+from awd_lstm.data import EOS, UNK, tokenize_line
+
+
+def _encode_with_unk(vocab, tokens, what):
+    """Ids of `tokens`; words outside the vocabulary become `<unk>` with a warning
+    (an error if the vocabulary has no `<unk>`)."""
+    from awd_lstm.data import CorpusError
+
+    unknown = sorted({t for t in tokens if t not in vocab})
+    if unknown:
+        if vocab.unk_id is None:
+            raise CorpusError(
+                f"{what} has words outside the vocabulary ({', '.join(unknown[:5])}) and the "
+                f"vocabulary has no {UNK}"
+            )
+        shown = ", ".join(unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        warnings.warn(
+            f"{what}: {len(unknown)} word type(s) outside the vocabulary read as {UNK}: {shown}",
+            stacklevel=3,
+        )
+    return vocab.encode(tokens)
+
+
+def _detokenize(tokens, level):
+    """Text from generated tokens: `<eos>` ends a line; characters join without
+    spaces (`_` is a space)."""
+    lines, line = [], []
+    for token in tokens:
+        if token == EOS:
+            lines.append(line)
+            line = []
+        else:
+            line.append(token)
+    lines.append(line)
+    if level == "char":
+        return "\n".join("".join(" " if c == "_" else c for c in words) for words in lines)
+    return "\n".join(" ".join(words) for words in lines)
+
+
+def generate(model, vocab, prompt="", num_tokens=100, temperature=1.0, top_k=None, seed=None):
+    """Samples a continuation of `prompt` from a stateful language model of batch 1.
+
+    The prompt is read like a corpus line (without its `<eos>`; words outside the
+    vocabulary become `<unk>` with a warning), run through the model to set its
+    state, then each next token is drawn from `softmax(logits / temperature)`,
+    restricted to the `top_k` most likely tokens if given. An empty prompt starts a
+    new sentence.
+
+    Args:
+        model: An `AWDLSTMLanguageModel` with `stateful=True, batch_size=1`.
+        vocab: Its `Vocabulary`.
+        prompt: Text to continue.
+        num_tokens: Tokens to draw (`<eos>` counts as one).
+        temperature: > 0; below 1 sharpens, above 1 flattens the distribution.
+        top_k: Draw only among the `k` most likely tokens (None: all).
+        seed: Seed of the draws.
+
+    Returns:
+        `(text, tokens)`: the continuation as text (`<eos>` ends a line, never
+        printed as a word) and the drawn tokens.
+    """
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ValueError(f"temperature must be > 0; got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"top_k must be an integer >= 1; got {top_k!r}")
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 0:
+        raise ValueError(f"the number of tokens must be an integer >= 0; got {num_tokens!r}")
+    if not model.stateful or model.batch_size != 1:
+        raise ValueError("generate() needs a stateful model of batch_size=1")
+    # A prompt starts a sentence: the line before it ended with <eos>.
+    tokens = tokenize_line(prompt, vocab.level)[:-1] if prompt.strip() else []
+    ids = _encode_with_unk(vocab, [EOS, *tokens], "the prompt")
+    rng = np.random.default_rng(seed)
+    model.reset_state()
+    logits = np.asarray(model.predict_on_batch(ids[None, :]), dtype=np.float64)[0, -1]
+    drawn = []
+    for _ in range(num_tokens):
+        scaled = logits / temperature
+        if top_k is not None and top_k < len(scaled):
+            cutoff = np.partition(scaled, -top_k)[-top_k]
+            scaled = np.where(scaled >= cutoff, scaled, -np.inf)
+        p = np.exp(scaled - scaled.max())
+        p /= p.sum()
+        token_id = int(rng.choice(len(p), p=p))
+        drawn.append(vocab.tokens[token_id])
+        next_input = np.array([[token_id]], dtype=np.int32)
+        logits = np.asarray(model.predict_on_batch(next_input), dtype=np.float64)[0, -1]
+    return _detokenize(drawn, vocab.level), drawn
+
+
+def score_sentences(model, vocab, sentences, batch_size=32, length_quantum=8, progress=False):
+    """Log-probability of each sentence under a (non-stateful) language model.
+
+    Every sentence is scored on its own, from a zero state, as a line of a corpus:
+    its tokens and `<eos>` are predicted with `<eos>` (the end of the line before) as
+    the first input. Sentences are sorted by length and batched, padded to multiples
+    of `length_quantum` to bound the number of compiled shapes; padding comes after a
+    sentence's tokens and so cannot change them (the model reads left to right).
+
+    Returns:
+        A list with one `(log_prob, num_tokens)` per sentence, in input order
+        (natural logarithm; `num_tokens` counts the `<eos>`).
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    encoded = [
+        _encode_with_unk(vocab, tokenize_line(s, vocab.level), "the input") for s in sentences
+    ]
+    eos = vocab.index[EOS]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    rows = min(batch_size, len(order))  # every batch as tall: one compiled shape per width
+    results = [None] * len(encoded)
+    bar = Progbar(len(order), verbose=1 if progress else 0, unit_name="sentence")
+    for first in range(0, len(order), rows):
+        chunk = order[first : first + rows]
+        longest = max(len(encoded[i]) for i in chunk)
+        width = -(-longest // length_quantum) * length_quantum
+        inputs = np.full((rows, width), eos, dtype=np.int32)
+        targets = np.zeros((rows, width), dtype=np.int64)
+        for row, i in enumerate(chunk):
+            ids = encoded[i]
+            inputs[row, 1 : len(ids)] = ids[:-1]
+            targets[row, : len(ids)] = ids
+        logits = np.asarray(model.predict_on_batch(inputs), dtype=np.float64)
+        logits -= logits.max(-1, keepdims=True)
+        log_probs = np.take_along_axis(logits, targets[..., None], -1)[..., 0] - np.log(
+            np.exp(logits).sum(-1)
+        )
+        for row, i in enumerate(chunk):
+            n = len(encoded[i])
+            results[i] = (float(log_probs[row, :n].sum()), n)
+        bar.update(min(first + rows, len(order)))
+    return results
