@@ -24,6 +24,8 @@ TINY_FLAGS = [
     "2",
     "--bptt",
     "10",
+    "--length-quantum",
+    "10",
     "--no-progress",
     "--synthetic-tokens",
     "3000",
@@ -279,6 +281,8 @@ def test_character_level_preset_reports_bits_per_character(tmp_path, capsys):
     [epoch] = _epochs(out)
     assert epoch["val_bpc"] == pytest.approx(epoch["val_loss"] / math.log(2))
     assert "bpc" in capsys.readouterr().out
+    assert main(["finetune", "--run", str(out)]) == 2
+    _one_line_error(capsys, "trained with Adam .* give its learning rate with --lr")
 
 
 def test_evaluate_with_the_cache_pointer(run, capsys):

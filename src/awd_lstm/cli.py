@@ -615,6 +615,11 @@ def command_finetune(args):
         overrides = {
             name: getattr(args, name) for name in FINETUNE_FIELDS if getattr(args, name) is not None
         }
+        if parent_config.optimizer == "adam" and "lr" not in overrides:
+            raise UsageError(
+                f"{parent} trained with Adam (lr {parent_config.lr}); fine-tuning is averaged "
+                "SGD: give its learning rate with --lr"
+            )
         try:
             config = dataclasses.replace(parent_config, optimizer="ntasgd", **overrides)
         except ValueError as e:
