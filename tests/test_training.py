@@ -26,7 +26,7 @@ TINY = TrainingConfig(
     batch_size=4,
     eval_batch_size=2,
     bptt=10,
-    length_quantum=10,  # few distinct segment shapes: fewer compilations
+    length_quantum=5,
     nonmono=1,
     seed=3,
 )
