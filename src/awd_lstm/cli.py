@@ -299,13 +299,11 @@ def _load_run_model(run_dir, batch_size, stateful=True):
     from awd_lstm.training import build_model, copy_weights, load_trained_weights
 
     values = load_trained_weights(config, len(vocab), weights)
-    if stateful:
-        model = build_model(config, len(vocab), batch_size)
-    else:
-        from awd_lstm.models import AWDLSTMLanguageModel
+    if not stateful:
+        from awd_lstm.export import inference_model
 
-        model = AWDLSTMLanguageModel(len(vocab), seed=config.seed, **config.model_kwargs())
-        model.build((batch_size, None))
+        return config, vocab, inference_model(config, len(vocab), values)
+    model = build_model(config, len(vocab), batch_size)
     copy_weights(values, model)
     return config, vocab, model
 

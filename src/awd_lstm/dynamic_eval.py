@@ -96,8 +96,7 @@ class DynamicEvaluation(keras.optimizers.Optimizer):
 def _adaptation_model(config, vocab_size, weights, batch_size, optimizer):
     """A stateful model with the trained weights, dropout and AR/TAR off, compiled
     with `optimizer`."""
-    from awd_lstm.models import AWDLSTMLanguageModel
-    from awd_lstm.training import copy_weights
+    from awd_lstm.training import build_model, copy_weights
 
     plain = dataclasses.replace(
         config,
@@ -109,14 +108,7 @@ def _adaptation_model(config, vocab_size, weights, batch_size, optimizer):
         alpha=0.0,
         beta=0.0,
     )
-    model = AWDLSTMLanguageModel(
-        vocab_size, stateful=True, batch_size=batch_size, seed=config.seed, **plain.model_kwargs()
-    )
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.build((batch_size, None))
+    model = build_model(plain, vocab_size, batch_size, optimizer=optimizer)
     copy_weights(weights, model)
     # Built now, eagerly: DynamicEvaluation copies the trained weights as `w₀`.
     optimizer.build(model.trainable_variables)
@@ -160,6 +152,6 @@ def dynamic_evaluate(
 
     def segment_loss(x, y):
         # The loss of the forward pass, before this segment's update.
-        return float(model.train_on_batch(x, y)) * y.size
+        return float(model.train_on_batch(x, y, return_dict=True)["loss"]) * y.size
 
     return evaluation_loop(ids, batch_size, bptt, segment_loss, progress)

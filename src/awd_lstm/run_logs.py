@@ -112,9 +112,7 @@ def write_tensorboard(folder, records, start_time):
 def plot_learning_curves(path, records, title=""):
     """A PNG of training and validation perplexity per epoch (log scale), with the
     epoch where NT-ASGD started averaging marked."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
+    # A bare Figure renders with Agg and leaves pyplot's global backend alone.
     from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in records]

@@ -55,8 +55,9 @@ def build_optimizer(config):
     return NTASGD(config.lr, weight_decay=config.weight_decay, global_clipnorm=config.clip)
 
 
-def build_model(config, vocab_size, batch_size):
-    """A stateful language model for `batch_size` streams, compiled for training."""
+def build_model(config, vocab_size, batch_size, optimizer=None):
+    """A stateful language model for `batch_size` streams, compiled for training with
+    `optimizer` (default: the one `config` names)."""
     model = AWDLSTMLanguageModel(
         vocab_size,
         stateful=True,
@@ -65,7 +66,7 @@ def build_model(config, vocab_size, batch_size):
         **config.model_kwargs(),
     )
     model.compile(
-        optimizer=build_optimizer(config),
+        optimizer=optimizer or build_optimizer(config),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce")],
     )
