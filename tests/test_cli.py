@@ -86,6 +86,11 @@ def test_data_stats(run, capsys):
         (["train", "--when", "0"], "when must be a list of positive epoch numbers"),
         (["train", "--lr", "nan"], "lr must be a finite number > 0; got nan"),
         (["data", "stats", "/nonexistent/corpus"], "does not exist"),
+        (["train", "--cutoffs", "10", "5"], r"cutoffs must be strictly increasing"),
+        (
+            ["train", *TINY_FLAGS, "--cutoffs", "100", "5000"],
+            "last cut-off 5000 must be below the vocabulary size 1000",
+        ),
         (
             ["train", *TINY_FLAGS, "--batch-size", "2000"],
             "the train split has 3000 tokens, too few for 2000 streams",
@@ -392,3 +397,40 @@ def test_export_a_run(run, tmp_path, capsys):
         _one_line_error(capsys, "a SavedModel is a TensorFlow graph")
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "model.h5")]) == 2
     _one_line_error(capsys, "--out must end with .keras")
+
+
+def test_adaptive_softmax_run_trains_evaluates_and_scores(tmp_path, capsys):
+    out = tmp_path / "adaptive"
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                *TINY_FLAGS,
+                "--epochs",
+                "1",
+                "--cutoffs",
+                "100",
+                "400",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.01",
+            ]
+        )
+        == 0
+    )
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["cutoffs"] == [100, 400]
+    final = json.loads((out / "final.json").read_text())
+    assert 1.0 < final["test_ppl"] < final["unigram_ppl"] * 1.5
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(out), "--split", "test"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["ppl"] == pytest.approx(final["test_ppl"], rel=1e-5)
+    sentence = " ".join((out / "corpus" / "test.txt").read_text().split()[:6])
+    (tmp_path / "s.txt").write_text(sentence + "\n")
+    assert main(["score", "--run", str(out), str(tmp_path / "s.txt")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert math.isfinite(float(line.split("\t")[0])) and float(line.split("\t")[0]) < 0

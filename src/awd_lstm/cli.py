@@ -17,7 +17,7 @@ import os
 import shutil
 import sys
 
-PRESETS_HELP = "ptb, wikitext-2, ptb-char, enwik8, small, synthetic"
+PRESETS_HELP = "ptb, wikitext-2, wikitext-103, ptb-char, enwik8, small, synthetic"
 BACKENDS = ("tensorflow", "jax", "torch")
 
 # Hyperparameters `finetune` may change; the others are the trained model's.
@@ -47,7 +47,8 @@ def _add_config_flags(parser, fields=None):
         elif field.type is str:
             group.add_argument(flag, choices=OPTIMIZERS, help=help_text)
         elif field.type is tuple:
-            group.add_argument(flag, type=int, nargs="*", metavar="EPOCH", help=help_text)
+            metavar = field.metadata.get("metavar", "EPOCH")
+            group.add_argument(flag, type=int, nargs="*", metavar=metavar, help=help_text)
         else:
             metavar = "N" if field.type is int else "X"
             group.add_argument(flag, type=field.type, metavar=metavar, help=help_text)

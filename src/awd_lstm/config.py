@@ -36,6 +36,15 @@ class TrainingConfig:
         0.5, {"paper": "wdrop", "help": "DropConnect on the recurrent kernels"}
     )
     tie_weights: bool = _field(True, {"paper": "tied", "help": "decoder weight = embedding matrix"})
+    cutoffs: tuple = _field(
+        (),
+        {
+            "paper": "splits",
+            "help": "word ranks where the clusters of a tied adaptive softmax begin "
+            "(e.g. 2800 20000 76000); none: full softmax",
+            "metavar": "RANK",
+        },
+    )
     alpha: float = _field(2.0, {"paper": "alpha", "help": "activation regularization scale"})
     beta: float = _field(1.0, {"paper": "beta", "help": "temporal activation regularization scale"})
     optimizer: str = _field(
@@ -74,6 +83,16 @@ class TrainingConfig:
         ):
             raise ValueError(f"when must be a list of positive epoch numbers; got {when!r}")
         object.__setattr__(self, "when", tuple(sorted(when)))
+        cutoffs = self.cutoffs
+        if (
+            not isinstance(cutoffs, (list, tuple))
+            or not all(isinstance(c, int) and not isinstance(c, bool) for c in cutoffs)
+            or not all(a < b for a, b in zip((0, *cutoffs), cutoffs))
+        ):
+            raise ValueError(
+                f"cutoffs must be strictly increasing positive word ranks; got {cutoffs!r}"
+            )
+        object.__setattr__(self, "cutoffs", tuple(cutoffs))
         positive = (
             "embedding_size hidden_size num_layers nonmono epochs batch_size "
             "eval_batch_size bptt length_quantum"
@@ -107,4 +126,8 @@ class TrainingConfig:
             "embedding_size hidden_size num_layers embedding_dropout input_dropout "
             "hidden_dropout output_dropout weight_dropout tie_weights alpha beta"
         ).split()
-        return {k: getattr(self, k) for k in keys}
+        kwargs = {k: getattr(self, k) for k in keys}
+        if self.cutoffs:
+            # Row budgets start empty and grow to fit the data (AdaptiveSoftmax).
+            kwargs.update(cutoffs=self.cutoffs, tail_capacity=(0.0,) * len(self.cutoffs))
+        return kwargs

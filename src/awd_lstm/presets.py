@@ -53,6 +53,31 @@ PRESETS = {
         batch_size=128,
         bptt=200,
     ),
+    # WikiText-103 (Merity et al. 2018, reference README; the reference ran these
+    # settings with a QRNN): 4 layers of 2500 units, light dropout, no weight drop,
+    # AR/TAR or weight decay, Adam with the rate divided by 10 after epoch 12, and a
+    # tied adaptive softmax over the 267,735-word vocabulary.
+    "wikitext-103": TrainingConfig(
+        embedding_size=400,
+        hidden_size=2500,
+        num_layers=4,
+        embedding_dropout=0.0,
+        input_dropout=0.1,
+        hidden_dropout=0.1,
+        output_dropout=0.1,
+        weight_dropout=0.0,
+        alpha=0.0,
+        beta=0.0,
+        weight_decay=0.0,
+        optimizer="adam",
+        lr=1e-3,
+        when=(12,),
+        epochs=14,
+        batch_size=60,
+        bptt=140,
+        cutoffs=(2800, 20000, 76000),
+        seed=1111,
+    ),
     # A PTB-sized model scaled down to minutes per epoch on a 2-core CPU.
     "small": TrainingConfig(
         embedding_size=200,

@@ -31,7 +31,7 @@ from awd_lstm._files import (  # noqa: F401 (CheckpointError re-exported)
     write_text_atomic,
 )
 from awd_lstm.config import TrainingConfig  # noqa: F401 (re-exported)
-from awd_lstm.data import BPTTSchedule, batchify, segment
+from awd_lstm.data import BPTTSchedule, CorpusError, batchify, segment
 from awd_lstm.models import AWDLSTMLanguageModel
 from awd_lstm.optimizers import NTASGD, AdamL2, should_trigger
 from awd_lstm.run_logs import plot_learning_curves, write_tensorboard
@@ -65,11 +65,7 @@ def build_model(config, vocab_size, batch_size, optimizer=None):
         seed=config.seed,
         **config.model_kwargs(),
     )
-    model.compile(
-        optimizer=optimizer or build_optimizer(config),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce")],
-    )
+    model.compile(optimizer=optimizer or build_optimizer(config), **model.compile_defaults())
     model.build((batch_size, None))
     return model
 
@@ -96,18 +92,31 @@ def evaluation_loop(ids, batch_size, bptt, segment_loss, progress=False):
     """Mean per-token loss of a split scored segment by segment: `batch_size` streams,
     segments of `bptt` (the last may be shorter), `segment_loss(x, y)` returning the
     summed loss (nats) of one segment; the mean is weighted by segment length."""
-    batched = batchify(ids, batch_size, split="evaluation")
-    schedule = BPTTSchedule(batched.shape[1], bptt, variable=False)
+    segments = EvaluationSegments(ids, batch_size, bptt)
     bar = keras.utils.Progbar(
-        schedule.tokens() * batch_size, verbose=1 if progress else 0, unit_name="token"
+        segments.tokens() * batch_size, verbose=1 if progress else 0, unit_name="token"
     )
     total, count = 0.0, 0
-    for start, length in schedule:
-        x, y = segment(batched, start, length)
+    for x, y in segments:
         total += segment_loss(x, y)
         count += y.size
         bar.update(count, [("loss", total / count)])
     return total / count
+
+
+class EvaluationSegments:
+    """The `(x, y)` segments an evaluation scores, in order; iterable more than once."""
+
+    def __init__(self, ids, batch_size, bptt):
+        self.batched = batchify(ids, batch_size, split="evaluation")
+        self.schedule = BPTTSchedule(self.batched.shape[1], bptt, variable=False)
+
+    def tokens(self):
+        return self.schedule.tokens()
+
+    def __iter__(self):
+        for start, length in self.schedule:
+            yield segment(self.batched, start, length)
 
 
 def evaluate(model, ids, bptt, progress=False):
@@ -116,6 +125,18 @@ def evaluate(model, ids, bptt, progress=False):
     The state is reset once and carried over the whole split; segments are `bptt`
     long (the last may be shorter) and the mean loss is weighted by segment length.
     """
+
+    if model.cutoffs:
+        # An adaptive softmax scores the targets without the full distribution. Row
+        # budgets for the whole split at once: the same compiled shapes every time.
+        model.reserve_tail_capacity(y for _, y in EvaluationSegments(ids, model.batch_size, bptt))
+
+        def segment_loss(x, y):
+            losses = model.predict_on_batch((x, y))
+            return float(np.asarray(losses, dtype=np.float64).sum())
+
+        model.reset_state()
+        return evaluation_loop(ids, model.batch_size, bptt, segment_loss, progress)
 
     def segment_loss(x, y):
         # predict_on_batch runs the backend's compiled step (eager calls cost several
@@ -169,6 +190,10 @@ def save_checkpoint(model, state, path):
         model.save_weights(tmp, overwrite=True)
         # Keras' weights file leaves out the seed generators' states: without them a
         # resumed run would draw other dropout masks than an uninterrupted one.
+        if model.cutoffs:
+            # The row budgets grown so far: static shapes, kept so a resumed run
+            # computes with the same ones as an uninterrupted run.
+            state = {**state, "tail_capacity": list(model.tail_capacity)}
         with h5py.File(tmp, "a") as f:
             group = f.create_group(_RESUME_GROUP)
             group.attrs["state"] = json.dumps(state)
@@ -189,6 +214,8 @@ def load_checkpoint(model, path):
                 variable.assign(group[str(i)][()])
     except (OSError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path} is not a resumable checkpoint: {e}") from None
+    if model.cutoffs and "tail_capacity" in state:
+        model.tail_capacity = state.pop("tail_capacity")
     return state
 
 
@@ -204,7 +231,13 @@ def write_run_logs(run_dir, records, start_time=None, title=""):
 
 def check_splits(config, corpus):
     """Raises `CorpusError` if a split is too short for its batch (training: the
-    config's, validation: `eval_batch_size`, test: 1); returns the training streams."""
+    config's, validation: `eval_batch_size`, test: 1) or the vocabulary is too small
+    for the adaptive softmax's cut-offs; returns the training streams."""
+    if config.cutoffs and config.cutoffs[-1] >= len(corpus.vocab):
+        raise CorpusError(
+            f"the adaptive softmax's last cut-off {config.cutoffs[-1]} must be below the "
+            f"vocabulary size {len(corpus.vocab)}"
+        )
     train_data = batchify(corpus.train, config.batch_size, split="train")
     batchify(corpus.valid, config.eval_batch_size, split="validation")
     batchify(corpus.test, 1, split="test")

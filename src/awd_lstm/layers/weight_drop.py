@@ -296,13 +296,15 @@ class WeightDropLSTM(keras.layers.LSTM):
     The masked kernels are computed once per call and handed to Keras' fused
     backend LSTM (`keras.src.backend.<backend>.lstm`, the function
     `keras.layers.LSTM` uses: cuDNN on GPU for TensorFlow, JAX and PyTorch), so
-    weight drop costs one element-wise product per call. When the fused kernel
-    cannot run (CPU on TensorFlow and JAX, masking on JAX and PyTorch,
-    `recurrent_dropout`, custom activations), Keras' step loop runs with the same
-    dropped kernels. After a call, `last_call_implementation` says which ran:
-    `"fused"` or `"step"`.
+    weight drop costs one element-wise product per call. Where no fused kernel runs
+    (TensorFlow and JAX on CPU), the layer's own loop projects the inputs of all time
+    steps with one matrix product before the recurrence, so each step multiplies only
+    the hidden state (`"projected"`). With a mask or `recurrent_dropout`, Keras' step
+    loop runs with the same dropped kernels (`"step"`). After a call,
+    `last_call_implementation` says which ran: `"fused"`, `"projected"` or `"step"`.
 
-    With both rates 0 the layer computes exactly what `keras.layers.LSTM` does.
+    With both rates 0 the layer computes what `keras.layers.LSTM` does (to float
+    rounding: the projected loop adds the bias before the recurrent product).
 
     Args:
         units: Positive integer, dimensionality of the output space.
@@ -330,7 +332,7 @@ class WeightDropLSTM(keras.layers.LSTM):
     >>> layer = WeightDropLSTM(8, weight_dropout=0.5, return_sequences=True, seed=1)
     >>> tuple(layer(np.ones((2, 5, 3)), training=True).shape)
     (2, 5, 8)
-    >>> layer.last_call_implementation in ("fused", "step")
+    >>> layer.last_call_implementation in ("fused", "projected", "step")
     True
     """
 
@@ -389,10 +391,83 @@ class WeightDropLSTM(keras.layers.LSTM):
         replaced = self.cell.kernels_replaced(*kernels) if kernels else contextlib.nullcontext()
         # The step loop calls the cell; the fused backend LSTM does not.
         self.cell._stepped = False
+        implementation = None
         with replaced:
-            result = super().inner_loop(sequences, initial_state, mask, training=training)
-        self.last_call_implementation = "step" if self.cell._stepped else "fused"
+            if self._can_hoist(mask):
+                result, implementation = self._fused_or_hoisted(sequences, initial_state, training)
+            else:
+                result = super().inner_loop(sequences, initial_state, mask, training=training)
+        if implementation is None:
+            implementation = "step" if self.cell._stepped else "fused"
+        self.last_call_implementation = implementation
         return result
+
+    def _can_hoist(self, mask):
+        # What the projected loop below computes: no mask, no recurrent dropout, a
+        # cell that is an LSTMCell (a subclass may change its step).
+        return (
+            mask is None
+            and not self.cell.recurrent_dropout
+            and self.use_cudnn in ("auto", False)
+            and type(self.cell).call is WeightDropLSTMCell.call
+        )
+
+    def _fused_or_hoisted(self, sequences, initial_state, training):
+        """The backend's fused LSTM where it runs (cuDNN; PyTorch's CPU kernel), else a
+        loop that computes the input projection of every time step as one matrix
+        product before the recurrence, leaving only `h @ recurrent_kernel` per step."""
+        cell = self.cell
+        if training and cell.dropout:
+            # Keras' input dropout, as its fused path applies it: one mask per call.
+            dp_mask = ops.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), axis=1)
+            sequences = sequences * ops.broadcast_to(dp_mask, ops.shape(sequences))
+        h0, c0 = initial_state
+        if self.use_cudnn == "auto":
+            try:
+                fused = keras.src.backend.lstm(
+                    sequences,
+                    h0,
+                    c0,
+                    None,
+                    kernel=cell.kernel,
+                    recurrent_kernel=cell.recurrent_kernel,
+                    bias=cell.bias,
+                    activation=cell.activation,
+                    recurrent_activation=cell.recurrent_activation,
+                    return_sequences=self.return_sequences,
+                    go_backwards=self.go_backwards,
+                    unroll=self.unroll,
+                )
+                if keras.backend.backend() == "tensorflow":
+                    self.supports_jit = False  # as keras.layers.LSTM: cuDNN is not XLA
+                return fused, "fused"
+            except NotImplementedError:
+                pass
+        projected = ops.matmul(sequences, ops.cast(cell.kernel, sequences.dtype))
+        if cell.use_bias:
+            projected = projected + ops.cast(cell.bias, sequences.dtype)
+        recurrent_kernel = ops.cast(cell.recurrent_kernel, sequences.dtype)
+        activation, recurrent_activation = cell.activation, cell.recurrent_activation
+
+        def step(z_x, states):
+            h, c = states
+            z = z_x + ops.matmul(h, recurrent_kernel)
+            z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+            c = recurrent_activation(z_f) * c + recurrent_activation(z_i) * activation(z_c)
+            h = recurrent_activation(z_o) * activation(c)
+            return h, [h, c]
+
+        result = keras.src.backend.rnn(
+            step,
+            projected,
+            [h0, c0],
+            go_backwards=self.go_backwards,
+            unroll=self.unroll,
+            input_length=sequences.shape[1],
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_all_outputs=self.return_sequences,
+        )
+        return result, "projected"
 
     def get_config(self):
         return {**super().get_config(), **_weight_drop_config(self)}

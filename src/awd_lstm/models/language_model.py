@@ -1,9 +1,11 @@
 """The AWD-LSTM language model (Merity et al. 2017, section 5)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from awd_lstm.layers import LockedDropout
+from awd_lstm.layers.adaptive_softmax import AdaptiveSoftmax, check_cutoffs
 from awd_lstm.models.encoder import AWDLSTMEncoder
 from awd_lstm.regularizers import activation_regularization, temporal_activation_regularization
 
@@ -18,6 +20,14 @@ class AWDLSTMLanguageModel(keras.Model):
     `fit` or `train_on_batch`. In training, AR (`alpha`, on the dropped output of the
     last layer) and TAR (`beta`, on its raw output) are added through `add_loss`.
 
+    Called on `(ids, targets)` it returns the negative log-likelihood of each target
+    `(batch, time)` instead, without forming the full distribution when `cutoffs` is
+    set. That is how a model with an adaptive softmax trains: compile it with
+    `**model.compile_defaults()` and give it `x=(ids, targets), y=targets`
+    (`train_on_batch`, `test_on_batch` and `predict_on_batch` pair `x` with `y` and
+    reserve the adaptive softmax's row budgets themselves; with `fit`, call
+    `model.reserve_tail_capacity(targets)` on the training targets first).
+
     Args:
         vocab_size: Size of the vocabulary.
         embedding_size: Embedding dimension (paper: `emsize`, 400).
@@ -31,6 +41,13 @@ class AWDLSTMLanguageModel(keras.Model):
         tie_weights: Use the embedding matrix as the decoder's weight (the last LSTM
             then has `embedding_size` units).
         alpha: AR scale (2). beta: TAR scale (1).
+        cutoffs: Word ranks where the head and each tail cluster of a (tied)
+            adaptive softmax begin (`AdaptiveSoftmax`), e.g. `[2800, 20000, 76000]`
+            for WikiText-103; needs a vocabulary sorted most frequent first. `None`:
+            the full softmax. The output is then log-probabilities (which are also
+            valid logits).
+        tail_capacity: The adaptive softmax's initial row budgets
+            (`AdaptiveSoftmax`); `None`: all positions.
         stateful: Carry the hidden state from one call to the next, without gradient
             (truncated BPTT over contiguous segments); needs `batch_size`.
             `reset_state()` zeroes it.
@@ -61,8 +78,12 @@ class AWDLSTMLanguageModel(keras.Model):
         stateful=False,
         batch_size=None,
         seed=None,
+        cutoffs=None,
+        tail_capacity=None,
         **kwargs,
     ):
+        if cutoffs:
+            cutoffs = check_cutoffs(cutoffs, vocab_size)
         if stateful and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
@@ -102,6 +123,15 @@ class AWDLSTMLanguageModel(keras.Model):
         self.decoder_bias = self.add_weight(
             shape=(vocab_size,), initializer="zeros", name="decoder_bias"
         )
+        self.adaptive_softmax = None
+        if cutoffs:
+            self.adaptive_softmax = AdaptiveSoftmax(
+                vocab_size,
+                cutoffs,
+                tail_capacity=tail_capacity,
+                seed=None if seed is None else seed + 5,
+                name="adaptive_softmax",
+            )
         self.state_variables = []
         if self.stateful:
             # Non-trainable variables, so every backend's trainer carries them between
@@ -120,9 +150,73 @@ class AWDLSTMLanguageModel(keras.Model):
                 )
 
     def build(self, input_shape):
+        if isinstance(input_shape, dict):
+            input_shape = input_shape["ids"]
+        elif input_shape and isinstance(input_shape[0], (tuple, list)):
+            input_shape = input_shape[0]  # (ids, targets)
         self.encoder.build(input_shape)
         if self.decoder is not None:
             self.decoder.build((*input_shape, self.encoder.output_size))
+        if self.adaptive_softmax is not None:
+            self.adaptive_softmax.build((*input_shape, self.encoder.output_size))
+
+    @property
+    def cutoffs(self):
+        """The adaptive softmax's cut-offs, or `None` (full softmax)."""
+        return None if self.adaptive_softmax is None else self.adaptive_softmax.cutoffs
+
+    @property
+    def tail_capacity(self):
+        return None if self.adaptive_softmax is None else self.adaptive_softmax.tail_capacity
+
+    @tail_capacity.setter
+    def tail_capacity(self, fractions):
+        if self.adaptive_softmax is not None:
+            grown = tuple(float(f) for f in fractions)
+            if grown != self.adaptive_softmax.tail_capacity:
+                self.adaptive_softmax.tail_capacity = grown
+                self._forget_compiled_functions()
+
+    def reserve_tail_capacity(self, targets):
+        """Grows the adaptive softmax's row budgets to fit every step in `targets`
+        (one `(batch, time)` array or an iterable of them); the compiled step functions
+        are traced again if a budget grew. Nothing to do with a full softmax."""
+        if self.adaptive_softmax is not None and self.adaptive_softmax.reserve_capacity(targets):
+            self._forget_compiled_functions()
+
+    def _forget_compiled_functions(self):
+        # The row budgets are static shapes of the compiled steps.
+        self.train_function = None
+        self.test_function = None
+        self.predict_function = None
+
+    def compile_defaults(self):
+        """`loss` and `metrics` for `compile`: sparse cross-entropy on the logits, or,
+        with an adaptive softmax, the mean of the per-token losses the model returns
+        for `(ids, targets)`. The metric `ce` is the cross-entropy without AR/TAR."""
+        if self.adaptive_softmax is None:
+            return {
+                "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                "metrics": [
+                    keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce")
+                ],
+            }
+        return {
+            "loss": TokenLoss(),
+            "metrics": [keras.metrics.MeanMetricWrapper(token_losses, name="ce")],
+        }
+
+    def _with_targets(self, x, y):
+        if self.adaptive_softmax is None or y is None or isinstance(x, (tuple, list, dict)):
+            return x
+        self.reserve_tail_capacity(np.asarray(y))
+        return (x, y)
+
+    def train_on_batch(self, x, y=None, *args, **kwargs):
+        return super().train_on_batch(self._with_targets(x, y), y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, **kwargs):
+        return super().test_on_batch(self._with_targets(x, y), y, *args, **kwargs)
 
     def reset_state(self):
         """Zeroes the carried hidden state (a stateful model's)."""
@@ -141,7 +235,13 @@ class AWDLSTMLanguageModel(keras.Model):
         # and PyTorch's autograd must not see an in-place change of a used tensor.
         return [[ops.stop_gradient(ops.copy(v)) for v in pair] for pair in self.state_variables]
 
-    def call(self, ids, training=False, return_hidden=False):
+    def call(self, inputs, training=False, return_hidden=False):
+        if isinstance(inputs, dict):
+            ids, targets = inputs["ids"], inputs.get("targets")
+        elif isinstance(inputs, (tuple, list)):
+            ids, targets = inputs
+        else:
+            ids, targets = inputs, None
         initial = self._carried_states(ids) if self.stateful else None
         hidden = self.encoder(ids, initial_states=initial, training=training)
         if self.stateful:
@@ -156,10 +256,20 @@ class AWDLSTMLanguageModel(keras.Model):
             self.add_loss(temporal_activation_regularization(raw, self.beta))
         if self.decoder is None:
             table = ops.cast(self.encoder.embedding.embeddings, dropped.dtype)
-            logits = ops.matmul(dropped, ops.transpose(table))
         else:
-            logits = self.decoder(dropped)
-        logits = logits + ops.cast(self.decoder_bias, logits.dtype)
+            table = ops.transpose(ops.cast(self.decoder.kernel, dropped.dtype))
+        if self.adaptive_softmax is not None:
+            # Log-probabilities, or with targets their negative log-likelihoods.
+            logits = self.adaptive_softmax(dropped, table, self.decoder_bias, targets=targets)
+            if targets is not None:
+                return logits
+        else:
+            logits = ops.matmul(dropped, ops.transpose(table))
+            logits = logits + ops.cast(self.decoder_bias, logits.dtype)
+            if targets is not None:
+                log_probs = ops.log_softmax(logits, axis=-1)
+                picked = ops.expand_dims(ops.cast(targets, "int32"), -1)
+                return -ops.take_along_axis(log_probs, picked, axis=-1)[..., 0]
         if getattr(self, "_predicting_hidden", False):
             return {"logits": logits, "hidden": raw}
         if not return_hidden:
@@ -185,6 +295,8 @@ class AWDLSTMLanguageModel(keras.Model):
 
     def predict_on_batch(self, x):
         self._set_predict_outputs("logits")
+        if isinstance(x, (tuple, list)) and self.adaptive_softmax is not None:
+            self.reserve_tail_capacity(np.asarray(x[1]))
         return super().predict_on_batch(x)
 
     def _set_predict_outputs(self, kind):
@@ -212,4 +324,24 @@ class AWDLSTMLanguageModel(keras.Model):
             "stateful": self.stateful,
             "batch_size": self.batch_size,
             "seed": self.seed,
+            "cutoffs": None if self.cutoffs is None else list(self.cutoffs),
+            "tail_capacity": None if self.tail_capacity is None else list(self.tail_capacity),
         }
+
+
+@keras.saving.register_keras_serializable(package="awd_lstm")
+def token_losses(y_true, y_pred):
+    """The per-token losses a model computed itself (metric function)."""
+    return y_pred
+
+
+@keras.saving.register_keras_serializable(package="awd_lstm")
+class TokenLoss(keras.losses.Loss):
+    """The mean of per-token losses a model computed itself (the language model
+    called on `(ids, targets)`); `y_true` is not read."""
+
+    def __init__(self, name="token_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return y_pred

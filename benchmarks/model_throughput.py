@@ -1,0 +1,294 @@
+"""Whole-model training throughput: AWDLSTMLanguageModel against a PyTorch AWD-LSTM.
+
+For each backend (each in its own process, since Keras fixes its backend at import)
+and each size, three training setups take turns, one step each, in the same process:
+
+- `awd_lstm`: `awd_lstm.training.build_model` (stateful `AWDLSTMLanguageModel`,
+  NT-ASGD, clipping 0.25, AR/TAR), one `train_on_batch` per step;
+- `awd_lstm_no_wdrop`: the same with `weight_dropout=0` (the cost of weight drop);
+- `torch_recipe`: `benchmarks/torch_reference.py`, a weight-dropped `nn.LSTM` per layer
+  with the dropped `weight_hh` passed to PyTorch's fused kernel, the same dropouts,
+  tied decoder, AR/TAR, SGD, clipping 0.25.
+
+Sizes: `small` (vocabulary 10,000, embedding 200, hidden 400, 3 layers, batch 20, bptt
+35) and `ptb` (embedding 400, hidden 1150, batch 80, bptt 70). Reported: median tokens/s
+(batch * bptt / step seconds), the ratio to `torch_recipe`, the step's peak memory above
+the resident size before it (Linux `VmHWM`, reset before every step; the largest over the
+steps), and the FLOP/s of the step (the LSTMs' and decoder's matrix products, forward and
+backward: 3 x forward) as a fraction of the machine's matrix-multiply throughput measured
+in the same process (the best of PyTorch's and the backend's 2048 x 2048 float32 matmul).
+
+Usage:
+
+    python benchmarks/model_throughput.py [--backends tensorflow,jax,torch]
+        [--sizes small,ptb] [--repeats 5] [--min-seconds 20] [--json OUT]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+SIZES = {
+    "small": dict(vocab=10_000, embedding=200, hidden=400, layers=3, batch=20, bptt=35),
+    "ptb": dict(vocab=10_000, embedding=400, hidden=1150, layers=3, batch=80, bptt=70),
+}
+VARIANTS = ("awd_lstm", "awd_lstm_no_wdrop", "torch_recipe")
+# PTB preset's dropouts (embedding, input, hidden, output, weight).
+DROPOUTS = dict(
+    embedding_dropout=0.1,
+    input_dropout=0.4,
+    hidden_dropout=0.25,
+    output_dropout=0.4,
+    weight_dropout=0.5,
+)
+
+
+def training_flops(size):
+    """Multiply-adds x 2 of one training step's matrix products (forward x 3)."""
+    tokens = size["batch"] * size["bptt"]
+    forward = 0
+    inputs = size["embedding"]
+    for layer in range(size["layers"]):
+        units = size["embedding"] if layer == size["layers"] - 1 else size["hidden"]
+        forward += 2 * tokens * 4 * units * (inputs + units)
+        inputs = units
+    forward += 2 * tokens * size["embedding"] * size["vocab"]
+    return 3 * forward
+
+
+def _status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def matmul_flops_per_second(device, seconds=3.0):
+    """The best float32 2048^3 matmul rate of PyTorch and of the Keras backend."""
+    import keras
+    import numpy as np
+    import torch
+
+    n = 2048
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    best = 0.0
+    ta = torch.from_numpy(a).to(device)
+    ka = keras.ops.convert_to_tensor(a)
+
+    def torch_mm():
+        torch.mm(ta, ta)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def keras_mm():
+        # Reading one number back waits for the product (asynchronous backends).
+        float(keras.ops.convert_to_numpy(keras.ops.matmul(ka, ka)[0, 0]))
+
+    for run in (torch_mm, keras_mm):
+        run()
+        start = time.perf_counter()
+        count = 0
+        while time.perf_counter() - start < seconds:
+            run()
+            count += 1
+        best = max(best, 2 * n**3 * count / (time.perf_counter() - start))
+    return best
+
+
+def _training_steps(size, seed, device):
+    """One step function per variant, each training on the next segment of a shared
+    random stream and returning its cross-entropy."""
+    import numpy as np
+    import torch
+    from torch_reference import TorchAWDLSTM, training_step
+
+    from awd_lstm.config import TrainingConfig
+    from awd_lstm.training import build_model
+
+    batch, bptt = size["batch"], size["bptt"]
+    rng = np.random.default_rng(seed)
+    stream = rng.integers(0, size["vocab"], size=(batch, 64 * bptt + 1)).astype("int32")
+
+    def segment(i):
+        start = (i % 64) * bptt
+        return stream[:, start : start + bptt], stream[:, start + 1 : start + bptt + 1]
+
+    def keras_step(model):
+        def step(i):
+            x, y = segment(i)
+            return float(model.train_on_batch(x, y, return_dict=True)["ce"])
+
+        return step
+
+    steps = {}
+    for variant in VARIANTS[:2]:
+        dropouts = dict(DROPOUTS)
+        if variant == "awd_lstm_no_wdrop":
+            dropouts["weight_dropout"] = 0.0
+        config = TrainingConfig(
+            embedding_size=size["embedding"],
+            hidden_size=size["hidden"],
+            num_layers=size["layers"],
+            batch_size=batch,
+            bptt=bptt,
+            seed=seed,
+            **dropouts,
+        )
+        steps[variant] = keras_step(build_model(config, size["vocab"], batch))
+    reference = TorchAWDLSTM(
+        size["vocab"], size["embedding"], size["hidden"], size["layers"], **DROPOUTS
+    ).to(device)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=30.0, weight_decay=1.2e-6)
+    hidden = [reference.init_hidden(batch)]
+
+    def torch_step(i):
+        x, y = segment(i)
+        # (time, batch), as nn.LSTM expects.
+        x = torch.from_numpy(x.T.astype("int64")).to(device)
+        y = torch.from_numpy(y.T.astype("int64")).to(device)
+        loss, hidden[0] = training_step(reference, optimizer, x, y, hidden[0])
+        return loss
+
+    steps["torch_recipe"] = torch_step
+    return steps
+
+
+def measure_backend(size_names, repeats, min_seconds, seed):
+    """Runs in a child process whose KERAS_BACKEND is already set."""
+    import keras
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    keras.utils.set_random_seed(seed)
+    peak_flops = matmul_flops_per_second(device)
+    rows = []
+    for name in size_names:
+        size = SIZES[name]
+        steps = _training_steps(size, seed, device)
+        for variant in VARIANTS:  # warm-up (compilation)
+            steps[variant](0)
+        times = {v: [] for v in VARIANTS}
+        peaks = {v: 0 for v in VARIANTS}
+        i = 1
+        while i <= repeats or min(sum(t) for t in times.values()) < min_seconds:
+            for variant in VARIANTS:
+                before = _status("VmRSS")
+                _reset_peak()
+                start = time.perf_counter()
+                loss = steps[variant](i)
+                times[variant].append(time.perf_counter() - start)
+                peaks[variant] = max(peaks[variant], _status("VmHWM") - before)
+                if not np.isfinite(loss):
+                    raise FloatingPointError(f"{variant} loss became {loss}")
+            i += 1
+        for variant in VARIANTS:
+            seconds = statistics.median(times[variant])
+            rows.append(
+                {
+                    "backend": keras.backend.backend(),
+                    "size": name,
+                    "variant": variant,
+                    "tokens_per_sec": size["batch"] * size["bptt"] / seconds,
+                    "step_seconds": seconds,
+                    "steps": len(times[variant]),
+                    "step_peak_bytes": peaks[variant],
+                    "flops_per_sec": training_flops(size) / seconds,
+                    "matmul_flops_per_sec": peak_flops,
+                }
+            )
+    return rows
+
+
+def versions():
+    import importlib.metadata as metadata
+
+    found = {}
+    for package in ("keras", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "numpy"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def table(rows):
+    lines = [
+        "| backend | size | variant | tokens/s | vs torch recipe | step peak (MiB) | "
+        "GFLOP/s | of matmul peak | steps |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = {
+        (r["backend"], r["size"]): r["tokens_per_sec"]
+        for r in rows
+        if r["variant"] == "torch_recipe"
+    }
+    for r in rows:
+        ratio = r["tokens_per_sec"] / base[(r["backend"], r["size"])]
+        lines.append(
+            f"| {r['backend']} | {r['size']} | {r['variant']} | {r['tokens_per_sec']:,.0f} | "
+            f"{ratio:.3f} | {r['step_peak_bytes'] / 2**20:,.0f} | "
+            f"{r['flops_per_sec'] / 1e9:.1f} | "
+            f"{r['flops_per_sec'] / r['matmul_flops_per_sec']:.1%} | {r['steps']} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser.add_argument("--sizes", default="small,ptb")
+    parser.add_argument("--repeats", type=int, default=5, help="minimum steps per variant")
+    parser.add_argument(
+        "--min-seconds", type=float, default=20.0, help="minimum timed seconds per variant"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    names = args.sizes.split(",")
+    unknown = [n for n in names if n not in SIZES]
+    if unknown:
+        parser.error(f"unknown size {unknown[0]!r}; known: {', '.join(SIZES)}")
+    if args.child:
+        print(json.dumps(measure_backend(names, args.repeats, args.min_seconds, args.seed)))
+        return 0
+    rows = []
+    for backend in args.backends.split(","):
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
+        command = [sys.executable, __file__, "--child", "--sizes", args.sizes]
+        command += ["--repeats", str(args.repeats), "--min-seconds", str(args.min_seconds)]
+        command += ["--seed", str(args.seed)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"versions: {json.dumps(versions())}; cpus: {os.cpu_count()}")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"versions": versions(), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

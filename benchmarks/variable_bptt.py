@@ -1,0 +1,152 @@
+"""Training epochs with variable against fixed segment lengths, compilation included.
+
+The reference draws each segment's length (bptt with probability 0.95, else bptt/2,
+then normal with deviation 5); a compiled training step is specialized to its input
+shape, so every new length can cost a compilation. The training pipeline rounds the
+lengths to multiples of `length_quantum` (5), which bounds the number of shapes. This
+benchmark measures what that leaves: for each backend (its own process), a fresh model
+trains one epoch over `--tokens` tokens with fixed `bptt` segments and, with another
+fresh model, one epoch with variable segments (the pipeline's schedule and
+learning-rate scaling), wall time from the first step to the last, compilation
+included; then a second epoch of each on the now-compiled model. The ratio
+variable/fixed of tokens/s is the cost of variable lengths.
+
+Usage:
+
+    python benchmarks/variable_bptt.py [--backends tensorflow,jax,torch]
+        [--tokens 929589] [--json OUT]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+# The `small` preset's model: embedding 200, hidden 400, 3 layers, batch 20, bptt 35.
+SIZE = dict(vocab=10_000, embedding=200, hidden=400, layers=3, batch=20, bptt=35)
+
+
+def measure(tokens, seed):
+    """Runs in a child process whose KERAS_BACKEND is already set."""
+    import keras
+    import numpy as np
+
+    from awd_lstm.config import TrainingConfig
+    from awd_lstm.data import BPTTSchedule, batchify, segment
+    from awd_lstm.training import build_model
+
+    keras.utils.set_random_seed(seed)
+    config = TrainingConfig(
+        embedding_size=SIZE["embedding"],
+        hidden_size=SIZE["hidden"],
+        num_layers=SIZE["layers"],
+        batch_size=SIZE["batch"],
+        bptt=SIZE["bptt"],
+        input_dropout=0.4,
+        hidden_dropout=0.25,
+        seed=seed,
+    )
+    ids = np.random.default_rng(seed).integers(0, SIZE["vocab"], size=tokens).astype("int32")
+    data = batchify(ids, config.batch_size)
+    rows = []
+    for mode in ("fixed", "variable"):
+        model = build_model(config, SIZE["vocab"], config.batch_size)
+        for epoch in (1, 2):
+            schedule = BPTTSchedule(
+                data.shape[1],
+                config.bptt,
+                variable=mode == "variable",
+                seed=seed * 100_003 + epoch,
+                length_quantum=config.length_quantum,
+            )
+            model.reset_state()
+            start = time.perf_counter()
+            count = 0
+            for begin, length in schedule:
+                model.optimizer.learning_rate.assign(config.lr * length / config.bptt)
+                x, y = segment(data, begin, length)
+                model.train_on_batch(x, y)
+                count += x.size
+            seconds = time.perf_counter() - start
+            rows.append(
+                {
+                    "backend": keras.backend.backend(),
+                    "mode": mode,
+                    "epoch": epoch,
+                    "tokens": count,
+                    "seconds": seconds,
+                    "tokens_per_sec": count / seconds,
+                    "segments": len(schedule),
+                    "distinct_lengths": len({length for _, length in schedule}),
+                }
+            )
+    return rows
+
+
+def versions():
+    import importlib.metadata as metadata
+
+    found = {}
+    for package in ("keras", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "numpy"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def table(rows):
+    lines = [
+        "| backend | epoch | mode | segments | distinct lengths | seconds | tokens/s | "
+        "variable / fixed |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    fixed = {(r["backend"], r["epoch"]): r["tokens_per_sec"] for r in rows if r["mode"] == "fixed"}
+    for r in sorted(rows, key=lambda r: (r["backend"], r["epoch"], r["mode"])):
+        ratio = r["tokens_per_sec"] / fixed[(r["backend"], r["epoch"])]
+        lines.append(
+            f"| {r['backend']} | {r['epoch']} | {r['mode']} | {r['segments']} | "
+            f"{r['distinct_lengths']} | {r['seconds']:.1f} | {r['tokens_per_sec']:,.0f} | "
+            f"{ratio:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser.add_argument(
+        "--tokens", type=int, default=929_589, help="tokens per epoch (PTB's training split)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.tokens < SIZE["batch"] * (SIZE["bptt"] + 1):
+        parser.error(f"--tokens must be at least {SIZE['batch'] * (SIZE['bptt'] + 1)}")
+    if args.child:
+        print(json.dumps(measure(args.tokens, args.seed)))
+        return 0
+    rows = []
+    for backend in args.backends.split(","):
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
+        command = [sys.executable, __file__, "--child", "--tokens", str(args.tokens)]
+        command += ["--seed", str(args.seed)]
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"versions: {json.dumps(versions())}; cpus: {os.cpu_count()}")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"versions": versions(), "rows": rows}, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
