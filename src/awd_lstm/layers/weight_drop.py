@@ -402,6 +402,48 @@ class WeightDropLSTM(keras.layers.LSTM):
         self.last_call_implementation = implementation
         return result
 
+    def _torch_native_lstm(self, sequences, h0, c0):
+        """PyTorch's own fused LSTM (`torch._VF.lstm`, what `torch.nn.LSTM` runs: cuDNN
+        on a GPU, its C++ kernel on CPU) with the layer's (dropped) kernels, or None
+        where it does not apply (other activations, `unroll`, no bias, tracing)."""
+        import torch
+
+        cell = self.cell
+        standard = (
+            cell.activation in (keras.activations.tanh, keras.ops.tanh, torch.tanh)
+            and cell.recurrent_activation
+            in (keras.activations.sigmoid, keras.ops.sigmoid, torch.sigmoid)
+        )
+        compiling = hasattr(torch.compiler, "is_compiling") and torch.compiler.is_compiling()
+        if not standard or self.unroll or not cell.use_bias or compiling:
+            return None
+        if torch.jit.is_tracing():
+            return None
+        as_tensor = keras.ops.convert_to_tensor
+        kernel = as_tensor(cell.kernel)
+        dtype = kernel.dtype
+        recurrent_kernel = as_tensor(cell.recurrent_kernel).to(dtype)
+        bias = as_tensor(cell.bias).to(dtype)
+        inputs = as_tensor(sequences).to(dtype)
+        if self.go_backwards:
+            inputs = torch.flip(inputs, dims=[1])
+        # torch's layout: (4 units, inputs) with the same gate order i, f, c, o; one bias.
+        params = [kernel.T.contiguous(), recurrent_kernel.T.contiguous(), bias]
+        params.append(torch.zeros_like(bias))
+        state = (
+            as_tensor(h0).to(dtype).unsqueeze(0).contiguous(),
+            as_tensor(c0).to(dtype).unsqueeze(0).contiguous(),
+        )
+        # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+        # batch_first)
+        outputs, h, c = torch._VF.lstm(
+            inputs, state, params, True, 1, 0.0, torch.is_grad_enabled(), False, True
+        )
+        last = outputs[:, -1]
+        if not self.return_sequences:
+            outputs = last.unsqueeze(1)
+        return last, outputs, [h.squeeze(0), c.squeeze(0)]
+
     def _can_hoist(self, mask):
         # What the projected loop below computes: no mask, no recurrent dropout, a
         # cell that is an LSTMCell (a subclass may change its step).
@@ -422,6 +464,10 @@ class WeightDropLSTM(keras.layers.LSTM):
             dp_mask = ops.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), axis=1)
             sequences = sequences * ops.broadcast_to(dp_mask, ops.shape(sequences))
         h0, c0 = initial_state
+        if self.use_cudnn == "auto" and keras.backend.backend() == "torch":
+            native = self._torch_native_lstm(sequences, h0, c0)
+            if native is not None:
+                return native, "fused"
         if self.use_cudnn == "auto":
             try:
                 fused = keras.src.backend.lstm(

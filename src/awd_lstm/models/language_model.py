@@ -24,9 +24,11 @@ class AWDLSTMLanguageModel(keras.Model):
     `(batch, time)` instead, without forming the full distribution when `cutoffs` is
     set. That is how a model with an adaptive softmax trains: compile it with
     `**model.compile_defaults()` and give it `x=(ids, targets), y=targets`
-    (`train_on_batch`, `test_on_batch` and `predict_on_batch` pair `x` with `y` and
-    reserve the adaptive softmax's row budgets themselves; with `fit`, call
-    `model.reserve_tail_capacity(targets)` on the training targets first).
+    (`train_on_batch` and `test_on_batch` of a model so compiled pair `x` with `y`,
+    and reserve the adaptive softmax's row budgets, themselves; with `fit`, call
+    `model.reserve_tail_capacity(targets)` on the training targets first). The full
+    softmax trains that way too (the cross-entropy is then computed once for the
+    loss and the metric), or with a sparse cross-entropy loss on the logits.
 
     Args:
         vocab_size: Size of the vocabulary.
@@ -191,23 +193,23 @@ class AWDLSTMLanguageModel(keras.Model):
         self.predict_function = None
 
     def compile_defaults(self):
-        """`loss` and `metrics` for `compile`: sparse cross-entropy on the logits, or,
-        with an adaptive softmax, the mean of the per-token losses the model returns
-        for `(ids, targets)`. The metric `ce` is the cross-entropy without AR/TAR."""
-        if self.adaptive_softmax is None:
-            return {
-                "loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                "metrics": [
-                    keras.metrics.SparseCategoricalCrossentropy(from_logits=True, name="ce")
-                ],
-            }
+        """`loss` and `metrics` for `compile`: the mean of the per-token losses the
+        model returns for `(ids, targets)` (computed once, for the loss and for the
+        metric `ce`, the cross-entropy without AR/TAR); given logits instead (the
+        model called on `ids` alone), they take the sparse cross-entropy of those."""
         return {
             "loss": TokenLoss(),
             "metrics": [keras.metrics.MeanMetricWrapper(token_losses, name="ce")],
         }
 
     def _with_targets(self, x, y):
-        if self.adaptive_softmax is None or y is None or isinstance(x, (tuple, list, dict)):
+        # Only a model compiled for per-token losses (`compile_defaults`) wants them;
+        # one compiled with a loss on logits keeps its plain inputs.
+        if (
+            y is None
+            or isinstance(x, (tuple, list, dict))
+            or not isinstance(getattr(self, "loss", None), TokenLoss)
+        ):
             return x
         self.reserve_tail_capacity(np.asarray(y))
         return (x, y)
@@ -331,17 +333,21 @@ class AWDLSTMLanguageModel(keras.Model):
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
 def token_losses(y_true, y_pred):
-    """The per-token losses a model computed itself (metric function)."""
+    """Per-token losses: `y_pred` itself when the model computed them (same shape
+    as the targets), else the sparse cross-entropy of `y_pred` as logits."""
+    if len(y_pred.shape) == len(y_true.shape) + 1:
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
     return y_pred
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
 class TokenLoss(keras.losses.Loss):
     """The mean of per-token losses a model computed itself (the language model
-    called on `(ids, targets)`); `y_true` is not read."""
+    called on `(ids, targets)`), or of the sparse cross-entropy when `y_pred` are
+    logits (`token_losses`)."""
 
     def __init__(self, name="token_loss", **kwargs):
         super().__init__(name=name, **kwargs)
 
     def call(self, y_true, y_pred):
-        return y_pred
+        return token_losses(y_true, y_pred)
