@@ -25,26 +25,14 @@ Usage:
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import argument_parser, memory_status, report, reset_memory_peak, run_child  # noqa: E402
+
 CUTOFFS = (2800, 20000, 76000)
 OUTPUTS = ("full", "adaptive")
-
-
-def _status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak():
-    # Writing 5 to clear_refs resets VmHWM to the current resident size (Linux >= 4.0).
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def measure(output, vocab, batch, bptt, steps, hidden, seed):
@@ -76,14 +64,14 @@ def measure(output, vocab, batch, bptt, steps, hidden, seed):
     ]
     # Row budgets for every step up front: no retracing while measuring.
     model.reserve_tail_capacity([y for _, y in segments])
-    baseline = _status("VmRSS")
-    _reset_peak()
+    baseline = memory_status("VmRSS")
+    reset_memory_peak()
     times = []
     for x, y in segments:
         start = time.perf_counter()
         loss = float(model.train_on_batch(x, y, return_dict=True)["ce"])
         times.append(time.perf_counter() - start)
-    peak = _status("VmHWM")
+    peak = memory_status("VmHWM")
     timed = times[1:] or times
     return {
         "backend": keras.backend.backend(),
@@ -99,18 +87,6 @@ def measure(output, vocab, batch, bptt, steps, hidden, seed):
         "tail_capacity": None if model.tail_capacity is None else list(model.tail_capacity),
         "last_loss": loss,
     }
-
-
-def versions():
-    import importlib.metadata as metadata
-
-    found = {}
-    for package in ("keras", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "numpy"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
 
 
 def table(rows):
@@ -132,15 +108,12 @@ def table(rows):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser = argument_parser(__doc__)
     parser.add_argument("--vocab", type=int, default=267_735)
     parser.add_argument("--batch", type=int, default=20)
     parser.add_argument("--bptt", type=int, default=70)
     parser.add_argument("--hidden", type=int, default=1150)
     parser.add_argument("--steps", type=int, default=3, help="training steps (the first compiles)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--child", choices=OUTPUTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     for name in ("vocab", "batch", "bptt", "hidden", "steps"):
@@ -157,21 +130,12 @@ def main():
     rows = []
     for backend in args.backends.split(","):
         for output in OUTPUTS:
-            env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-            print(f"measuring {backend}, {output} softmax ...", file=sys.stderr, flush=True)
-            command = [sys.executable, __file__, "--child", output]
+            arguments = [output]
             for name in ("vocab", "batch", "bptt", "steps", "hidden", "seed"):
-                command += [f"--{name}", str(getattr(args, name))]
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(done.stderr, file=sys.stderr)
-                return done.returncode
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"versions: {json.dumps(versions())}; cpus: {os.cpu_count()}")
-    print(table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"versions": versions(), "rows": rows}, f, indent=1)
+                arguments += [f"--{name}", getattr(args, name)]
+            label = f"{backend}, {output} softmax"
+            rows.append(run_child(__file__, backend, arguments, label=label))
+    report(rows, table, args.json)
     return 0
 
 

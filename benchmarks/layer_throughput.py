@@ -22,9 +22,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import argument_parser, report, run_child  # noqa: E402
 
 VARIANTS = ("lstm", "weight_drop", "recurrent_dropout")
 
@@ -90,18 +92,6 @@ def measure_backend(shapes, repeats, min_seconds, seed):
     return rows
 
 
-def versions():
-    import importlib.metadata as metadata
-
-    found = {}
-    for package in ("keras", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "numpy"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
-
-
 def table(rows):
     lines = [
         "| backend | shape (batch x steps x input x units) | variant | tokens/s | "
@@ -119,15 +109,8 @@ def table(rows):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser = argument_parser(__doc__, timing="rounds per shape")
     parser.add_argument("--shapes", default="80x70x400x1150,20x35x200x400")
-    parser.add_argument("--repeats", type=int, default=5, help="minimum rounds per shape")
-    parser.add_argument(
-        "--min-seconds", type=float, default=20.0, help="minimum timed seconds per variant"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     shapes = [parse_shape(s) for s in args.shapes.split(",")]
@@ -136,31 +119,10 @@ def main():
         return 0
     rows = []
     for backend in args.backends.split(","):
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
-        command = [
-            sys.executable,
-            __file__,
-            "--child",
-            "--shapes",
-            args.shapes,
-            "--repeats",
-            str(args.repeats),
-            "--min-seconds",
-            str(args.min_seconds),
-            "--seed",
-            str(args.seed),
-        ]
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            return done.returncode
-        rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"versions: {json.dumps(versions())}; cpus: {os.cpu_count()}")
-    print(table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"versions": versions(), "rows": rows}, f, indent=1)
+        arguments = ["--shapes", args.shapes, "--repeats", args.repeats]
+        arguments += ["--min-seconds", args.min_seconds, "--seed", args.seed]
+        rows.extend(run_child(__file__, backend, arguments))
+    report(rows, table, args.json)
     return 0
 
 

@@ -28,11 +28,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import argument_parser, memory_status, report, reset_memory_peak, run_child  # noqa: E402
 
 SIZES = {
     "small": dict(vocab=10_000, embedding=200, hidden=400, layers=3, batch=20, bptt=35),
@@ -60,22 +60,6 @@ def training_flops(size):
         inputs = units
     forward += 2 * tokens * size["embedding"] * size["vocab"]
     return 3 * forward
-
-
-def _status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak():
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
 
 
 def matmul_flops_per_second(device, seconds=3.0):
@@ -190,12 +174,12 @@ def measure_backend(size_names, repeats, min_seconds, seed):
         i = 1
         while i <= repeats or min(sum(t) for t in times.values()) < min_seconds:
             for variant in VARIANTS:
-                before = _status("VmRSS")
-                _reset_peak()
+                before = memory_status("VmRSS")
+                reset_memory_peak()
                 start = time.perf_counter()
                 loss = steps[variant](i)
                 times[variant].append(time.perf_counter() - start)
-                peaks[variant] = max(peaks[variant], _status("VmHWM") - before)
+                peaks[variant] = max(peaks[variant], memory_status("VmHWM") - before)
                 if not np.isfinite(loss):
                     raise FloatingPointError(f"{variant} loss became {loss}")
             i += 1
@@ -215,18 +199,6 @@ def measure_backend(size_names, repeats, min_seconds, seed):
                 }
             )
     return rows
-
-
-def versions():
-    import importlib.metadata as metadata
-
-    found = {}
-    for package in ("keras", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "numpy"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
 
 
 def table(rows):
@@ -252,15 +224,8 @@ def table(rows):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser = argument_parser(__doc__, timing="steps per variant")
     parser.add_argument("--sizes", default="small,ptb")
-    parser.add_argument("--repeats", type=int, default=5, help="minimum steps per variant")
-    parser.add_argument(
-        "--min-seconds", type=float, default=20.0, help="minimum timed seconds per variant"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     names = args.sizes.split(",")
@@ -272,21 +237,10 @@ def main():
         return 0
     rows = []
     for backend in args.backends.split(","):
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
-        command = [sys.executable, __file__, "--child", "--sizes", args.sizes]
-        command += ["--repeats", str(args.repeats), "--min-seconds", str(args.min_seconds)]
-        command += ["--seed", str(args.seed)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            return done.returncode
-        rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"versions: {json.dumps(versions())}; cpus: {os.cpu_count()}")
-    print(table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"versions": versions(), "rows": rows}, f, indent=1)
+        arguments = ["--sizes", args.sizes, "--repeats", args.repeats]
+        arguments += ["--min-seconds", args.min_seconds, "--seed", args.seed]
+        rows.extend(run_child(__file__, backend, arguments))
+    report(rows, table, args.json)
     return 0
 
 

@@ -20,9 +20,11 @@ Usage:
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import argument_parser, report, run_child  # noqa: E402
 
 # The `small` preset's model: embedding 200, hidden 400, 3 layers, batch 20, bptt 35.
 SIZE = dict(vocab=10_000, embedding=200, hidden=400, layers=3, batch=20, bptt=35)
@@ -85,18 +87,6 @@ def measure(tokens, seed):
     return rows
 
 
-def versions():
-    import importlib.metadata as metadata
-
-    found = {}
-    for package in ("keras", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "numpy"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
-
-
 def table(rows):
     lines = [
         "| backend | epoch | mode | segments | distinct lengths | seconds | tokens/s | "
@@ -115,13 +105,10 @@ def table(rows):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    parser = argument_parser(__doc__)
     parser.add_argument(
         "--tokens", type=int, default=929_589, help="tokens per epoch (PTB's training split)"
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.tokens < SIZE["batch"] * (SIZE["bptt"] + 1):
@@ -131,20 +118,8 @@ def main():
         return 0
     rows = []
     for backend in args.backends.split(","):
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
-        command = [sys.executable, __file__, "--child", "--tokens", str(args.tokens)]
-        command += ["--seed", str(args.seed)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            return done.returncode
-        rows.extend(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"versions: {json.dumps(versions())}; cpus: {os.cpu_count()}")
-    print(table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"versions": versions(), "rows": rows}, f, indent=1)
+        rows.extend(run_child(__file__, backend, ["--tokens", args.tokens, "--seed", args.seed]))
+    report(rows, table, args.json)
     return 0
 
 

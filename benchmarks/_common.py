@@ -1,0 +1,81 @@
+"""What the benchmark scripts share: one child process per backend (Keras fixes its
+backend at import), package versions, and Linux's resident-memory counters."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+
+def argument_parser(doc, timing=None):
+    """The flags every benchmark takes (`--backends`, `--seed`, `--json`, the hidden
+    `--child`); with `timing` (what one repeat is), `--repeats` and `--min-seconds`."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--backends", default="tensorflow,jax,torch")
+    if timing:
+        parser.add_argument("--repeats", type=int, default=5, help=f"minimum {timing}")
+        parser.add_argument(
+            "--min-seconds", type=float, default=20.0, help="minimum timed seconds per variant"
+        )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    return parser
+
+
+def versions():
+    """Versions of the packages the numbers depend on."""
+    import importlib.metadata as metadata
+
+    found = {}
+    for package in ("keras", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "torch", "numpy"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def run_child(script, backend, arguments, label=None):
+    """Runs `script --child ARGUMENTS` with `KERAS_BACKEND=backend`; returns the JSON
+    the child printed on its last line. Exits the benchmark with the child's stderr
+    if it fails."""
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    print(f"measuring {label or backend} ...", file=sys.stderr, flush=True)
+    command = [sys.executable, script, "--child", *[str(a) for a in arguments]]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stderr, file=sys.stderr)
+        sys.exit(done.returncode)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(rows, table, json_path=None):
+    """Prints the machine line and the table; writes the rows to `json_path`."""
+    print(f"versions: {json.dumps(versions())}; cpus: {os.cpu_count()}")
+    print(table(rows))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"versions": versions(), "rows": rows}, f, indent=1)
+
+
+def memory_status(field):
+    """`VmRSS` (resident now) or `VmHWM` (resident peak) in bytes, from Linux's
+    /proc/self/status; 0 where it is not available."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def reset_memory_peak():
+    """Resets `VmHWM` to the current resident size (Linux >= 4.0: clear_refs 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
