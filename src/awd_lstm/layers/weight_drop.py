@@ -409,10 +409,14 @@ class WeightDropLSTM(keras.layers.LSTM):
         import torch
 
         cell = self.cell
-        standard = (
-            cell.activation in (keras.activations.tanh, keras.ops.tanh, torch.tanh)
-            and cell.recurrent_activation
-            in (keras.activations.sigmoid, keras.ops.sigmoid, torch.sigmoid)
+        standard = cell.activation in (
+            keras.activations.tanh,
+            keras.ops.tanh,
+            torch.tanh,
+        ) and cell.recurrent_activation in (
+            keras.activations.sigmoid,
+            keras.ops.sigmoid,
+            torch.sigmoid,
         )
         compiling = hasattr(torch.compiler, "is_compiling") and torch.compiler.is_compiling()
         if not standard or self.unroll or not cell.use_bias or compiling:
