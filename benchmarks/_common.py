@@ -50,6 +50,15 @@ def run_child(script, backend, arguments, label=None):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def run_backends(script, backends, arguments):
+    """`run_child` once per backend of the comma-separated `backends`; the rows of
+    all of them, in order."""
+    rows = []
+    for backend in backends.split(","):
+        rows.extend(run_child(script, backend, arguments))
+    return rows
+
+
 def report(rows, table, json_path=None):
     """Prints the machine line and the table; writes the rows to `json_path`."""
     print(f"versions: {json.dumps(versions())}; cpus: {os.cpu_count()}")

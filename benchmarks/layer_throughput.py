@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, report, run_child  # noqa: E402
+from _common import argument_parser, report, run_backends  # noqa: E402
 
 VARIANTS = ("lstm", "weight_drop", "recurrent_dropout")
 
@@ -117,12 +117,9 @@ def main():
     if args.child:
         print(json.dumps(measure_backend(shapes, args.repeats, args.min_seconds, args.seed)))
         return 0
-    rows = []
-    for backend in args.backends.split(","):
-        arguments = ["--shapes", args.shapes, "--repeats", args.repeats]
-        arguments += ["--min-seconds", args.min_seconds, "--seed", args.seed]
-        rows.extend(run_child(__file__, backend, arguments))
-    report(rows, table, args.json)
+    arguments = ["--shapes", args.shapes, "--repeats", args.repeats]
+    arguments += ["--min-seconds", args.min_seconds, "--seed", args.seed]
+    report(run_backends(__file__, args.backends, arguments), table, args.json)
     return 0
 
 

@@ -32,7 +32,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, memory_status, report, reset_memory_peak, run_child  # noqa: E402
+from _common import argument_parser, memory_status, report, reset_memory_peak, run_backends  # noqa: E402
 
 SIZES = {
     "small": dict(vocab=10_000, embedding=200, hidden=400, layers=3, batch=20, bptt=35),
@@ -235,12 +235,9 @@ def main():
     if args.child:
         print(json.dumps(measure_backend(names, args.repeats, args.min_seconds, args.seed)))
         return 0
-    rows = []
-    for backend in args.backends.split(","):
-        arguments = ["--sizes", args.sizes, "--repeats", args.repeats]
-        arguments += ["--min-seconds", args.min_seconds, "--seed", args.seed]
-        rows.extend(run_child(__file__, backend, arguments))
-    report(rows, table, args.json)
+    arguments = ["--sizes", args.sizes, "--repeats", args.repeats]
+    arguments += ["--min-seconds", args.min_seconds, "--seed", args.seed]
+    report(run_backends(__file__, args.backends, arguments), table, args.json)
     return 0
 
 

@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, report, run_child  # noqa: E402
+from _common import argument_parser, report, run_backends  # noqa: E402
 
 # The `small` preset's model: embedding 200, hidden 400, 3 layers, batch 20, bptt 35.
 SIZE = dict(vocab=10_000, embedding=200, hidden=400, layers=3, batch=20, bptt=35)
@@ -116,10 +116,8 @@ def main():
     if args.child:
         print(json.dumps(measure(args.tokens, args.seed)))
         return 0
-    rows = []
-    for backend in args.backends.split(","):
-        rows.extend(run_child(__file__, backend, ["--tokens", args.tokens, "--seed", args.seed]))
-    report(rows, table, args.json)
+    arguments = ["--tokens", args.tokens, "--seed", args.seed]
+    report(run_backends(__file__, args.backends, arguments), table, args.json)
     return 0
 
 
