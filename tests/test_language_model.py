@@ -173,3 +173,34 @@ def test_config_round_trip_and_bad_sizes():
         AWDLSTMEncoder(10, hidden_size=0)
     with pytest.raises(ValueError, match=r"`weight_dropout` must be a number in \[0, 1\)"):
         _tiny(weight_dropout=1.0)
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the model's own TensorFlow step functions"
+)
+def test_tensorflow_steps_equal_keras_own_and_bound_the_traces(rng, monkeypatch):
+    """On TensorFlow `train_on_batch` runs the model's own step functions (a trace per
+    segment length, up to `EXACT_SHAPES`, then one shape-generic trace): the same
+    losses and weights as Keras' own `train_on_batch`."""
+    from awd_lstm import distribute
+    from awd_lstm.config import TrainingConfig
+    from awd_lstm.training import build_model
+
+    monkeypatch.setattr(distribute, "EXACT_SHAPES", 2)
+    config = TrainingConfig(embedding_size=8, hidden_size=12, num_layers=2, lr=5.0, seed=2)
+    ours, theirs = (build_model(config, 30, 3) for _ in range(2))
+    theirs.set_weights(ours.get_weights())
+    for length in (5, 6, 5, 7, 8, 6):
+        x = rng.integers(0, 30, size=(3, length)).astype("int32")
+        y = rng.integers(0, 30, size=(3, length)).astype("int32")
+        a = ours.train_on_batch(x, y, return_dict=True)
+        b = keras.Model.train_on_batch(theirs, (x, y), y, return_dict=True)
+        assert a["ce"] == pytest.approx(b["ce"], rel=1e-5)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    for u, v in zip(ours.trainable_variables, theirs.trainable_variables):
+        np.testing.assert_allclose(to_numpy(u), to_numpy(v), rtol=1e-5, atol=1e-6)
+    steps = ours._tf_step_functions["train"]
+    assert len(steps.shapes) == 2
+    # (+1: the first call traces twice, as it creates the metrics' variables.)
+    assert steps.exact.experimental_get_tracing_count() <= 2 + 1
+    assert steps.generic.experimental_get_tracing_count() >= 1

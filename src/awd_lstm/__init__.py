@@ -14,6 +14,7 @@ _SUBMODULES = (
     "compat",
     "config",
     "data",
+    "distribute",
     "layers",
     "models",
     "optimizers",

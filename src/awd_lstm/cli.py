@@ -16,6 +16,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 
 PRESETS_HELP = "ptb, wikitext-2, wikitext-103, ptb-char, enwik8, small, synthetic"
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -63,6 +64,8 @@ def _parse_bool(text):
 
 
 def build_parser():
+    from awd_lstm.distribute import STRATEGIES
+
     parser = argparse.ArgumentParser(
         prog="awd-lstm",
         description="AWD-LSTM language models (Merity et al. 2017) on Keras 3.",
@@ -116,6 +119,19 @@ def build_parser():
     )
     train.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
     add_time_limit(train)
+    scale = train.add_argument_group("several devices or machines (data parallel)")
+    scale.add_argument(
+        "--distribute",
+        choices=tuple(STRATEGIES),  # awd_lstm.distribute: no Keras import
+        help="mirrored: all devices of this machine (tensorflow); multiworker: the "
+        "machines of TF_CONFIG (tensorflow); data-parallel: all devices (jax)",
+    )
+    scale.add_argument(
+        "--virtual-cpu-devices",
+        type=int,
+        metavar="N",
+        help="split the CPU into N logical devices (to try --distribute without GPUs)",
+    )
     _add_config_flags(train)
 
     finetune = commands.add_parser(
@@ -231,6 +247,43 @@ def _select_backend(args):
             )
         os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _select_distribution(args):
+    """Checks `--distribute` and `--virtual-cpu-devices` and sets them up, first thing
+    (before the backend starts): `args.distribution`."""
+    args.distribution = None
+    strategy = getattr(args, "distribute", None)
+    devices = getattr(args, "virtual_cpu_devices", None)
+    if strategy is None and devices is None:
+        return
+    from awd_lstm import distribute
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    try:
+        if strategy is not None:
+            distribute.check_strategy(strategy, backend)
+        if devices is not None:
+            distribute.set_virtual_cpu_devices(devices, backend)
+        if strategy is not None:
+            args.distribution = distribute.create(strategy, backend)
+    except distribute.DistributionError as e:
+        raise UsageError(str(e)) from None
+
+
+def _check_distributed_batch(args, config):
+    from awd_lstm.distribute import DistributionError
+
+    if getattr(args, "distribution", None) is not None:
+        try:
+            args.distribution.check_batch(config.batch_size)
+        except DistributionError as e:
+            raise UsageError(str(e)) from None
+
+
+def _is_chief(args):
+    distribution = getattr(args, "distribution", None)
+    return distribution is None or distribution.is_chief
 
 
 def _read_run(run_dir):
@@ -431,8 +484,19 @@ def command_train(args):
     if args.synthetic_tokens is not None and args.synthetic_tokens < 1000:
         raise UsageError(f"--synthetic-tokens must be at least 1000; got {args.synthetic_tokens}")
     max_seconds = _max_seconds(args.max_minutes)
+    _check_distributed_batch(args, config)
     level = args.level or PRESET_LEVELS.get(preset, "word")
     run_dir = args.out or os.path.join("runs", preset)
+    if not _is_chief(args):
+        # A multi-worker run's other workers prepare and train in a folder of their
+        # own; only the chief writes to the run folder.
+        worker_dir = tempfile.mkdtemp(prefix="awd-lstm-worker-")
+        try:
+            saved, corpus, _ = _prepare_run(args, worker_dir, config, preset, level)
+            print(f"awd-lstm train: {args.distribution.describe()}", flush=True)
+            return _train_and_test(args, worker_dir, saved, config, corpus, max_seconds, False)
+        finally:
+            shutil.rmtree(worker_dir, ignore_errors=True)
     if os.path.exists(os.path.join(run_dir, "config.json")):
         raise UsageError(
             f"run folder {run_dir} already holds a run; choose another --out "
@@ -447,9 +511,10 @@ def command_train(args):
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    where = f"; {args.distribution.describe()}" if args.distribution else ""
     print(
         f"awd-lstm train: {description}; {len(corpus.vocab):,} {level} types; "
-        f"backend {saved['backend']}; run folder {run_dir}",
+        f"backend {saved['backend']}{where}; run folder {run_dir}",
         flush=True,
     )
     return _train_and_test(args, run_dir, saved, config, corpus, max_seconds, resume=False)
@@ -516,7 +581,9 @@ def _resume_train(args):
         raise UsageError(f"{run_dir} is a fine-tuning run; use awd-lstm finetune --resume")
     if os.path.exists(os.path.join(run_dir, "final.json")):
         raise UsageError(f"the run in {run_dir} has finished; nothing to resume")
-    _check_writable(run_dir)
+    _check_distributed_batch(args, config)
+    if _is_chief(args):
+        _check_writable(run_dir)
     import keras
 
     keras.utils.set_random_seed(config.seed)
@@ -547,7 +614,11 @@ def _train_and_test(args, run_dir, saved, config, corpus, max_seconds, resume, w
             progress=not args.no_progress,
             max_seconds=max_seconds,
             resume=resume,
+            distribution=getattr(args, "distribution", None),
         )
+    if not _is_chief(args):
+        print("training done; the chief tests the model and writes the run", flush=True)
+        return 0
     print("testing with batch 1", flush=True)
     test_loss = training.split_loss(
         config,
@@ -793,12 +864,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         _select_backend(args)
+        _select_distribution(args)
         from awd_lstm._files import CheckpointError
         from awd_lstm.data import CorpusError
+        from awd_lstm.distribute import DistributionError
 
         try:
             return COMMANDS[args.command](args)
-        except (CorpusError, CheckpointError, FloatingPointError) as e:
+        except (CorpusError, CheckpointError, FloatingPointError, DistributionError) as e:
             raise UsageError(str(e)) from None
     except UsageError as e:
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)

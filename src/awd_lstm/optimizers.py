@@ -14,8 +14,47 @@ import keras
 from keras import ops
 
 
+class _SumOverReplicasFirst:
+    """Under a TensorFlow strategy, sums the replicas' gradients before clipping.
+
+    Keras' TensorFlow optimizers clip each replica's share of the gradient and sum
+    after: with global-norm clipping that is not the step one device would take on the
+    whole batch. These optimizers sum first, then clip, decay and update as on one
+    device. Elsewhere (one device, JAX, PyTorch) nothing changes.
+    """
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        super()._backend_apply_gradients(_sum_over_replicas(grads), trainable_variables)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        # TensorFlow's update step would sum again: the gradients are summed already.
+        return list(grads_and_vars)
+
+
+def _sum_over_replicas(grads):
+    if keras.backend.backend() != "tensorflow":
+        return grads
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return grads
+    present = [i for i, g in enumerate(grads) if g is not None]
+    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+    grads = list(grads)
+    for i, g in zip(present, summed):
+        grads[i] = g
+    return grads
+
+
 @keras.saving.register_keras_serializable(package="awd_lstm")
-class NTASGD(keras.optimizers.SGD):
+class SGD(_SumOverReplicasFirst, keras.optimizers.SGD):
+    """Keras' SGD, with the gradients summed over replicas before clipping (the same
+    step as on one device under `tf.distribute`)."""
+
+
+@keras.saving.register_keras_serializable(package="awd_lstm")
+class NTASGD(_SumOverReplicasFirst, keras.optimizers.SGD):
     """SGD that switches to iterate averaging when `start_averaging()` is called.
 
     Before the switch, `average == weights` after every step; from the switch on, the
@@ -70,6 +109,7 @@ class NTASGD(keras.optimizers.SGD):
             shape=(),
             dtype=self.iterations.dtype,
             initializer=keras.initializers.Constant(-1),
+            aggregation="only_first_replica",
             name="averaging_start",
         )
 
@@ -185,7 +225,7 @@ def step_decay(boundaries, factor=0.1):
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
-class AdamL2(keras.optimizers.Adam):
+class AdamL2(_SumOverReplicasFirst, keras.optimizers.Adam):
     """Adam with an L2 penalty added to the gradient (after clipping), as
     `torch.optim.Adam(weight_decay=...)` and the reference's character-level runs do.
     Keras' own `Adam(weight_decay=...)` decays the weights directly (AdamW), which is

@@ -18,6 +18,8 @@ resumes to the same result as an uninterrupted one.
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import h5py
@@ -32,8 +34,9 @@ from awd_lstm._files import (  # noqa: F401 (CheckpointError re-exported)
 )
 from awd_lstm.config import TrainingConfig  # noqa: F401 (re-exported)
 from awd_lstm.data import BPTTSchedule, CorpusError, batchify, segment
+from awd_lstm.distribute import Distribution
 from awd_lstm.models import AWDLSTMLanguageModel
-from awd_lstm.optimizers import NTASGD, AdamL2, should_trigger
+from awd_lstm.optimizers import NTASGD, SGD, AdamL2, should_trigger
 from awd_lstm.run_logs import plot_learning_curves, write_tensorboard
 
 BEST = "best.weights.h5"
@@ -49,9 +52,7 @@ def build_optimizer(config):
     if config.optimizer == "adam":
         return AdamL2(config.lr, l2=config.weight_decay, global_clipnorm=config.clip)
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(
-            config.lr, weight_decay=config.weight_decay or None, global_clipnorm=config.clip
-        )
+        return SGD(config.lr, weight_decay=config.weight_decay or None, global_clipnorm=config.clip)
     return NTASGD(config.lr, weight_decay=config.weight_decay, global_clipnorm=config.clip)
 
 
@@ -244,16 +245,31 @@ def check_splits(config, corpus):
     return train_data
 
 
-def train(config, corpus, run_dir, log=print, progress=True, max_seconds=None, resume=False):
+def train(
+    config,
+    corpus,
+    run_dir,
+    log=print,
+    progress=True,
+    max_seconds=None,
+    resume=False,
+    distribution=None,
+):
     """Trains a language model on `corpus` with `config`; writes to `run_dir`.
 
     Stops after `config.epochs` epochs, or at the end of the epoch after which another
     one would pass `max_seconds` of training. With `resume=True` it continues from the
     folder's checkpoint (if any) and ends exactly as an uninterrupted run would.
-    Returns an evaluation model holding the best weights and the list of epoch
-    records.
+    With a `distribution` (`awd_lstm.distribute.create`) the training steps run data
+    parallel, each replica on its share of the batch's streams; every process of a
+    multi-worker run calls `train`, only the chief writes to `run_dir` (the others
+    write to a temporary folder, removed at the end) and evaluation runs on one
+    device in each. Returns an evaluation model holding the best weights and the list
+    of epoch records.
     """
-    return _run(config, corpus, run_dir, "train", log, progress, max_seconds, resume)
+    return _run(
+        config, corpus, run_dir, "train", log, progress, max_seconds, resume, None, distribution
+    )
 
 
 def finetune(
@@ -266,19 +282,74 @@ def finetune(
     return _run(config, corpus, run_dir, "finetune", log, progress, max_seconds, resume, weights)
 
 
-def _run(config, corpus, run_dir, stage, log, progress, max_seconds, resume, weights=None):
-    os.makedirs(run_dir, exist_ok=True)
-    remove_stale_temporaries(run_dir)
+def _run(
+    config,
+    corpus,
+    run_dir,
+    stage,
+    log,
+    progress,
+    max_seconds,
+    resume,
+    weights=None,
+    distribution=None,
+):
+    distribution = distribution or Distribution()
+    distribution.check_batch(config.batch_size)
+    if distribution.is_chief:
+        os.makedirs(run_dir, exist_ok=True)
+        remove_stale_temporaries(run_dir)
+        out_dir = run_dir
+    else:
+        # A worker other than the chief reads the run (to resume) and writes nowhere
+        # the chief does.
+        out_dir = tempfile.mkdtemp(prefix="awd-lstm-worker-")
+    try:
+        return _run_in(
+            config,
+            corpus,
+            run_dir,
+            out_dir,
+            stage,
+            log,
+            progress,
+            max_seconds,
+            resume,
+            weights,
+            distribution,
+        )
+    finally:
+        if out_dir != run_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _run_in(
+    config,
+    corpus,
+    run_dir,
+    out_dir,
+    stage,
+    log,
+    progress,
+    max_seconds,
+    resume,
+    weights,
+    distribution,
+):
     vocab_size = len(corpus.vocab)
     char_level = corpus.vocab.level == "char"
     train_data = check_splits(config, corpus)
-    model = build_model(config, vocab_size, config.batch_size)
+    with distribution.scope():
+        model = build_model(config, vocab_size, config.batch_size)
+        # Built here, inside the strategy's scope: its variables are distributed too.
+        model.optimizer.build(model.trainable_variables)
     evaluator = build_model(config, vocab_size, config.eval_batch_size)
     optimizer = model.optimizer
-    best_path = os.path.join(run_dir, BEST)
-    checkpoint_path = os.path.join(run_dir, CHECKPOINT)
-    if resume and os.path.exists(checkpoint_path):
-        state = load_checkpoint(model, checkpoint_path)
+    best_path = os.path.join(out_dir, BEST)
+    checkpoint_path = os.path.join(out_dir, CHECKPOINT)
+    resume_path = os.path.join(run_dir, CHECKPOINT)
+    if resume and os.path.exists(resume_path):
+        state = load_checkpoint(model, resume_path)
         if state.get("stage") != stage:
             raise CheckpointError(
                 f"{checkpoint_path} is a {state.get('stage')!r} checkpoint, not {stage!r}"
@@ -304,15 +375,16 @@ def _run(config, corpus, run_dir, stage, log, progress, max_seconds, resume, wei
             _save_weights(evaluator, best_path)
             log(f"fine-tuning from validation perplexity {math.exp(state['best']):.2f}")
     title = f"{stage}: {os.path.basename(os.path.abspath(run_dir))}"
-    write_run_logs(run_dir, state["records"], state["start_time"], title)
+    write_run_logs(out_dir, state["records"], state["start_time"], title)
     while state["stop"] is None:
         epoch = state["epoch"] + 1
         base_lr = config.learning_rate(epoch)
         averaging = bool(getattr(optimizer, "averaging", False))
         try:
-            train_loss, tokens, started = _train_epoch(
-                model, train_data, config, epoch, base_lr, stage, progress
-            )
+            with distribution.scope():
+                train_loss, tokens, started = _train_epoch(
+                    model, train_data, config, epoch, base_lr, stage, progress
+                )
         except FloatingPointError as e:
             if state["epoch"]:
                 kept = f"{BEST} and the checkpoint of epoch {state['epoch']} are kept"
@@ -358,7 +430,7 @@ def _run(config, corpus, run_dir, stage, log, progress, max_seconds, resume, wei
         elif max_seconds is not None and state["seconds"] + seconds > max_seconds:
             state["stop"] = f"another epoch would pass the time limit of {max_seconds:.0f} s"
         save_checkpoint(model, state, checkpoint_path)
-        write_run_logs(run_dir, state["records"], state["start_time"], title)
+        write_run_logs(out_dir, state["records"], state["start_time"], title)
         line = (
             f"epoch {epoch}: train ppl {record['train_ppl']:.2f}, valid ppl {record['val_ppl']:.2f}"
         )

@@ -9,6 +9,7 @@ sequence, the same at every time step.
 import keras
 from keras import ops
 
+from awd_lstm import distribute
 from awd_lstm._validation import check_rate
 
 
@@ -56,6 +57,18 @@ class LockedDropout(keras.layers.Layer):
         if not training or self.rate == 0:
             return inputs
         shape = ops.shape(inputs)
+        replicas, replica = distribute.tf_replica()
+        if replicas > 1:
+            # Under a TensorFlow strategy each replica holds `batch / replicas` of the
+            # streams: it draws the whole batch's masks, as one device would, and
+            # keeps its own rows (the replicas' seed generators stay in step).
+            mask = keras.random.dropout(
+                ops.ones((shape[0] * replicas, 1, shape[2]), inputs.dtype),
+                self.rate,
+                seed=self.seed_generator,
+            )
+            mask = ops.slice(mask, (replica * shape[0], 0, 0), (shape[0], 1, shape[2]))
+            return inputs * mask
         return keras.random.dropout(
             inputs,
             self.rate,

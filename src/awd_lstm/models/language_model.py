@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from awd_lstm import distribute
 from awd_lstm.layers import LockedDropout
 from awd_lstm.layers.adaptive_softmax import AdaptiveSoftmax, check_cutoffs
 from awd_lstm.models.encoder import AWDLSTMEncoder
@@ -134,6 +135,14 @@ class AWDLSTMLanguageModel(keras.Model):
                 seed=None if seed is None else seed + 5,
                 name="adaptive_softmax",
             )
+        # Replicas of the TensorFlow strategy the model is built under (tf.distribute):
+        # each one trains `batch_size / replicas` of the streams.
+        self.replicas = distribute.tf_strategy_replicas()
+        if self.stateful and batch_size % self.replicas:
+            raise ValueError(
+                f"a stateful model's batch of {batch_size} streams must split evenly over "
+                f"the strategy's {self.replicas} replicas"
+            )
         self.state_variables = []
         if self.stateful:
             # Non-trainable variables, so every backend's trainer carries them between
@@ -141,15 +150,31 @@ class AWDLSTMLanguageModel(keras.Model):
             for layer, units in enumerate(self.encoder.layer_units):
                 self.state_variables.append(
                     [
-                        self.add_weight(
-                            shape=(batch_size, units),
-                            initializer="zeros",
-                            trainable=False,
-                            name=f"state_{kind}_{layer}",
-                        )
+                        self._state_weight((batch_size, units), f"state_{kind}_{layer}")
                         for kind in ("h", "c")
                     ]
                 )
+
+    def _state_weight(self, shape, name):
+        if self.replicas == 1:
+            return self.add_weight(shape=shape, initializer="zeros", trainable=False, name=name)
+        # Under a TensorFlow strategy every replica keeps the states of its own streams:
+        # a variable synchronized on read, one copy per replica, in which the replica
+        # uses its own streams' rows (the shape stays the model's, so checkpoints fit
+        # any number of replicas; outside the replicas the first copy is read, and
+        # training zeroes the states when each epoch starts).
+        with keras.name_scope(self.name, caller=self):
+            variable = keras.Variable(
+                initializer="zeros",
+                shape=shape,
+                dtype=self.variable_dtype,
+                trainable=False,
+                synchronization="on_read",
+                aggregation="only_first_replica",
+                name=name,
+            )
+        self._track_variable(variable)
+        return variable
 
     def build(self, input_shape):
         if isinstance(input_shape, dict):
@@ -191,6 +216,7 @@ class AWDLSTMLanguageModel(keras.Model):
         self.train_function = None
         self.test_function = None
         self.predict_function = None
+        self.__dict__.pop("_tf_step_functions", None)
 
     def compile_defaults(self):
         """`loss` and `metrics` for `compile`: the mean of the per-token losses the
@@ -214,11 +240,49 @@ class AWDLSTMLanguageModel(keras.Model):
         self.reserve_tail_capacity(np.asarray(y))
         return (x, y)
 
-    def train_on_batch(self, x, y=None, *args, **kwargs):
-        return super().train_on_batch(self._with_targets(x, y), y, *args, **kwargs)
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        if self._own_tf_steps() and class_weight is None:
+            return self._tf_step("train", x, y, sample_weight, return_dict)
+        return super().train_on_batch(
+            self._with_targets(x, y), y, sample_weight, class_weight, return_dict
+        )
 
-    def test_on_batch(self, x, y=None, *args, **kwargs):
-        return super().test_on_batch(self._with_targets(x, y), y, *args, **kwargs)
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        if self._own_tf_steps():
+            return self._tf_step("test", x, y, sample_weight, return_dict)
+        return super().test_on_batch(self._with_targets(x, y), y, sample_weight, return_dict)
+
+    def _own_tf_steps(self):
+        return keras.backend.backend() == "tensorflow" and self.compiled and not self.run_eagerly
+
+    def _tf_step(self, kind, x, y, sample_weight, return_dict):
+        # TensorFlow: Keras' own step functions are traced with `reduce_retracing`,
+        # which after a few segment lengths falls back to one graph for every length,
+        # slower than a graph per length; these are traced once per input shape, for
+        # the first `distribute.EXACT_SHAPES` shapes (the pipeline's lengths are
+        # multiples of `length_quantum`, so few shapes), then shape-generic. Under
+        # a strategy, replica `i` gets rows `i * b` to `(i + 1) * b` of the batch
+        # (`b = batch / replicas`), the streams whose states it keeps.
+        batch = np.shape(x[0] if isinstance(x, (tuple, list)) else x)[0]
+        if batch % self.replicas:
+            raise ValueError(
+                f"a batch of {batch} does not split evenly over {self.replicas} replicas"
+            )
+        data = (self._with_targets(x, y), y, sample_weight)
+        shape = tuple(np.shape(a) for a in keras.tree.flatten(data) if a is not None)
+        strategy = self.distribute_strategy
+        if self.replicas > 1:
+            self._maybe_symbolic_build(
+                data_batch=distribute.first_replica_rows(data, self.replicas)
+            )
+            data = distribute.split_per_replica(strategy, data)
+        functions = self.__dict__.setdefault("_tf_step_functions", {})
+        if kind not in functions:
+            step = self.train_step if kind == "train" else self.test_step
+            functions[kind] = distribute.StepFunctions(strategy, step, bool(self.jit_compile))
+        self.reset_metrics()
+        logs = {k: float(v) for k, v in functions[kind](data, shape).items()}
+        return logs if return_dict else self._flatten_metrics_in_order(logs)
 
     def reset_state(self):
         """Zeroes the carried hidden state (a stateful model's)."""
@@ -226,16 +290,37 @@ class AWDLSTMLanguageModel(keras.Model):
             for variable in pair:
                 variable.assign(ops.zeros(variable.shape, dtype=variable.dtype))
 
-    def _carried_states(self, ids):
+    def _carried_states(self, ids, replica):
         batch = ids.shape[0]
-        if batch is not None and batch != self.batch_size:
+        # Under a TensorFlow strategy each replica sees its own share of the streams.
+        expected = self.batch_size // self.replicas
+        if batch is not None and batch != expected:
+            share = f" ({expected} per replica)" if self.replicas > 1 else ""
             raise ValueError(
-                f"this stateful model carries states for batch_size={self.batch_size}; "
-                f"Received: inputs with batch {batch}"
+                f"this stateful model carries states for batch_size={self.batch_size}"
+                f"{share}; Received: inputs with batch {batch}"
             )
         # A copy, not the variable's buffer: the state is overwritten after the call,
         # and PyTorch's autograd must not see an in-place change of a used tensor.
-        return [[ops.stop_gradient(ops.copy(v)) for v in pair] for pair in self.state_variables]
+        return [
+            [ops.stop_gradient(self._own_rows(ops.copy(v), replica)) for v in pair]
+            for pair in self.state_variables
+        ]
+
+    def _own_rows(self, value, replica):
+        if self.replicas == 1:
+            return value
+        return distribute.replica_rows(value, replica, self.replicas)
+
+    def _carry(self, states, replica):
+        for pair, new in zip(self.state_variables, states):
+            for variable, value in zip(pair, new):
+                value = ops.stop_gradient(ops.cast(value, variable.dtype))
+                if self.replicas > 1:
+                    value = distribute.with_replica_rows(
+                        variable.value, value, replica, self.replicas
+                    )
+                variable.assign(value)
 
     def call(self, inputs, training=False, return_hidden=False):
         if isinstance(inputs, dict):
@@ -244,12 +329,11 @@ class AWDLSTMLanguageModel(keras.Model):
             ids, targets = inputs
         else:
             ids, targets = inputs, None
-        initial = self._carried_states(ids) if self.stateful else None
+        replica = distribute.tf_replica()[1]
+        initial = self._carried_states(ids, replica) if self.stateful else None
         hidden = self.encoder(ids, initial_states=initial, training=training)
         if self.stateful:
-            for pair, new in zip(self.state_variables, hidden["states"]):
-                for variable, value in zip(pair, new):
-                    variable.assign(ops.stop_gradient(ops.cast(value, variable.dtype)))
+            self._carry(hidden["states"], replica)
         raw = hidden["raw_outputs"][-1]
         dropped = self.output_locked_dropout(raw, training=training)
         if training and self.alpha > 0:

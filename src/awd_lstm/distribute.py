@@ -1,0 +1,302 @@
+"""Data-parallel training on the frameworks' own engines.
+
+- TensorFlow: `"mirrored"` (`tf.distribute.MirroredStrategy` over the visible devices
+  of one machine) and `"multiworker"` (`tf.distribute.MultiWorkerMirroredStrategy`,
+  the cluster read from the `TF_CONFIG` environment variable).
+- JAX: `"data-parallel"` (`keras.distribution.DataParallel` over the available
+  devices).
+
+What is split is the batch of streams: with `R` replicas each one trains
+`batch_size / R` of the contiguous streams and keeps their hidden states; the
+gradients are summed over the replicas before the global-norm clipping, so a step is
+the step one device would take on the whole batch (the same loss, clipping, learning
+rate scaling and NT-ASGD average). Only the chief (`Distribution.is_chief`) writes
+files.
+
+For trying all of this on one CPU, `set_virtual_cpu_devices(n)` splits the CPU into
+`n` logical devices; it has to run before the backend has set up its devices (the
+command line's `--virtual-cpu-devices` does it first thing).
+"""
+
+import contextlib
+import json
+import os
+
+STRATEGIES = {
+    "mirrored": "tensorflow",
+    "multiworker": "tensorflow",
+    "data-parallel": "jax",
+}
+
+
+class DistributionError(ValueError):
+    """A strategy this backend or machine cannot run; the message is one sentence."""
+
+
+def _backend():
+    import keras
+
+    return keras.backend.backend()
+
+
+def check_strategy(name, backend):
+    """Raises `DistributionError` unless `backend` runs the strategy `name`."""
+    if name not in STRATEGIES:
+        allowed = ", ".join(STRATEGIES)
+        raise DistributionError(f"unknown distribution strategy {name!r}; choose {allowed}")
+    needed = STRATEGIES[name]
+    if backend != needed:
+        supported = [s for s, b in STRATEGIES.items() if b == backend]
+        offer = (
+            f"with {backend} use {' or '.join(supported)}"
+            if supported
+            else f"the {backend} backend has no distribution strategy here"
+        )
+        raise DistributionError(
+            f"--distribute {name} needs the {needed} backend, not {backend}; {offer}"
+        )
+
+
+def set_virtual_cpu_devices(n, backend):
+    """Splits the CPU into `n` logical devices for `backend` ("tensorflow" or "jax").
+
+    Must run before the backend sets up its devices: for JAX before its first
+    computation (it sets `XLA_FLAGS`), for TensorFlow before its first operation.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DistributionError(f"--virtual-cpu-devices must be an integer >= 1; got {n!r}")
+    if backend == "jax":
+        flag = f"--xla_force_host_platform_device_count={n}"
+        flags = [
+            f
+            for f in os.environ.get("XLA_FLAGS", "").split()
+            if not f.startswith("--xla_force_host_platform_device_count")
+        ]
+        os.environ["XLA_FLAGS"] = " ".join([*flags, flag])
+        return
+    if backend != "tensorflow":
+        raise DistributionError(
+            f"--virtual-cpu-devices needs the tensorflow or jax backend, not {backend}"
+        )
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+        )
+    except RuntimeError:
+        if len(tf.config.list_logical_devices("CPU")) != n:
+            raise DistributionError(
+                "--virtual-cpu-devices must be set before TensorFlow starts; run it in a "
+                "fresh process"
+            ) from None
+
+
+def read_tf_config(environ=None):
+    """`(cluster, task_type, task_id)` of the `TF_CONFIG` environment variable, checked;
+    raises `DistributionError` with what is wrong."""
+    environ = os.environ if environ is None else environ
+    text = environ.get("TF_CONFIG")
+    if not text:
+        raise DistributionError(
+            "--distribute multiworker reads the cluster from TF_CONFIG, which is not set "
+            '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
+            '"task": {"type": "worker", "index": 0}})'
+        )
+    try:
+        spec = json.loads(text)
+        cluster = spec["cluster"]
+        task_type = spec["task"]["type"]
+        task_id = int(spec["task"]["index"])
+        workers = list(cluster.get("worker", [])) + list(cluster.get("chief", []))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DistributionError(f"TF_CONFIG is not a valid cluster description: {e}") from None
+    if not workers:
+        raise DistributionError("TF_CONFIG's cluster names no chief or worker")
+    if task_type not in ("chief", "worker") or not 0 <= task_id < len(cluster.get(task_type, [])):
+        raise DistributionError(
+            f"TF_CONFIG's task {task_type}:{task_id} is not in its cluster "
+            f"({', '.join(sorted(cluster))})"
+        )
+    return cluster, task_type, task_id
+
+
+def _is_chief(cluster, task_type, task_id):
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and task_id == 0
+
+
+class Distribution:
+    """A data-parallel strategy: build the training model and run its steps inside
+    `scope()`; `replicas` devices share each batch; `is_chief` says whether this
+    process writes the run's files. `Distribution()` is one device.
+
+    Create a strategy with `create`, before anything else runs on the backend.
+    """
+
+    def __init__(self, name=None, replicas=1, is_chief=True, strategy=None, distribution=None):
+        self.name = name
+        self.replicas = replicas
+        self.is_chief = is_chief
+        self.strategy = strategy
+        self.distribution = distribution
+
+    def scope(self):
+        """The context in which the training model is built and trained."""
+        if self.strategy is not None:
+            return self.strategy.scope()
+        if self.distribution is not None:
+            return self.distribution.scope()
+        return contextlib.nullcontext()
+
+    def check_batch(self, batch_size):
+        """Raises `DistributionError` unless `batch_size` streams split evenly."""
+        if batch_size % self.replicas:
+            raise DistributionError(
+                f"the batch of {batch_size} streams does not split evenly over "
+                f"{self.replicas} replicas ({self.name}); choose a multiple of {self.replicas}"
+            )
+
+    def describe(self):
+        if self.name is None:
+            return "one device"
+        where = "" if self.is_chief else ", not the chief: writes no files"
+        return f"{self.name} over {self.replicas} replicas{where}"
+
+
+def create(name, backend=None):
+    """The `Distribution` for strategy `name` on `backend` (default: Keras' backend),
+    over all the devices the backend sees."""
+    backend = backend or _backend()
+    check_strategy(name, backend)
+    if name == "data-parallel":
+        import jax
+        import keras
+
+        devices = jax.devices()
+        distribution = keras.distribution.DataParallel(devices=devices)
+        return Distribution(name, len(devices), distribution=distribution)
+    import tensorflow as tf
+
+    if name == "mirrored":
+        strategy = tf.distribute.MirroredStrategy(_tf_devices(tf))
+        return Distribution(name, strategy.num_replicas_in_sync, strategy=strategy)
+    cluster, task_type, task_id = read_tf_config()
+    communication = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.AUTO
+    )
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=communication)
+    return Distribution(
+        name,
+        strategy.num_replicas_in_sync,
+        is_chief=_is_chief(cluster, task_type, task_id),
+        strategy=strategy,
+    )
+
+
+def _tf_devices(tf):
+    gpus = tf.config.list_logical_devices("GPU")
+    if gpus:
+        return [d.name for d in gpus]
+    return [d.name for d in tf.config.list_logical_devices("CPU")]
+
+
+def tf_replica():
+    """`(replicas, replica_id)` inside a TensorFlow replica function of a strategy with
+    more than one replica (the id a Python int or a scalar tensor), else `(1, 0)`."""
+    if _backend() != "tensorflow":
+        return 1, 0
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        return context.num_replicas_in_sync, context.replica_id_in_sync_group
+    return 1, 0
+
+
+def tf_strategy_replicas():
+    """Replicas of the TensorFlow strategy whose scope is active (1 outside one)."""
+    if _backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy():
+        return 1
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def split_per_replica(strategy, data):
+    """Distributed values giving each replica its rows of every `(batch, ...)` array in
+    the structure `data` (replica `i` of `R`: rows `i * batch / R` to
+    `(i + 1) * batch / R`; `None` stays `None`)."""
+    replicas = strategy.num_replicas_in_sync
+
+    def rows(context):
+        return _rows(data, context.replica_id_in_sync_group, replicas)
+
+    return strategy.experimental_distribute_values_from_function(rows)
+
+
+def first_replica_rows(data, replicas):
+    """The first replica's rows of every array in `data` (see `split_per_replica`)."""
+    return _rows(data, 0, replicas)
+
+
+def _rows(data, i, replicas):
+    from keras import tree
+
+    def take(a):
+        if a is None:
+            return None
+        per = a.shape[0] // replicas
+        return a[i * per : (i + 1) * per]
+
+    return tree.map_structure(take, data, none_is_leaf=True)
+
+
+# Input shapes a TensorFlow step is traced for exactly; later ones share one
+# shape-generic trace (a storm of traces costs more than the slower generic graph).
+EXACT_SHAPES = 16
+
+
+class StepFunctions:
+    """TensorFlow functions running `step` (a Keras `train_step` or `test_step`) on
+    every replica of `strategy` and averaging the replicas' logs (the replicas hold
+    equal shares of the batch). The first `EXACT_SHAPES` input shapes get a trace
+    each; any further shape runs one shape-generic trace."""
+
+    def __init__(self, strategy, step, jit_compile=False):
+        import tensorflow as tf
+        from keras import tree
+
+        def run(data):
+            logs = strategy.run(step, args=(data,))
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
+
+        self.exact = tf.function(run, jit_compile=jit_compile)
+        self.generic = tf.function(run, jit_compile=jit_compile, reduce_retracing=True)
+        self.shapes = set()
+
+    def __call__(self, data, shape):
+        """Runs the step on `data`, whose arrays have the shapes `shape` (a key)."""
+        if shape in self.shapes or len(self.shapes) < EXACT_SHAPES:
+            self.shapes.add(shape)
+            return self.exact(data)
+        return self.generic(data)
+
+
+def replica_rows(value, replica, replicas):
+    """Rows `replica * b` to `(replica + 1) * b` of `value` (`b = rows / replicas`)."""
+    per = value.shape[0] // replicas
+    return value[replica * per : (replica + 1) * per]
+
+
+def with_replica_rows(value, rows, replica, replicas):
+    """`value` with its rows of `replica` (see `replica_rows`) replaced by `rows`."""
+    from keras import ops
+
+    per = value.shape[0] // replicas
+    start = replica * per
+    return ops.concatenate([value[:start], rows, value[start + per :]], axis=0)
