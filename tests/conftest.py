@@ -32,3 +32,39 @@ def recorded_masks(monkeypatch):
 
     monkeypatch.setattr(weight_drop, "draw_weight_mask", recording_draw)
     return masks
+
+
+# Command-line flags of a small, fast training run of the built-in corpus.
+TINY_FLAGS = [
+    "--epochs",
+    "2",
+    "--embedding-size",
+    "8",
+    "--hidden-size",
+    "16",
+    "--num-layers",
+    "2",
+    "--batch-size",
+    "4",
+    "--eval-batch-size",
+    "2",
+    "--bptt",
+    "10",
+    "--length-quantum",
+    "10",
+    "--no-progress",
+    "--synthetic-tokens",
+    "3000",
+]
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory):
+    """A finished run of the built-in corpus (TINY_FLAGS), shared by the tests that
+    only read it."""
+    from awd_lstm.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "synthetic"
+    code = main(["train", "--out", str(out), *TINY_FLAGS])
+    assert code == 0
+    return out

@@ -87,7 +87,7 @@ def resume(backend, strategy, folder):
     os.environ["KERAS_BACKEND"] = backend
     from awd_lstm import training
     from awd_lstm.cli import main as cli
-    from tests.test_cli import TINY_FLAGS
+    from tests.conftest import TINY_FLAGS
 
     distributed = ["--distribute", strategy, "--virtual-cpu-devices", "2"]
     original = training.save_checkpoint

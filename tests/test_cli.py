@@ -8,36 +8,7 @@ import numpy as np
 import pytest
 
 from awd_lstm.cli import main
-
-TINY_FLAGS = [
-    "--epochs",
-    "2",
-    "--embedding-size",
-    "8",
-    "--hidden-size",
-    "16",
-    "--num-layers",
-    "2",
-    "--batch-size",
-    "4",
-    "--eval-batch-size",
-    "2",
-    "--bptt",
-    "10",
-    "--length-quantum",
-    "10",
-    "--no-progress",
-    "--synthetic-tokens",
-    "3000",
-]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run") / "synthetic"
-    code = main(["train", "--out", str(out), *TINY_FLAGS])
-    assert code == 0
-    return out
+from tests.conftest import TINY_FLAGS
 
 
 def test_train_on_the_builtin_corpus_writes_a_run(run, capsys):

@@ -16,7 +16,7 @@ import pytest
 
 from awd_lstm import distribute
 from awd_lstm.cli import main
-from tests.test_cli import TINY_FLAGS
+from tests.conftest import TINY_FLAGS
 
 BACKEND = keras.backend.backend()
 HERE = os.path.dirname(os.path.abspath(__file__))

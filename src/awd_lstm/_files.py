@@ -21,6 +21,14 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that does not fit the model."""
 
 
+class WriteError(OSError):
+    """A file could not be written (full disk, permissions...); the file it was to
+    replace is unchanged. The message is one sentence."""
+
+    def __str__(self):
+        return self.strerror or super().__str__()
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix=""):
     """Yields a temporary path beside `path`; when the block succeeds the file is
@@ -28,7 +36,10 @@ def atomic_path(path, suffix=""):
     removed. `suffix` keeps writers that check extensions (`.weights.h5`) happy."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=folder)
+    except OSError as e:
+        raise WriteError(e.errno, f"cannot write {path}: {e.strerror}") from None
     os.close(fd)
     try:
         yield tmp
@@ -36,9 +47,14 @@ def atomic_path(path, suffix=""):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, WriteError):
+            reason = e.strerror or str(e)
+            raise WriteError(
+                e.errno, f"writing {path} failed ({reason}); it is unchanged"
+            ) from None
         raise
 
 

@@ -363,7 +363,10 @@ def _load_run_model(run_dir, batch_size, stateful=True):
 
 
 def _report_warnings(command, caught):
+    # The user's concerns (words outside the vocabulary...), not libraries' notices.
     for warning in caught:
+        if not issubclass(warning.category, UserWarning):
+            continue
         print(f"awd-lstm {command}: warning: {warning.message}", file=sys.stderr)
 
 
@@ -376,6 +379,8 @@ def command_generate(args):
         raise UsageError(f"--top-k must be at least 1; got {args.top_k}")
     if args.tokens < 0:
         raise UsageError(f"--tokens must be at least 0; got {args.tokens}")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must be an integer in [0, 2**32); got {args.seed}")
     _, vocab, model = _load_run_model(args.run, batch_size=1)
     from awd_lstm.generation import generate
 
@@ -439,6 +444,11 @@ def command_export(args):
         raise UsageError(f"--out must end with .keras for --format keras; got {args.out}")
     if args.format == "savedmodel" and os.path.exists(args.out):
         raise UsageError(f"{args.out} already exists; a SavedModel needs a new folder")
+    parent = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(parent):
+        raise UsageError(f"the folder of --out, {parent}, does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"the folder of --out, {parent}, is not writable")
     import keras
 
     if args.format == "savedmodel" and keras.backend.backend() != "tensorflow":
@@ -805,6 +815,9 @@ def _dynamic_settings(args):
         if not (math.isfinite(value) and value >= 0):
             flag = "--" + key.replace("_", "-")
             raise UsageError(f"{flag} must be a finite number >= 0; got {value}")
+    if settings["decay"] > 1:
+        # Each step moves the weights this fraction of the way back: past 1 overshoots.
+        raise UsageError(f"--decay must be in [0, 1]; got {settings['decay']}")
     return settings
 
 
@@ -831,8 +844,8 @@ def _cache_pointer(args, saved, batch):
             settings[key] = getattr(args, key)
     if settings["window"] < 1:
         raise UsageError(f"--window must be a positive integer; got {settings['window']}")
-    if not math.isfinite(settings["theta"]):
-        raise UsageError(f"--theta must be a finite number; got {settings['theta']}")
+    if not (math.isfinite(settings["theta"]) and settings["theta"] >= 0):
+        raise UsageError(f"--theta must be a finite number >= 0; got {settings['theta']}")
     if not 0.0 <= settings["lambdah"] <= 1.0:
         raise UsageError(f"--lambda must be in [0, 1]; got {settings['lambdah']}")
     return CachePointer(**settings, num_streams=batch)
@@ -876,6 +889,14 @@ def main(argv=None):
     except UsageError as e:
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        # The machine's fault, not the input's: a full disk, a folder that became
+        # unwritable (the files being replaced are left as they were).
+        from awd_lstm._files import WriteError
+
+        reason = str(e) if isinstance(e, WriteError) else f"{e.strerror or e} ({e.filename})"
+        print(f"awd-lstm {args.command}: error: {reason}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"awd-lstm {args.command}: interrupted", file=sys.stderr)
         return 130

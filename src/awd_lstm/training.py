@@ -15,6 +15,7 @@ epoch: what `resume=True` continues from), `metrics.jsonl`, `tensorboard/` and
 resumes to the same result as an uninterrupted one.
 """
 
+import errno
 import json
 import math
 import os
@@ -28,6 +29,7 @@ import numpy as np
 
 from awd_lstm._files import (  # noqa: F401 (CheckpointError re-exported)
     CheckpointError,
+    WriteError,
     atomic_path,
     remove_stale_temporaries,
     write_text_atomic,
@@ -220,6 +222,31 @@ def load_checkpoint(model, path):
     return state
 
 
+def checkpoint_bytes(model):
+    """About the bytes a run's files take at most: the checkpoint (weights, optimizer
+    state) and the best weights, each with its temporary copy while it is replaced."""
+
+    def size(variables):
+        return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+    checkpoint = size(model.variables) + size(model.optimizer.variables)
+    best = size(model.trainable_variables)
+    return 2 * (checkpoint + best) + (1 << 20)
+
+
+def check_free_space(folder, model):
+    """Raises `WriteError` before training if `folder`'s disk cannot hold the run's
+    checkpoints."""
+    needed = checkpoint_bytes(model)
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise WriteError(
+            errno.ENOSPC,
+            f"{folder} has {free / 2**20:,.0f} MiB free; this model's checkpoints need "
+            f"about {needed / 2**20:,.0f} MiB",
+        )
+
+
 def write_run_logs(run_dir, records, start_time=None, title=""):
     """Rewrites `metrics.jsonl`, the TensorBoard events and the learning-curve PNG
     from the epoch records."""
@@ -240,6 +267,13 @@ def check_splits(config, corpus):
             f"vocabulary size {len(corpus.vocab)}"
         )
     train_data = batchify(corpus.train, config.batch_size, split="train")
+    if train_data.shape[1] - 1 < config.length_quantum:
+        # Segment lengths are multiples of length_quantum: a shorter stream has none.
+        raise CorpusError(
+            f"the train split has {len(corpus.train)} tokens, too few for "
+            f"{config.batch_size} streams of at least {config.length_quantum + 1} tokens "
+            f"(length_quantum {config.length_quantum})"
+        )
     batchify(corpus.valid, config.eval_batch_size, split="validation")
     batchify(corpus.test, 1, split="test")
     return train_data
@@ -345,6 +379,7 @@ def _run_in(
         model.optimizer.build(model.trainable_variables)
     evaluator = build_model(config, vocab_size, config.eval_batch_size)
     optimizer = model.optimizer
+    check_free_space(out_dir, model)
     best_path = os.path.join(out_dir, BEST)
     checkpoint_path = os.path.join(out_dir, CHECKPOINT)
     resume_path = os.path.join(run_dir, CHECKPOINT)
@@ -399,7 +434,10 @@ def _run_in(
         val_loss = evaluate(evaluator, corpus.valid, config.bptt)
         if state["best"] is None or val_loss < state["best"]:
             state["best"] = val_loss
-            _save_weights(evaluator, best_path)
+            try:
+                _save_weights(evaluator, best_path)
+            except WriteError as e:
+                raise _write_failed(e, epoch) from None
         triggered = should_trigger(state["history"], val_loss, config.nonmono)
         if triggered and stage == "train" and isinstance(optimizer, NTASGD) and not averaging:
             optimizer.start_averaging()
@@ -429,8 +467,11 @@ def _run_in(
             state["stop"] = f"{config.epochs} epochs done"
         elif max_seconds is not None and state["seconds"] + seconds > max_seconds:
             state["stop"] = f"another epoch would pass the time limit of {max_seconds:.0f} s"
-        save_checkpoint(model, state, checkpoint_path)
-        write_run_logs(out_dir, state["records"], state["start_time"], title)
+        try:
+            save_checkpoint(model, state, checkpoint_path)
+            write_run_logs(out_dir, state["records"], state["start_time"], title)
+        except WriteError as e:
+            raise _write_failed(e, epoch) from None
         line = (
             f"epoch {epoch}: train ppl {record['train_ppl']:.2f}, valid ppl {record['val_ppl']:.2f}"
         )
@@ -440,6 +481,17 @@ def _run_in(
     log(f"{stage} stopped after epoch {state['epoch']}: {state['stop']}")
     _load_keras_weights(evaluator, best_path)
     return evaluator, state["records"]
+
+
+def _write_failed(error, epoch):
+    kept = (
+        f"the checkpoint of epoch {epoch - 1} is intact"
+        if epoch > 1
+        else "no checkpoint had been written yet"
+    )
+    return WriteError(
+        error.errno, f"training stopped: {error}; {kept}: make room, then resume the run"
+    )
 
 
 def _train_epoch(model, train_data, config, epoch, base_lr, stage, progress):

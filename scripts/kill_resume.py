@@ -1,0 +1,171 @@
+"""Kills `awd-lstm train` with SIGKILL at random moments and resumes it, again and again.
+
+    python scripts/kill_resume.py [--backend torch] [--kills 10] [--seed 0] [--work DIR]
+
+First an uninterrupted reference run of the built-in corpus (small settings, 3
+epochs). Then the same run is started and killed `--kills` times: at a random moment
+(within the time the rest of the run would take), or, every third kill, the moment a
+new temporary file appears in the run folder (a checkpoint, the weights or a log being
+written) if one does before that moment. After each kill the script checks that the
+run folder holds no broken file: `config.json` is JSON (or absent: killed before the
+run existed, which starts it again), `checkpoint.weights.h5` (when present) opens and
+holds the resume state, `metrics.jsonl` parses; then it resumes with `--resume`. When
+the kills are done, the last resume runs to the end, and its `metrics.jsonl` (timings
+left out) and `final.json` must equal the reference run's. Prints one line per kill and
+exits 0 when everything held, 1 otherwise.
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+FLAGS = [
+    "--epochs", "3", "--embedding-size", "16", "--hidden-size", "32", "--num-layers", "2",
+    "--batch-size", "8", "--eval-batch-size", "4", "--bptt", "10", "--length-quantum", "5",
+    "--synthetic-tokens", "4000", "--no-progress", "--seed", "7",
+]  # fmt: skip
+EPOCHS = int(FLAGS[FLAGS.index("--epochs") + 1])
+TIMING = ("seconds", "tokens_per_sec")
+
+
+def command(backend, *args):
+    return [sys.executable, "-m", "awd_lstm", "--backend", backend, *args]
+
+
+def epochs(run):
+    path = os.path.join(run, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        return [
+            {k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in f
+            if line.strip()
+        ]
+
+
+def check_folder(run):
+    """Problems with the files a killed run left (empty: none)."""
+    import h5py
+
+    problems = []
+    config = os.path.join(run, "config.json")
+    if os.path.exists(config):
+        try:
+            with open(config, encoding="utf-8") as f:
+                json.load(f)
+        except ValueError as e:
+            problems.append(f"config.json: {e}")
+    checkpoint = os.path.join(run, "checkpoint.weights.h5")
+    if os.path.exists(checkpoint):
+        try:
+            with h5py.File(checkpoint, "r") as f:
+                json.loads(f["awd_lstm_resume"].attrs["state"])
+        except (OSError, KeyError, ValueError) as e:
+            problems.append(f"checkpoint.weights.h5: {e}")
+    try:
+        epochs(run)
+    except ValueError as e:
+        problems.append(f"metrics.jsonl: {e}")
+    return problems
+
+
+def start(backend, run):
+    if os.path.exists(os.path.join(run, "config.json")):
+        args = command(backend, "train", "--resume", run, "--no-progress")
+    else:
+        args = command(backend, "train", "--out", run, *FLAGS)
+    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def temporaries(run):
+    if not os.path.isdir(run):
+        return set()
+    return {n for n in os.listdir(run) if n.startswith(".tmp-")}
+
+
+def kill_at_random(process, run, rng, during_write, max_seconds):
+    """Kills `process` at a random moment of its first `max_seconds`, or, with
+    `during_write`, when a new temporary file shows up (a file being written); returns
+    what the moment was, or None if the process ended first."""
+    stale = temporaries(run)  # left by an earlier kill; the resume removes them
+    deadline = time.monotonic() + rng.uniform(0.5, max(max_seconds, 1.0))
+    while process.poll() is None:
+        writing = bool(temporaries(run) - stale)
+        if (during_write and writing) or time.monotonic() > deadline:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return "while writing" if writing else "at random"
+        time.sleep(0.001 if during_write else 0.02)
+    return None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="torch", choices=("tensorflow", "jax", "torch"))
+    parser.add_argument("--kills", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", help="folder for the runs (default: a temporary one)")
+    args = parser.parse_args(argv)
+    work = args.work or tempfile.mkdtemp(prefix="kill-resume-")
+    rng = random.Random(args.seed)
+    reference = os.path.join(work, "reference")
+    started = time.monotonic()
+    done = subprocess.run(command(args.backend, "train", "--out", reference, *FLAGS),
+                          capture_output=True, text=True)  # fmt: skip
+    # Random kills fall anywhere in a whole run's time (start-up included).
+    max_seconds = time.monotonic() - started
+    if done.returncode != 0:
+        print(f"the reference run failed:\n{done.stderr[-2000:]}")
+        return 1
+    run = os.path.join(work, "killed")
+    kills, restarts, failures = 0, 0, []
+    while kills < args.kills:
+        process = start(args.backend, run)
+        during_write = kills % 3 == 2
+        remaining = 1 - len(epochs(run)) / EPOCHS
+        moment = kill_at_random(process, run, rng, during_write, max_seconds * remaining)
+        if moment is None:
+            if process.returncode != 0:
+                failures.append(f"a resume failed: {process.stderr.read().decode()[-500:]}")
+                break
+            # The run ended before the kill: start it over for the kills still due.
+            print(f"the run ended before kill {kills + 1}; starting it over")
+            restarts += 1
+            os.rename(run, f"{run}-finished-{restarts}")
+            continue
+        kills += 1
+        problems = check_folder(run)
+        failures += problems
+        print(
+            f"kill {kills:2d} {moment:13s}: {len(epochs(run))} epochs done, "
+            f"{'problems: ' + '; '.join(problems) if problems else 'files intact'}",
+            flush=True,
+        )
+    if not failures:
+        process = start(args.backend, run)
+        _, err = process.communicate()
+        if process.returncode != 0:
+            failures.append(f"the last resume failed: {err.decode()[-2000:]}")
+        elif epochs(run) != epochs(reference):
+            failures.append("metrics.jsonl differs from the uninterrupted run's")
+        else:
+            with open(os.path.join(run, "final.json")) as a:
+                with open(os.path.join(reference, "final.json")) as b:
+                    if json.load(a) != json.load(b):
+                        failures.append("final.json differs from the uninterrupted run's")
+    for failure in failures:
+        print(f"FAILED: {failure}")
+    if not failures:
+        print(f"{kills} kills: the resumed run ended exactly as the uninterrupted one")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
