@@ -70,7 +70,9 @@ def check_folder(run):
         except (OSError, KeyError, ValueError) as e:
             problems.append(f"checkpoint.weights.h5: {e}")
     try:
-        epochs(run)
+        if epochs(run) and not os.path.exists(checkpoint):
+            # metrics.jsonl is written after the checkpoint of its last epoch.
+            problems.append("metrics.jsonl lists epochs but checkpoint.weights.h5 is missing")
     except ValueError as e:
         problems.append(f"metrics.jsonl: {e}")
     return problems

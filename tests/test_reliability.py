@@ -116,12 +116,15 @@ def test_other_training_flags(argv, message, tmp_path, capsys):
         (["train", "--resume"], "--resume continues a run with its own settings; drop --seed"),
     ],
 )
-def test_flags_of_the_other_commands(run, argv, message, capsys):
+def test_flags_of_the_other_commands(run, argv, message, capsys, tmp_path):
     command, rest = argv[0], argv[1:]
     if command == "train":
         argv = ["train", "--resume", str(run), "--seed", "3"]
     else:
         argv = [command, "--run", str(run), *rest]
+    if command == "finetune":
+        # Not the run's own RUN/finetune, which another test may have made.
+        argv += ["--out", str(tmp_path / "finetune")]
     err = _one_line_exit_2(argv, capsys)
     assert message in err, err
 
