@@ -15,6 +15,7 @@ epoch: what `resume=True` continues from), `metrics.jsonl`, `tensorboard/` and
 resumes to the same result as an uninterrupted one.
 """
 
+import contextlib
 import errno
 import json
 import math
@@ -316,6 +317,23 @@ def finetune(
     return _run(config, corpus, run_dir, "finetune", log, progress, max_seconds, resume, weights)
 
 
+@contextlib.contextmanager
+def _output_folder(run_dir, distribution):
+    """Where this process writes: the run folder for the chief (or a single process);
+    for a multi-worker run's other workers, a temporary folder of their own, removed
+    at the end (they read the run folder, to resume, but never write there)."""
+    if distribution.is_chief:
+        os.makedirs(run_dir, exist_ok=True)
+        remove_stale_temporaries(run_dir)
+        yield run_dir
+        return
+    out_dir = tempfile.mkdtemp(prefix="awd-lstm-worker-")
+    try:
+        yield out_dir
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
 def _run(
     config,
     corpus,
@@ -330,157 +348,119 @@ def _run(
 ):
     distribution = distribution or Distribution()
     distribution.check_batch(config.batch_size)
-    if distribution.is_chief:
-        os.makedirs(run_dir, exist_ok=True)
-        remove_stale_temporaries(run_dir)
-        out_dir = run_dir
-    else:
-        # A worker other than the chief reads the run (to resume) and writes nowhere
-        # the chief does.
-        out_dir = tempfile.mkdtemp(prefix="awd-lstm-worker-")
-    try:
-        return _run_in(
-            config,
-            corpus,
-            run_dir,
-            out_dir,
-            stage,
-            log,
-            progress,
-            max_seconds,
-            resume,
-            weights,
-            distribution,
-        )
-    finally:
-        if out_dir != run_dir:
-            shutil.rmtree(out_dir, ignore_errors=True)
-
-
-def _run_in(
-    config,
-    corpus,
-    run_dir,
-    out_dir,
-    stage,
-    log,
-    progress,
-    max_seconds,
-    resume,
-    weights,
-    distribution,
-):
-    vocab_size = len(corpus.vocab)
-    char_level = corpus.vocab.level == "char"
-    train_data = check_splits(config, corpus)
-    with distribution.scope():
-        model = build_model(config, vocab_size, config.batch_size)
-        # Built here, inside the strategy's scope: its variables are distributed too.
-        model.optimizer.build(model.trainable_variables)
-    evaluator = build_model(config, vocab_size, config.eval_batch_size)
-    optimizer = model.optimizer
-    check_free_space(out_dir, model)
-    best_path = os.path.join(out_dir, BEST)
-    checkpoint_path = os.path.join(out_dir, CHECKPOINT)
-    resume_path = os.path.join(run_dir, CHECKPOINT)
-    if resume and os.path.exists(resume_path):
-        state = load_checkpoint(model, resume_path)
-        if state.get("stage") != stage:
-            raise CheckpointError(
-                f"{checkpoint_path} is a {state.get('stage')!r} checkpoint, not {stage!r}"
-            )
-        log(f"resuming after epoch {state['epoch']}")
-    else:
-        state = {
-            "stage": stage,
-            "epoch": 0,
-            "history": [],
-            "best": None,
-            "records": [],
-            "seconds": 0.0,
-            "start_time": time.time(),
-            "stop": None,
-        }
-        if stage == "finetune":
-            copy_weights(weights, model)
-            optimizer.build(model.trainable_variables)
-            optimizer.start_averaging()
-            copy_weights(weights, evaluator)
-            state["best"] = evaluate(evaluator, corpus.valid, config.bptt)
-            _save_weights(evaluator, best_path)
-            log(f"fine-tuning from validation perplexity {math.exp(state['best']):.2f}")
-    title = f"{stage}: {os.path.basename(os.path.abspath(run_dir))}"
-    write_run_logs(out_dir, state["records"], state["start_time"], title)
-    while state["stop"] is None:
-        epoch = state["epoch"] + 1
-        base_lr = config.learning_rate(epoch)
-        averaging = bool(getattr(optimizer, "averaging", False))
-        try:
-            with distribution.scope():
-                train_loss, tokens, started = _train_epoch(
-                    model, train_data, config, epoch, base_lr, stage, progress
+    with _output_folder(run_dir, distribution) as out_dir:
+        vocab_size = len(corpus.vocab)
+        char_level = corpus.vocab.level == "char"
+        train_data = check_splits(config, corpus)
+        with distribution.scope():
+            model = build_model(config, vocab_size, config.batch_size)
+            # Built here, inside the strategy's scope: its variables are distributed too.
+            model.optimizer.build(model.trainable_variables)
+        evaluator = build_model(config, vocab_size, config.eval_batch_size)
+        optimizer = model.optimizer
+        check_free_space(out_dir, model)
+        best_path = os.path.join(out_dir, BEST)
+        checkpoint_path = os.path.join(out_dir, CHECKPOINT)
+        resume_path = os.path.join(run_dir, CHECKPOINT)
+        if resume and os.path.exists(resume_path):
+            state = load_checkpoint(model, resume_path)
+            if state.get("stage") != stage:
+                raise CheckpointError(
+                    f"{checkpoint_path} is a {state.get('stage')!r} checkpoint, not {stage!r}"
                 )
-        except FloatingPointError as e:
-            if state["epoch"]:
-                kept = f"{BEST} and the checkpoint of epoch {state['epoch']} are kept"
-            elif os.path.exists(best_path):
-                kept = f"{BEST} (the starting weights) is kept"
-            else:
-                kept = "no epoch had completed, so nothing was saved"
-            raise FloatingPointError(
-                f"training stopped: {e}; {kept} (a lower learning rate or clip may help)"
-            ) from None
-        copy_weights(evaluation_weights(model), evaluator)
-        val_loss = evaluate(evaluator, corpus.valid, config.bptt)
-        if state["best"] is None or val_loss < state["best"]:
-            state["best"] = val_loss
-            try:
+            log(f"resuming after epoch {state['epoch']}")
+        else:
+            state = {
+                "stage": stage,
+                "epoch": 0,
+                "history": [],
+                "best": None,
+                "records": [],
+                "seconds": 0.0,
+                "start_time": time.time(),
+                "stop": None,
+            }
+            if stage == "finetune":
+                copy_weights(weights, model)
+                optimizer.build(model.trainable_variables)
+                optimizer.start_averaging()
+                copy_weights(weights, evaluator)
+                state["best"] = evaluate(evaluator, corpus.valid, config.bptt)
                 _save_weights(evaluator, best_path)
+                log(f"fine-tuning from validation perplexity {math.exp(state['best']):.2f}")
+        title = f"{stage}: {os.path.basename(os.path.abspath(run_dir))}"
+        write_run_logs(out_dir, state["records"], state["start_time"], title)
+        while state["stop"] is None:
+            epoch = state["epoch"] + 1
+            base_lr = config.learning_rate(epoch)
+            averaging = bool(getattr(optimizer, "averaging", False))
+            try:
+                with distribution.scope():
+                    train_loss, tokens, started = _train_epoch(
+                        model, train_data, config, epoch, base_lr, stage, progress
+                    )
+            except FloatingPointError as e:
+                if state["epoch"]:
+                    kept = f"{BEST} and the checkpoint of epoch {state['epoch']} are kept"
+                elif os.path.exists(best_path):
+                    kept = f"{BEST} (the starting weights) is kept"
+                else:
+                    kept = "no epoch had completed, so nothing was saved"
+                raise FloatingPointError(
+                    f"training stopped: {e}; {kept} (a lower learning rate or clip may help)"
+                ) from None
+            copy_weights(evaluation_weights(model), evaluator)
+            val_loss = evaluate(evaluator, corpus.valid, config.bptt)
+            if state["best"] is None or val_loss < state["best"]:
+                state["best"] = val_loss
+                try:
+                    _save_weights(evaluator, best_path)
+                except WriteError as e:
+                    raise _write_failed(e, epoch) from None
+            triggered = should_trigger(state["history"], val_loss, config.nonmono)
+            if triggered and stage == "train" and isinstance(optimizer, NTASGD) and not averaging:
+                optimizer.start_averaging()
+                log(f"epoch {epoch}: switching to averaged SGD (NT-ASGD)")
+            state["history"].append(val_loss)
+            seconds = time.perf_counter() - started
+            record = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_ppl": math.exp(min(train_loss, 700)),
+                "val_loss": val_loss,
+                "val_ppl": math.exp(min(val_loss, 700)),
+                "lr": base_lr,
+                "averaging": averaging,
+                "tokens_per_sec": tokens / seconds,
+                "seconds": seconds,
+            }
+            if char_level:
+                record["train_bpc"] = train_loss / math.log(2)
+                record["val_bpc"] = val_loss / math.log(2)
+            state["records"].append(record)
+            state["epoch"] = epoch
+            state["seconds"] += seconds
+            if stage == "finetune" and triggered:
+                state["stop"] = "the non-monotone rule fired"
+            elif epoch >= config.epochs:
+                state["stop"] = f"{config.epochs} epochs done"
+            elif max_seconds is not None and state["seconds"] + seconds > max_seconds:
+                state["stop"] = f"another epoch would pass the time limit of {max_seconds:.0f} s"
+            try:
+                save_checkpoint(model, state, checkpoint_path)
+                write_run_logs(out_dir, state["records"], state["start_time"], title)
             except WriteError as e:
                 raise _write_failed(e, epoch) from None
-        triggered = should_trigger(state["history"], val_loss, config.nonmono)
-        if triggered and stage == "train" and isinstance(optimizer, NTASGD) and not averaging:
-            optimizer.start_averaging()
-            log(f"epoch {epoch}: switching to averaged SGD (NT-ASGD)")
-        state["history"].append(val_loss)
-        seconds = time.perf_counter() - started
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_ppl": math.exp(min(train_loss, 700)),
-            "val_loss": val_loss,
-            "val_ppl": math.exp(min(val_loss, 700)),
-            "lr": base_lr,
-            "averaging": averaging,
-            "tokens_per_sec": tokens / seconds,
-            "seconds": seconds,
-        }
-        if char_level:
-            record["train_bpc"] = train_loss / math.log(2)
-            record["val_bpc"] = val_loss / math.log(2)
-        state["records"].append(record)
-        state["epoch"] = epoch
-        state["seconds"] += seconds
-        if stage == "finetune" and triggered:
-            state["stop"] = "the non-monotone rule fired"
-        elif epoch >= config.epochs:
-            state["stop"] = f"{config.epochs} epochs done"
-        elif max_seconds is not None and state["seconds"] + seconds > max_seconds:
-            state["stop"] = f"another epoch would pass the time limit of {max_seconds:.0f} s"
-        try:
-            save_checkpoint(model, state, checkpoint_path)
-            write_run_logs(out_dir, state["records"], state["start_time"], title)
-        except WriteError as e:
-            raise _write_failed(e, epoch) from None
-        line = (
-            f"epoch {epoch}: train ppl {record['train_ppl']:.2f}, valid ppl {record['val_ppl']:.2f}"
-        )
-        if char_level:
-            line += f" ({record['val_bpc']:.3f} bpc)"
-        log(f"{line}, {record['tokens_per_sec']:,.0f} tokens/s")
-    log(f"{stage} stopped after epoch {state['epoch']}: {state['stop']}")
-    _load_keras_weights(evaluator, best_path)
-    return evaluator, state["records"]
+            line = (
+                f"epoch {epoch}: train ppl {record['train_ppl']:.2f}, "
+                f"valid ppl {record['val_ppl']:.2f}"
+            )
+            if char_level:
+                line += f" ({record['val_bpc']:.3f} bpc)"
+            log(f"{line}, {record['tokens_per_sec']:,.0f} tokens/s")
+        log(f"{stage} stopped after epoch {state['epoch']}: {state['stop']}")
+        _load_keras_weights(evaluator, best_path)
+        return evaluator, state["records"]
 
 
 def _write_failed(error, epoch):
