@@ -1,8 +1,8 @@
 """Training throughput of one LSTM layer: weight drop against Keras' own LSTMs.
 
 For each backend (each in its own process, since Keras fixes its backend at import)
-and each shape, three single-layer models take turns, one training step each, for
-`--repeats` rounds after a warm-up:
+and each shape, three single-layer models take turns (the order rotating every round),
+one training step each, for `--repeats` rounds after a warm-up:
 
 - `lstm`: `keras.layers.LSTM` without dropout (the fused kernel where available);
 - `weight_drop`: `awd_lstm.layers.WeightDropLSTM(weight_dropout=0.5)`;
@@ -26,7 +26,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, report, run_backends  # noqa: E402
+from _common import argument_parser, report, run_backends, turn_order  # noqa: E402
 
 VARIANTS = ("lstm", "weight_drop", "recurrent_dropout")
 
@@ -69,7 +69,7 @@ def measure_backend(shapes, repeats, min_seconds, seed):
         # At least `repeats` rounds, and more until every variant has been timed for
         # `min_seconds`: short steps need many rounds to average out noise.
         while len(times["lstm"]) < repeats or min(sum(t) for t in times.values()) < min_seconds:
-            for variant in VARIANTS:
+            for variant in turn_order(VARIANTS, len(times["lstm"])):
                 model, _ = models[variant]
                 start = time.perf_counter()
                 model.train_on_batch(x, y)

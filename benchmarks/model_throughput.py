@@ -1,7 +1,8 @@
 """Whole-model training throughput: AWDLSTMLanguageModel against a PyTorch AWD-LSTM.
 
 For each backend (each in its own process, since Keras fixes its backend at import)
-and each size, three training setups take turns, one step each, in the same process:
+and each size, three training setups take turns, one step each, in the same process
+(the order rotating every round):
 
 - `awd_lstm`: `awd_lstm.training.build_model` (stateful `AWDLSTMLanguageModel`,
   NT-ASGD, clipping 0.25, AR/TAR), one `train_on_batch` per step;
@@ -32,7 +33,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, memory_status, report, reset_memory_peak, run_backends  # noqa: E402
+from _common import (  # noqa: E402
+    argument_parser,
+    memory_status,
+    report,
+    reset_memory_peak,
+    run_backends,
+    turn_order,
+)
 
 SIZES = {
     "small": dict(vocab=10_000, embedding=200, hidden=400, layers=3, batch=20, bptt=35),
@@ -173,7 +181,7 @@ def measure_backend(size_names, repeats, min_seconds, seed):
         peaks = {v: 0 for v in VARIANTS}
         i = 1
         while i <= repeats or min(sum(t) for t in times.values()) < min_seconds:
-            for variant in VARIANTS:
+            for variant in turn_order(VARIANTS, i):
                 before = memory_status("VmRSS")
                 reset_memory_peak()
                 start = time.perf_counter()

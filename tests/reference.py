@@ -58,3 +58,41 @@ def torch_lstm_outputs_and_grads(x, kernel, recurrent_kernel, bias, recurrent_ma
         "bias": b.grad.numpy(),
     }
     return out.detach().numpy(), grads
+
+
+def torch_lstm_state_grads(x, h0, c0, kernel, recurrent_kernel, bias, upstreams, reverse=False):
+    """`torch.nn.LSTM` (float64) from the state `(h0, c0)`, on `x` reversed in time
+    if `reverse` (as Keras' `go_backwards`: outputs in processing order); returns
+    `(outputs, h, c)` and the gradients of
+    `sum(outputs * u_out) + sum(h * u_h) + sum(c * u_c)` with respect to x, h0, c0,
+    W, U and b, for `upstreams = (u_out, u_h, u_c)`."""
+    import torch
+
+    units = recurrent_kernel.shape[0]
+    lstm = torch.nn.LSTM(kernel.shape[0], units, batch_first=True, dtype=torch.float64)
+
+    def leaf(array):
+        return torch.tensor(np.asarray(array, dtype=np.float64), requires_grad=True)
+
+    leaves = {
+        "inputs": leaf(x),
+        "h0": leaf(h0),
+        "c0": leaf(c0),
+        "kernel": leaf(kernel),
+        "recurrent_kernel": leaf(recurrent_kernel),
+        "bias": leaf(bias),
+    }
+    params = {
+        "weight_ih_l0": leaves["kernel"].T,
+        "weight_hh_l0": leaves["recurrent_kernel"].T,
+        "bias_ih_l0": leaves["bias"],
+        "bias_hh_l0": torch.zeros(4 * units, dtype=torch.float64),
+    }
+    inputs = torch.flip(leaves["inputs"], dims=[1]) if reverse else leaves["inputs"]
+    state = (leaves["h0"][None], leaves["c0"][None])
+    out, (h, c) = torch.func.functional_call(lstm, params, (inputs, state))
+    results = (out, h[0], c[0])
+    loss = sum((r * torch.tensor(u, dtype=torch.float64)).sum() for r, u in zip(results, upstreams))
+    loss.backward()
+    grads = {name: value.grad.numpy() for name, value in leaves.items()}
+    return [r.detach().numpy() for r in results], grads

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from awd_lstm.layers import WeightDropLSTM, WeightDropLSTMCell
-from tests.backend_grad import layer_grads
+from tests.backend_grad import layer_grads, layer_state_grads
 from tests.conftest import to_numpy
-from tests.reference import numpy_lstm, torch_lstm_outputs_and_grads
+from tests.reference import numpy_lstm, torch_lstm_outputs_and_grads, torch_lstm_state_grads
 
 BACKEND = keras.backend.backend()
 
@@ -227,6 +227,64 @@ def test_outputs_and_gradients_equal_torch_lstm(rng, units, features):
         np.testing.assert_allclose(grads[name], want_grads[name], atol=1e-5, err_msg=name)
     # Dropped recurrent weights get no gradient.
     assert np.all(grads["recurrent_kernel"][mask == 0] == 0)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("steps", [1, 7])
+def test_gradients_through_states_equal_torch_lstm(rng, go_backwards, steps):
+    """Every gradient of a training call (inputs, initial state, W, U, b), with
+    upstream gradients on the outputs and on the final state, against torch.nn.LSTM
+    in float64. On TensorFlow and JAX this is the hand-written gradient of
+    `awd_lstm.layers._recurrence` (checked to be the one that runs)."""
+    units, features, batch = 6, 4, 3
+    x = _inputs(rng, batch=batch, steps=steps, features=features)
+    h0, c0 = (rng.standard_normal((batch, units)).astype("float32") for _ in range(2))
+    upstreams = [
+        rng.standard_normal(shape).astype("float32")
+        for shape in ((batch, steps, units), (batch, units), (batch, units))
+    ]
+    layer = WeightDropLSTM(
+        units, return_sequences=True, return_state=True, go_backwards=go_backwards, seed=2
+    )
+    layer.build(x.shape)
+    layer.cell.bias.assign(rng.uniform(-0.5, 0.5, size=4 * units).astype("float32"))
+    results, grads = layer_state_grads(layer, x, h0, c0, upstreams)
+    assert layer.last_call_implementation == ("fused" if _fused_available() else "projected")
+    kernel, recurrent, bias = _weights(layer)
+    want, want_grads = torch_lstm_state_grads(
+        x, h0, c0, kernel, recurrent, bias, upstreams, reverse=go_backwards
+    )
+    for got, expected in zip(results, want):
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    for name in ("inputs", "h0", "c0", "kernel", "recurrent_kernel", "bias"):
+        np.testing.assert_allclose(grads[name], want_grads[name], atol=2e-5, err_msg=name)
+
+
+def test_hand_written_gradient_runs_where_no_fused_kernel(rng, monkeypatch):
+    """TensorFlow and JAX without cuDNN train through the recurrence with the
+    hand-written gradient; inference and non-standard activations do not."""
+    from awd_lstm.layers import _recurrence, weight_drop
+
+    available = _recurrence.recurrence_with_gradient()
+    assert (available is not None) == (BACKEND in ("tensorflow", "jax"))
+    if available is None or _fused_available():
+        pytest.skip("the backend runs a fused kernel")
+    calls = []
+
+    def counted(*args):
+        calls.append(1)
+        return available(*args)
+
+    monkeypatch.setattr(weight_drop, "recurrence_with_gradient", lambda: counted)
+    x = _inputs(rng)
+    layer = WeightDropLSTM(5, weight_dropout=0.5, return_sequences=True, seed=1)
+    layer(x, training=True)
+    assert len(calls) == 1
+    layer(x, training=False)
+    other = WeightDropLSTM(5, activation="relu", return_sequences=True, seed=1)
+    other(x, training=True)
+    assert len(calls) == 1
+    assert other.last_call_implementation == "projected"
 
 
 # -- which implementation runs ---------------------------------------------------

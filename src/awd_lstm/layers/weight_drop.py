@@ -13,6 +13,7 @@ import keras
 from keras import ops
 
 from awd_lstm._validation import check_choice, check_rate
+from awd_lstm.layers._recurrence import recurrence_with_gradient
 
 WEIGHT_DROPOUT_MODES = ("call", "manual", "step")
 
@@ -283,6 +284,10 @@ def _training_of_current_call():
     return training if isinstance(training, bool) else True
 
 
+def _is_activation(function, name):
+    return function in (getattr(keras.activations, name), getattr(keras.ops, name))
+
+
 def _apply_mask(kernel, mask, dtype):
     if mask is None:
         return kernel
@@ -448,6 +453,13 @@ class WeightDropLSTM(keras.layers.LSTM):
             outputs = last.unsqueeze(1)
         return last, outputs, [h.squeeze(0), c.squeeze(0)]
 
+    def _standard(self):
+        """Whether the cell has the activations of the standard LSTM."""
+        cell = self.cell
+        return _is_activation(cell.activation, "tanh") and _is_activation(
+            cell.recurrent_activation, "sigmoid"
+        )
+
     def _can_hoist(self, mask):
         # What the projected loop below computes: no mask, no recurrent dropout, a
         # cell that is an LSTMCell (a subclass may change its step).
@@ -493,9 +505,23 @@ class WeightDropLSTM(keras.layers.LSTM):
                 return fused, "fused"
             except NotImplementedError:
                 pass
-        projected = ops.matmul(sequences, ops.cast(cell.kernel, sequences.dtype))
-        if cell.use_bias:
-            projected = projected + ops.cast(cell.bias, sequences.dtype)
+        recurrence = recurrence_with_gradient() if training and self._standard() else None
+        if recurrence is not None and not self.unroll:
+            # Time-major (the inputs, narrower than their projection, are transposed),
+            # with the gradient of `_recurrence`: one `dU` product after the backward
+            # loop instead of one per step.
+            sequences = ops.transpose(sequences, (1, 0, 2))
+            if self.go_backwards:
+                sequences = ops.flip(sequences, axis=0)
+            outputs, h, c = recurrence(
+                self._project(sequences), h0, c0, ops.cast(cell.recurrent_kernel, sequences.dtype)
+            )
+            outputs = ops.transpose(outputs, (1, 0, 2))
+            last = outputs[:, -1]
+            if not self.return_sequences:
+                outputs = ops.expand_dims(last, 1)
+            return (last, outputs, [h, c]), "projected"
+        projected = self._project(sequences)
         recurrent_kernel = ops.cast(cell.recurrent_kernel, sequences.dtype)
         activation, recurrent_activation = cell.activation, cell.recurrent_activation
 
@@ -518,6 +544,14 @@ class WeightDropLSTM(keras.layers.LSTM):
             return_all_outputs=self.return_sequences,
         )
         return result, "projected"
+
+    def _project(self, sequences):
+        """`sequences @ kernel + bias` at every time step, one matrix product."""
+        cell = self.cell
+        projected = ops.matmul(sequences, ops.cast(cell.kernel, sequences.dtype))
+        if cell.use_bias:
+            projected = projected + ops.cast(cell.bias, sequences.dtype)
+        return projected
 
     def get_config(self):
         return {**super().get_config(), **_weight_drop_config(self)}

@@ -350,12 +350,10 @@ class AWDLSTMLanguageModel(keras.Model):
             if targets is not None:
                 return logits
         else:
-            logits = ops.matmul(dropped, ops.transpose(table))
+            logits = matmul_transposed(dropped, table)
             logits = logits + ops.cast(self.decoder_bias, logits.dtype)
             if targets is not None:
-                log_probs = ops.log_softmax(logits, axis=-1)
-                picked = ops.expand_dims(ops.cast(targets, "int32"), -1)
-                return -ops.take_along_axis(log_probs, picked, axis=-1)[..., 0]
+                return target_cross_entropy(logits, targets)
         if getattr(self, "_predicting_hidden", False):
             return {"logits": logits, "hidden": raw}
         if not return_hidden:
@@ -413,6 +411,39 @@ class AWDLSTMLanguageModel(keras.Model):
             "cutoffs": None if self.cutoffs is None else list(self.cutoffs),
             "tail_capacity": None if self.tail_capacity is None else list(self.tail_capacity),
         }
+
+
+def matmul_transposed(inputs, table):
+    """`inputs @ table^T` over the last axis of `inputs` (the tied decoder).
+
+    On TensorFlow one `MatMul(transpose_b=True)` on the flattened inputs: both of its
+    gradients are then products without a transposed copy of the table.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return ops.matmul(inputs, ops.transpose(table))
+    import tensorflow as tf
+
+    flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
+    logits = tf.matmul(flat, table, transpose_b=True)
+    logits = tf.reshape(logits, tf.concat([tf.shape(inputs)[:-1], tf.shape(table)[:1]], 0))
+    logits.set_shape(inputs.shape[:-1] + table.shape[:1])
+    return logits
+
+
+def target_cross_entropy(logits, targets):
+    """The cross-entropy of every token: `-log softmax(logits)[target]`.
+
+    TensorFlow and PyTorch compute it with their fused sparse softmax cross-entropy
+    (whose gradient is `softmax - one_hot`); picking the target's log-probability
+    with a gather instead costs TensorFlow a scatter of the gradient over the whole
+    `(tokens, vocabulary)` array, a quarter of a small model's training step.
+    """
+    targets = ops.cast(targets, "int32")
+    if keras.backend.backend() == "jax":
+        log_probs = ops.log_softmax(logits, axis=-1)
+        picked = ops.expand_dims(targets, -1)
+        return -ops.take_along_axis(log_probs, picked, axis=-1)[..., 0]
+    return ops.sparse_categorical_crossentropy(targets, logits, from_logits=True)
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
