@@ -4,11 +4,11 @@ The reference draws each segment's length (bptt with probability 0.95, else bptt
 then normal with deviation 5); a compiled training step is specialized to its input
 shape, so every new length can cost a compilation. The training pipeline rounds the
 lengths to multiples of `length_quantum` (5), which bounds the number of shapes. This
-benchmark measures what that leaves: for each backend (its own process), a fresh model
-trains one epoch over `--tokens` tokens with fixed `bptt` segments and, with another
-fresh model, one epoch with variable segments (the pipeline's schedule and
-learning-rate scaling), wall time from the first step to the last, compilation
-included; then a second epoch of each on the now-compiled model. The ratio
+benchmark measures what that leaves: for each backend (its own process), two fresh
+models train two epochs over `--tokens` tokens, one with fixed `bptt` segments, the
+other with variable segments (the pipeline's schedule and learning-rate scaling), their
+steps taking turns; each epoch's time is the sum of its model's step times,
+compilation included (the first epoch compiles every new length). The ratio
 variable/fixed of tokens/s is the cost of variable lengths.
 
 Usage:
@@ -18,6 +18,7 @@ Usage:
 """
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -52,34 +53,48 @@ def measure(tokens, seed):
     )
     ids = np.random.default_rng(seed).integers(0, SIZE["vocab"], size=tokens).astype("int32")
     data = batchify(ids, config.batch_size)
+    modes = ("fixed", "variable")
+    models = {mode: build_model(config, SIZE["vocab"], config.batch_size) for mode in modes}
     rows = []
-    for mode in ("fixed", "variable"):
-        model = build_model(config, SIZE["vocab"], config.batch_size)
-        for epoch in (1, 2):
-            schedule = BPTTSchedule(
+    for epoch in (1, 2):
+        schedules = {
+            mode: BPTTSchedule(
                 data.shape[1],
                 config.bptt,
                 variable=mode == "variable",
                 seed=seed * 100_003 + epoch,
                 length_quantum=config.length_quantum,
             )
-            model.reset_state()
-            start = time.perf_counter()
-            count = 0
-            for begin, length in schedule:
-                model.optimizer.learning_rate.assign(config.lr * length / config.bptt)
+            for mode in modes
+        }
+        seconds = dict.fromkeys(modes, 0.0)
+        counts = dict.fromkeys(modes, 0)
+        for mode in modes:
+            models[mode].reset_state()
+        # The two models' steps take turns, so that a slower or faster stretch of the
+        # machine falls on both alike.
+        for pair in itertools.zip_longest(*(schedules[m] for m in modes)):
+            for mode, item in zip(modes, pair):
+                if item is None:
+                    continue
+                begin, length = item
+                model = models[mode]
                 x, y = segment(data, begin, length)
+                start = time.perf_counter()
+                model.optimizer.learning_rate.assign(config.lr * length / config.bptt)
                 model.train_on_batch(x, y)
-                count += x.size
-            seconds = time.perf_counter() - start
+                seconds[mode] += time.perf_counter() - start
+                counts[mode] += x.size
+        for mode in modes:
+            schedule = schedules[mode]
             rows.append(
                 {
                     "backend": keras.backend.backend(),
                     "mode": mode,
                     "epoch": epoch,
-                    "tokens": count,
-                    "seconds": seconds,
-                    "tokens_per_sec": count / seconds,
+                    "tokens": counts[mode],
+                    "seconds": seconds[mode],
+                    "tokens_per_sec": counts[mode] / seconds[mode],
                     "segments": len(schedule),
                     "distinct_lengths": len({length for _, length in schedule}),
                 }

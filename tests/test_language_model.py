@@ -181,7 +181,8 @@ def test_config_round_trip_and_bad_sizes():
 def test_tensorflow_steps_equal_keras_own_and_bound_the_traces(rng, monkeypatch):
     """On TensorFlow `train_on_batch` runs the model's own step functions (a trace per
     segment length, up to `EXACT_SHAPES`, then one shape-generic trace): the same
-    losses and weights as Keras' own `train_on_batch`."""
+    losses and weights as Keras' own `train_on_batch`. By default every length shares
+    the generic trace."""
     from awd_lstm import distribute
     from awd_lstm.config import TrainingConfig
     from awd_lstm.training import build_model
@@ -204,3 +205,13 @@ def test_tensorflow_steps_equal_keras_own_and_bound_the_traces(rng, monkeypatch)
     # (+1: the first call traces twice, as it creates the metrics' variables.)
     assert steps.exact.experimental_get_tracing_count() <= 2 + 1
     assert steps.generic.experimental_get_tracing_count() >= 1
+    monkeypatch.undo()
+    assert distribute.EXACT_SHAPES == 0
+    model = build_model(config, 30, 3)
+    for length in (5, 6, 5, 7, 8, 6, 9, 10):
+        x = rng.integers(0, 30, size=(3, length)).astype("int32")
+        model.train_on_batch(x, x, return_dict=True)
+    steps = model._tf_step_functions["train"]
+    assert steps.exact.experimental_get_tracing_count() == 0
+    # The first shape, the metrics' variables, then one trace for every other length.
+    assert steps.generic.experimental_get_tracing_count() <= 3

@@ -257,15 +257,19 @@ def _rows(data, i, replicas):
 
 
 # Input shapes a TensorFlow step is traced for exactly; later ones share one
-# shape-generic trace (a storm of traces costs more than the slower generic graph).
-EXACT_SHAPES = 16
+# shape-generic trace. 0: every shape after the first shares the generic trace. Since
+# the LSTM recurrence has its own gradient (`layers/_recurrence.py`), the generic graph
+# trains as fast as per-length ones, and a trace per length (about 2 s each for the
+# `small` model) cost 20% of a first 100,000-token epoch (benchmarks/RESULTS.md).
+EXACT_SHAPES = 0
 
 
 class StepFunctions:
     """TensorFlow functions running `step` (a Keras `train_step` or `test_step`) on
     every replica of `strategy` and averaging the replicas' logs (the replicas hold
     equal shares of the batch). The first `EXACT_SHAPES` input shapes get a trace
-    each; any further shape runs one shape-generic trace."""
+    each; any further shape runs one shape-generic trace (`reduce_retracing`: traced
+    for the first shape it sees, then once more for any shape)."""
 
     def __init__(self, strategy, step, jit_compile=False):
         import tensorflow as tf

@@ -256,13 +256,12 @@ class AWDLSTMLanguageModel(keras.Model):
         return keras.backend.backend() == "tensorflow" and self.compiled and not self.run_eagerly
 
     def _tf_step(self, kind, x, y, sample_weight, return_dict):
-        # TensorFlow: Keras' own step functions are traced with `reduce_retracing`,
-        # which after a few segment lengths falls back to one graph for every length,
-        # slower than a graph per length; these are traced once per input shape, for
-        # the first `distribute.EXACT_SHAPES` shapes (the pipeline's lengths are
-        # multiples of `length_quantum`, so few shapes), then shape-generic. Under
-        # a strategy, replica `i` gets rows `i * b` to `(i + 1) * b` of the batch
-        # (`b = batch / replicas`), the streams whose states it keeps.
+        # TensorFlow: the model's own step functions (`distribute.StepFunctions`),
+        # which reduce scalar logs under every strategy and can trace the first
+        # `distribute.EXACT_SHAPES` segment lengths each on their own (by default none:
+        # one shape-generic trace serves every length). Under a strategy, replica `i`
+        # gets rows `i * b` to `(i + 1) * b` of the batch (`b = batch / replicas`), the
+        # streams whose states it keeps.
         batch = np.shape(x[0] if isinstance(x, (tuple, list)) else x)[0]
         if batch % self.replicas:
             raise ValueError(
