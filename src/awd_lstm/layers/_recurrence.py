@@ -37,10 +37,16 @@ def recurrence_with_gradient():
 def _tensorflow():
     import tensorflow as tf
 
+    def arrays(steps, dtype, *values):
+        """One TensorArray of `steps` entries per value (each unstacked along time),
+        or a single empty one without values."""
+        if not values:
+            return tf.TensorArray(dtype, size=steps)
+        return [tf.TensorArray(dtype, size=steps).unstack(v) for v in values]
+
     def forward(zx, h0, c0, kernel):
         steps = tf.shape(zx)[0]
-        units = tf.shape(h0)[-1]
-        inputs = tf.TensorArray(zx.dtype, size=steps).unstack(zx)
+        (inputs,) = arrays(steps, zx.dtype, zx)
 
         def body(t, h, c, hs, cs, gates):
             z = inputs.read(t) + tf.matmul(h, kernel)
@@ -51,15 +57,10 @@ def _tensorflow():
             gates = gates.write(t, tf.concat([i, f, g, o], axis=-1))
             return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates
 
-        def array(dtype):
-            return tf.TensorArray(dtype, size=steps)
-
+        empty = [arrays(steps, zx.dtype) for _ in range(3)]
         _, h, c, hs, cs, gates = tf.while_loop(
-            lambda t, *_: t < steps,
-            body,
-            (tf.constant(0), h0, c0, array(zx.dtype), array(zx.dtype), array(zx.dtype)),
+            lambda t, *_: t < steps, body, (tf.constant(0), h0, c0, *empty)
         )
-        del units
         return hs.stack(), h, c, cs.stack(), gates.stack()
 
     @tf.custom_gradient
@@ -72,10 +73,9 @@ def _tensorflow():
             d_c = _zeros_if_none(tf, d_c, c)
             factors, forget, cell_factor = _backward_factors(tf, tf.concat, h0, c0, cells, gates)
             steps = tf.shape(zx)[0]
-            d_outs = tf.TensorArray(zx.dtype, size=steps).unstack(d_outputs)
-            factor_ta = tf.TensorArray(zx.dtype, size=steps).unstack(factors)
-            forget_ta = tf.TensorArray(zx.dtype, size=steps).unstack(forget)
-            cell_ta = tf.TensorArray(zx.dtype, size=steps).unstack(cell_factor)
+            d_outs, factor_ta, forget_ta, cell_ta = arrays(
+                steps, zx.dtype, d_outputs, factors, forget, cell_factor
+            )
             # Transposed once: TensorFlow's CPU matmul with transpose_b=True runs at
             # half the rate of a plain one at these shapes.
             kernel_t = tf.transpose(kernel)
@@ -94,7 +94,7 @@ def _tensorflow():
             _, dh0, dc0, dzs = tf.while_loop(
                 lambda t, *_: t >= 0,
                 body,
-                (steps - 1, d_h, d_c, tf.TensorArray(zx.dtype, size=steps)),
+                (steps - 1, d_h, d_c, arrays(steps, zx.dtype)),
             )
             dz = dzs.stack()
             previous = tf.concat([h0[None], outputs[:-1]], axis=0)
