@@ -71,7 +71,7 @@ def _tensorflow():
             d_outputs = _zeros_if_none(tf, d_outputs, outputs)
             d_h = _zeros_if_none(tf, d_h, h)
             d_c = _zeros_if_none(tf, d_c, c)
-            factors, forget, cell_factor = _backward_factors(tf, tf.concat, h0, c0, cells, gates)
+            factors, forget, cell_factor = _backward_factors(tf, h0, c0, cells, gates)
             steps = tf.shape(zx)[0]
             d_outs, factor_ta, forget_ta, cell_ta = arrays(
                 steps, zx.dtype, d_outputs, factors, forget, cell_factor
@@ -146,7 +146,7 @@ def _jax():
     def recurrence_bwd(saved, cotangents):
         h0, c0, kernel, outputs, cells, gates = saved
         d_outputs, d_h, d_c = cotangents
-        factors, forget, cell_factor = _backward_factors(jnp, jnp.concatenate, h0, c0, cells, gates)
+        factors, forget, cell_factor = _backward_factors(jnp, h0, c0, cells, gates)
 
         def step(carry, xs):
             dh, dc = carry
@@ -172,7 +172,7 @@ def _zeros_if_none(tf, gradient, like):
     return tf.zeros_like(like) if gradient is None else gradient
 
 
-def _backward_factors(xp, concat, h0, c0, cells, gates):
+def _backward_factors(xp, h0, c0, cells, gates):
     """Whole-sequence element-wise factors of the backward loop.
 
     With `dh_t` (all paths into `h_t`) and `dc_t = dc_{t+1} f_{t+1} + dh_t * o_t
@@ -183,8 +183,8 @@ def _backward_factors(xp, concat, h0, c0, cells, gates):
     """
     i, f, g, o = xp.split(gates, 4, axis=-1)
     tanh_c = xp.tanh(cells)
-    previous_cells = concat([c0[None], cells[:-1]], axis=0)
-    factors = concat(
+    previous_cells = xp.concat([c0[None], cells[:-1]], axis=0)
+    factors = xp.concat(
         [
             g * i * (1 - i),
             previous_cells * f * (1 - f),

@@ -284,8 +284,9 @@ def _training_of_current_call():
     return training if isinstance(training, bool) else True
 
 
-def _is_activation(function, name):
-    return function in (getattr(keras.activations, name), getattr(keras.ops, name))
+def _is_activation(function, name, *modules):
+    """Whether `function` is the activation `name` of Keras (or of one of `modules`)."""
+    return any(function is getattr(m, name) for m in (keras.activations, keras.ops, *modules))
 
 
 def _apply_mask(kernel, mask, dtype):
@@ -414,15 +415,7 @@ class WeightDropLSTM(keras.layers.LSTM):
         import torch
 
         cell = self.cell
-        standard = cell.activation in (
-            keras.activations.tanh,
-            keras.ops.tanh,
-            torch.tanh,
-        ) and cell.recurrent_activation in (
-            keras.activations.sigmoid,
-            keras.ops.sigmoid,
-            torch.sigmoid,
-        )
+        standard = self._standard(torch)
         compiling = hasattr(torch.compiler, "is_compiling") and torch.compiler.is_compiling()
         if not standard or self.unroll or not cell.use_bias or compiling:
             return None
@@ -453,11 +446,12 @@ class WeightDropLSTM(keras.layers.LSTM):
             outputs = last.unsqueeze(1)
         return last, outputs, [h.squeeze(0), c.squeeze(0)]
 
-    def _standard(self):
-        """Whether the cell has the activations of the standard LSTM."""
+    def _standard(self, *modules):
+        """Whether the cell has the activations of the standard LSTM (tanh, sigmoid:
+        Keras', or those of `modules`)."""
         cell = self.cell
-        return _is_activation(cell.activation, "tanh") and _is_activation(
-            cell.recurrent_activation, "sigmoid"
+        return _is_activation(cell.activation, "tanh", *modules) and _is_activation(
+            cell.recurrent_activation, "sigmoid", *modules
         )
 
     def _can_hoist(self, mask):
@@ -517,10 +511,9 @@ class WeightDropLSTM(keras.layers.LSTM):
                 self._project(sequences), h0, c0, ops.cast(cell.recurrent_kernel, sequences.dtype)
             )
             outputs = ops.transpose(outputs, (1, 0, 2))
-            last = outputs[:, -1]
             if not self.return_sequences:
-                outputs = ops.expand_dims(last, 1)
-            return (last, outputs, [h, c]), "projected"
+                outputs = ops.expand_dims(h, 1)
+            return (h, outputs, [h, c]), "projected"
         projected = self._project(sequences)
         recurrent_kernel = ops.cast(cell.recurrent_kernel, sequences.dtype)
         activation, recurrent_activation = cell.activation, cell.recurrent_activation
