@@ -79,6 +79,21 @@ def test_evaluation_loss_equals_hand_computation(rng):
     np.testing.assert_allclose(to_numpy(model(ids)), logits, atol=1e-5)
 
 
+def test_per_token_losses_equal_hand_computation(rng):
+    """Called with `(ids, targets)` the model returns each token's cross-entropy (the
+    loss training minimizes): `-log softmax(logits)[target]` of the NumPy forward."""
+    model = _tiny(**NO_DROPOUT, alpha=0.0, beta=0.0)
+    ids = rng.integers(0, VOCAB, (3, 7))
+    targets = rng.integers(0, VOCAB, (3, 7))
+    losses = to_numpy(model((ids, targets), training=False))
+    logits, _ = _numpy_forward(model, ids)
+    assert losses.shape == (3, 7)
+    for row in range(3):
+        for step in range(7):
+            want = _cross_entropy(logits[row, step], targets[row, step])
+            assert losses[row, step] == pytest.approx(want, abs=1e-5)
+
+
 def test_stateful_model_carries_state_without_gradient(rng):
     model = _tiny(**NO_DROPOUT, stateful=True, batch_size=3)
     ids = rng.integers(0, VOCAB, (3, 8))
