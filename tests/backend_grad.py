@@ -52,9 +52,9 @@ def layer_grads(layer, x, upstream, training=True):
     return ops.convert_to_numpy(out), dict(zip(["inputs"] + names, grads))
 
 
-def layer_state_grads(layer, x, h0, c0, upstreams, training=True):
-    """For a layer called as `layer(x, initial_state=[h0, c0])` that returns
-    `(outputs, h, c)`: returns those three and the gradients of
+def layer_state_grads(layer, x, h0, c0, upstreams, training=True, **call_kwargs):
+    """For a layer called as `layer(x, initial_state=[h0, c0], **call_kwargs)` that
+    returns `(outputs, h, c)`: returns those three and the gradients of
     `sum(outputs * u_out) + sum(h * u_h) + sum(c * u_c)` with respect to x, h0, c0
     and the trainable variables (by name), for `upstreams = (u_out, u_h, u_c)`."""
     backend = keras.backend.backend()
@@ -71,7 +71,7 @@ def layer_state_grads(layer, x, h0, c0, upstreams, training=True):
         inputs = [tf.constant(a) for a in (x, h0, c0)]
         with tf.GradientTape() as tape:
             tape.watch(inputs)
-            results = layer(inputs[0], initial_state=inputs[1:], training=training)
+            results = layer(inputs[0], initial_state=inputs[1:], training=training, **call_kwargs)
             loss = loss_of(results)
         grads = tape.gradient(loss, inputs + [v.value for v in variables])
     elif backend == "jax":
@@ -81,7 +81,12 @@ def layer_state_grads(layer, x, h0, c0, upstreams, training=True):
 
         def loss_fn(arrays, trainable):
             results, _ = layer.stateless_call(
-                trainable, non_trainable, arrays[0], initial_state=arrays[1:], training=training
+                trainable,
+                non_trainable,
+                arrays[0],
+                initial_state=arrays[1:],
+                training=training,
+                **call_kwargs,
             )
             return loss_of(results), results
 
@@ -94,7 +99,7 @@ def layer_state_grads(layer, x, h0, c0, upstreams, training=True):
         import torch
 
         inputs = [torch.tensor(np.asarray(a), requires_grad=True) for a in (x, h0, c0)]
-        results = layer(inputs[0], initial_state=inputs[1:], training=training)
+        results = layer(inputs[0], initial_state=inputs[1:], training=training, **call_kwargs)
         grads = torch.autograd.grad(loss_of(results), inputs + [v.value for v in variables])
         results = [r.detach() for r in results]
     else:

@@ -19,6 +19,7 @@ from awd_lstm.data import (
     batchify,
     find_layout,
     load_corpus,
+    max_segment_length,
     read_tokens,
     segment,
 )
@@ -230,6 +231,17 @@ def test_quantized_lengths_bound_the_compiled_shapes():
         seen |= {length for _, length in BPTTSchedule(5003, bptt=70, seed=epoch, length_quantum=5)}
     assert all(length % 5 == 0 for length in seen)
     assert len(seen) <= schedule.max_distinct_lengths() == 18
+
+
+@settings(max_examples=25, deadline=None)
+@given(bptt=st.integers(1, 120), quantum=st.integers(1, 9), seed=st.integers(0, 1000))
+def test_max_segment_length_bounds_every_drawn_length(bptt, quantum, seed):
+    """What JAX pads training segments to: no drawn length exceeds it, and it is a
+    multiple of the quantum."""
+    longest = max_segment_length(bptt, quantum)
+    assert longest % quantum == 0 and bptt + 20 <= longest < bptt + 20 + quantum
+    schedule = BPTTSchedule(20_000, bptt=bptt, seed=seed, length_quantum=quantum)
+    assert max(length for _, length in schedule) <= longest
 
 
 def test_fixed_schedule_for_evaluation():

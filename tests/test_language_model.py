@@ -230,3 +230,59 @@ def test_tensorflow_steps_equal_keras_own_and_bound_the_traces(rng, monkeypatch)
     assert steps.exact.experimental_get_tracing_count() == 0
     # The first shape, the metrics' variables, then one trace for every other length.
     assert steps.generic.experimental_get_tracing_count() <= 3
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX's padded segments")
+def test_jax_padded_segments_equal_keras_own_steps_and_compile_once(rng):
+    """On JAX `train_on_batch` pads every segment to `segment_capacity` steps and trains
+    with its length: the losses, metrics, weights and carried states of Keras' own
+    unpadded `train_on_batch` (dropouts, AR and TAR on; lengths that fill the last
+    chunk of 5 steps and lengths that do not), one compilation for every length up to
+    the capacity, and one more when a longer segment grows it."""
+    import jax
+
+    from awd_lstm.config import TrainingConfig
+    from awd_lstm.training import build_model
+
+    config = TrainingConfig(embedding_size=8, hidden_size=12, num_layers=2, lr=5.0, bptt=5, seed=2)
+    ours, theirs = (build_model(config, 30, 3) for _ in range(2))
+    assert ours.segment_capacity == 25  # bptt + 20
+    ours.segment_capacity = 15
+    theirs.set_weights(ours.get_weights())
+    compilations = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda event, seconds, **_: (
+            compilations.append(event) if event.endswith("backend_compile_duration") else None
+        )
+    )
+    counts = []
+    for length in (10, 7, 15, 3, 12, 17, 20, 6):
+        x = rng.integers(0, 30, size=(3, length)).astype("int32")
+        y = rng.integers(0, 30, size=(3, length)).astype("int32")
+        before = len(compilations)
+        a = ours.train_on_batch(x, y, return_dict=True)
+        counts.append(len(compilations) - before)
+        b = keras.Model.train_on_batch(theirs, (x, y), y, return_dict=True)
+        assert a["ce"] == pytest.approx(b["ce"], rel=1e-5)
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert ours.encoder.lstms[0].last_call_implementation == "padded"
+    for u, v in zip(ours.variables, theirs.variables):
+        np.testing.assert_allclose(to_numpy(u), to_numpy(v), rtol=1e-5, atol=1e-6)
+    assert ours.segment_capacity == 20
+    # The first step compiles; 17 grows the capacity to 20 (one more); no other length.
+    assert counts[0] >= 1 and counts[5] >= 1
+    assert counts[1:5] == [0, 0, 0, 0] and counts[6:] == [0, 0]
+
+
+def test_padded_segments_are_refused_where_they_cannot_run(rng):
+    """A `length` input needs targets, the full softmax and layers that pad (JAX without
+    cuDNN); elsewhere the call says so instead of computing something else."""
+    ids = rng.integers(0, VOCAB, (2, 10)).astype("int32")
+    inputs = {"ids": ids, "targets": ids, "length": np.full((2,), 4, "int32")}
+    if keras.backend.backend() != "jax":
+        with pytest.raises(ValueError, match="JAX"):
+            _tiny()(inputs)
+    with pytest.raises(ValueError, match="targets"):
+        _tiny()({"ids": ids, "length": inputs["length"]})
+    with pytest.raises(ValueError, match="full softmax"):
+        _tiny(cutoffs=[10])(inputs)

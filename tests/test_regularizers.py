@@ -90,3 +90,21 @@ def test_reject_bad_scales(value):
 def test_tar_rejects_wrong_rank():
     with pytest.raises(ValueError, match=r"rank 3 \(batch, time, features\)"):
         temporal_activation_regularization(np.ones((2, 3)), 1.0)
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 7])
+def test_penalties_of_padded_outputs_equal_those_of_their_first_steps(rng, length):
+    """With `length`, only the first `length` steps count, whatever the padded steps
+    hold (as a Python integer and as a tensor)."""
+    h = rng.standard_normal((3, 7, 5)).astype("float32")
+    padded = h.copy()
+    padded[:, length:] = 100.0 * rng.standard_normal((3, 7 - length, 5))
+    for given in (length, keras.ops.convert_to_tensor(np.int32(length))):
+        ar = activation_regularization(padded, alpha=2.0, length=given)
+        tar = temporal_activation_regularization(padded, beta=1.5, length=given)
+        want_ar = 2.0 * np.mean(h[:, :length].astype(np.float64) ** 2)
+        want_tar = float(to_numpy(temporal_activation_regularization(h[:, :length], beta=1.5)))
+        assert float(to_numpy(ar)) == pytest.approx(want_ar, rel=1e-6)
+        assert float(to_numpy(tar)) == pytest.approx(want_tar, rel=1e-6, abs=1e-9)
+    with pytest.raises(ValueError, match="rank 3"):
+        activation_regularization(h[0], length=2)

@@ -292,6 +292,64 @@ def test_hand_written_gradient_runs_where_no_fused_kernel(rng, monkeypatch):
     assert other.last_call_implementation == "projected"
 
 
+@pytest.mark.parametrize("length", [7, 10])
+def test_padded_sequences_equal_torch_lstm_on_their_first_steps(rng, length, monkeypatch):
+    """JAX (`length`): inputs padded to 15 steps (chunks of 5; 7 leaves padded steps in
+    the last chunk it runs, 10 none) give torch.nn.LSTM's outputs and final state on
+    the first `length` steps, zero outputs after them, and every gradient of the
+    unpadded sequence (zero for the padded inputs) whatever the padded inputs and the
+    upstream gradients on the padded outputs hold."""
+    if BACKEND != "jax" or _fused_available():
+        pytest.skip("padded sequences are JAX's without cuDNN")
+    from awd_lstm.layers import _recurrence
+
+    monkeypatch.setattr(_recurrence, "_JAX_COLUMNS", 7)
+    units, features, batch, capacity = 6, 4, 3, 15
+    x = _inputs(rng, batch=batch, steps=capacity, features=features)
+    h0, c0 = (rng.standard_normal((batch, units)).astype("float32") for _ in range(2))
+    upstreams = [
+        rng.standard_normal(shape).astype("float32")
+        for shape in ((batch, capacity, units), (batch, units), (batch, units))
+    ]
+    layer = WeightDropLSTM(units, return_sequences=True, return_state=True, seed=2)
+    layer.build(x.shape)
+    assert layer.pads_segments()
+    layer.cell.bias.assign(rng.uniform(-0.5, 0.5, size=4 * units).astype("float32"))
+    results, grads = layer_state_grads(
+        layer, x, h0, c0, upstreams, length=np.asarray(length, "int32")
+    )
+    assert layer.last_call_implementation == "padded"
+    kernel, recurrent, bias = _weights(layer)
+    unpadded = [upstreams[0][:, :length], *upstreams[1:]]
+    want, want_grads = torch_lstm_state_grads(
+        x[:, :length], h0, c0, kernel, recurrent, bias, unpadded
+    )
+    outputs, h, c = results
+    np.testing.assert_allclose(outputs[:, :length], want[0], atol=1e-5)
+    np.testing.assert_array_equal(outputs[:, length:], 0.0)
+    np.testing.assert_allclose(h, want[1], atol=1e-5)
+    np.testing.assert_allclose(c, want[2], atol=1e-5)
+    np.testing.assert_allclose(grads["inputs"][:, :length], want_grads["inputs"], atol=2e-5)
+    np.testing.assert_array_equal(grads["inputs"][:, length:], 0.0)
+    for name in ("h0", "c0", "kernel", "recurrent_kernel", "bias"):
+        np.testing.assert_allclose(grads[name], want_grads[name], atol=2e-5, err_msg=name)
+
+
+def test_length_needs_a_layer_that_pads(rng):
+    """`length` where padded sequences cannot run (other backends, a GPU's cuDNN, a
+    non-standard layer) is refused, not ignored."""
+    x = _inputs(rng, steps=10)
+    layer = WeightDropLSTM(5, return_sequences=True, seed=1)
+    other = WeightDropLSTM(5, activation="relu", return_sequences=True, seed=1)
+    assert not other.pads_segments()
+    with pytest.raises(ValueError, match="length"):
+        other(x, training=True, length=np.asarray(4, "int32"))
+    if BACKEND != "jax" or _fused_available():
+        assert not layer.pads_segments()
+        with pytest.raises(ValueError, match="length"):
+            layer(x, training=True, length=np.asarray(4, "int32"))
+
+
 # -- which implementation runs ---------------------------------------------------
 
 

@@ -66,7 +66,11 @@ class TrainingConfig:
     eval_batch_size: int = _field(10, {"help": "validation streams (the test uses 1)"})
     bptt: int = _field(70, {"paper": "bptt", "help": "base segment length"})
     length_quantum: int = _field(
-        5, {"help": "segment lengths rounded to multiples of this (compiled shapes)"}
+        5,
+        {
+            "help": "segment lengths rounded to multiples of this (fewer compiled shapes; "
+            "no padded steps in JAX's 5-step chunks)"
+        },
     )
     seed: int = _field(
         141, {"paper": "seed", "help": "seed of the weights, masks and segment lengths"}

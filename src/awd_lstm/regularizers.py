@@ -16,12 +16,15 @@ from keras import ops
 from awd_lstm._validation import check_non_negative
 
 
-def activation_regularization(outputs, alpha=2.0):
+def activation_regularization(outputs, alpha=2.0, length=None):
     """AR penalty `alpha * mean(outputs ** 2)` over every element.
 
     Args:
         outputs: The dropped last-layer outputs, any shape.
         alpha: Non-negative scale (paper: `alpha`, 2 in the reference).
+        length: Optional integer (a scalar tensor too): `outputs` are
+            `(batch, time, features)` padded along time, and the mean is over the
+            first `length` steps.
 
     Returns:
         A float32 scalar.
@@ -34,15 +37,20 @@ def activation_regularization(outputs, alpha=2.0):
     """
     alpha = check_non_negative("alpha", alpha)
     outputs = ops.cast(outputs, "float32")
-    return alpha * ops.mean(ops.square(outputs))
+    if length is None:
+        return alpha * ops.mean(ops.square(outputs))
+    _check_rank_3("activation_regularization", outputs)
+    return alpha * _mean_of_first_steps(ops.square(outputs), length)
 
 
-def temporal_activation_regularization(outputs, beta=1.0):
+def temporal_activation_regularization(outputs, beta=1.0, length=None):
     """TAR penalty `beta * mean((h[:, t] - h[:, t-1]) ** 2)`.
 
     Args:
         outputs: The raw last-layer outputs `(batch, time, features)`.
         beta: Non-negative scale (paper: `beta`, 1 in the reference).
+        length: Optional integer (a scalar tensor too): `outputs` are padded along
+            time and only their first `length` steps count (`length - 1` changes).
 
     Returns:
         A float32 scalar; 0 for sequences of length 1.
@@ -54,15 +62,32 @@ def temporal_activation_regularization(outputs, beta=1.0):
     2.5
     """
     beta = check_non_negative("beta", beta)
-    if len(outputs.shape) != 3:
-        raise ValueError(
-            "temporal_activation_regularization expects outputs of rank 3 "
-            f"(batch, time, features); Received: outputs.shape={tuple(outputs.shape)}"
-        )
+    _check_rank_3("temporal_activation_regularization", outputs)
     outputs = ops.cast(outputs, "float32")
     if outputs.shape[1] is not None and outputs.shape[1] < 2:
         return ops.zeros((), dtype="float32")
-    return beta * ops.mean(ops.square(outputs[:, 1:] - outputs[:, :-1]))
+    changes = ops.square(outputs[:, 1:] - outputs[:, :-1])
+    if length is None:
+        return beta * ops.mean(changes)
+    return beta * _mean_of_first_steps(changes, ops.convert_to_tensor(length) - 1)
+
+
+def _check_rank_3(name, outputs):
+    if len(outputs.shape) != 3:
+        raise ValueError(
+            f"{name} expects outputs of rank 3 (batch, time, features); "
+            f"Received: outputs.shape={tuple(outputs.shape)}"
+        )
+
+
+def _mean_of_first_steps(values, steps):
+    """Mean of `values[:, :steps]` (`(batch, time, features)`; `steps` may be a
+    tensor); 0 when `steps` is 0."""
+    shape = ops.shape(values)
+    steps = ops.cast(steps, "float32")
+    counted = ops.cast(ops.arange(shape[1]), "float32") < steps
+    total = ops.sum(ops.where(counted[None, :, None], values, 0.0))
+    return ops.divide_no_nan(total, steps * float(shape[0] * shape[2]))
 
 
 class _PenaltyLayer(keras.layers.Layer):

@@ -36,7 +36,7 @@ from awd_lstm._files import (  # noqa: F401 (CheckpointError re-exported)
     write_text_atomic,
 )
 from awd_lstm.config import TrainingConfig  # noqa: F401 (re-exported)
-from awd_lstm.data import BPTTSchedule, CorpusError, batchify, segment
+from awd_lstm.data import BPTTSchedule, CorpusError, batchify, max_segment_length, segment
 from awd_lstm.distribute import Distribution
 from awd_lstm.models import AWDLSTMLanguageModel
 from awd_lstm.optimizers import NTASGD, SGD, AdamL2, should_trigger
@@ -71,6 +71,9 @@ def build_model(config, vocab_size, batch_size, optimizer=None):
     )
     model.compile(optimizer=optimizer or build_optimizer(config), **model.compile_defaults())
     model.build((batch_size, None))
+    # JAX pads every training segment to the longest the schedule draws: one
+    # compiled step for all of them.
+    model.segment_capacity = max_segment_length(config.bptt, config.length_quantum)
     return model
 
 

@@ -1,6 +1,12 @@
 """Corpora, vocabularies, batching and the built-in synthetic source."""
 
-from awd_lstm.data.batching import BPTTSchedule, batchify, segment, segment_length
+from awd_lstm.data.batching import (
+    BPTTSchedule,
+    batchify,
+    max_segment_length,
+    segment,
+    segment_length,
+)
 from awd_lstm.data.corpus import (
     EOS,
     LAYOUTS,
@@ -29,6 +35,7 @@ __all__ = [
     "load_corpus",
     "read_tokens",
     "segment",
+    "max_segment_length",
     "segment_length",
     "tokenize_line",
 ]

@@ -32,12 +32,18 @@ def batchify(ids, batch_size, split="data"):
     return np.asarray(ids[: n * batch_size], dtype=np.int32).reshape(batch_size, n)
 
 
+def max_segment_length(bptt, length_quantum=1):
+    """The longest segment `segment_length` draws for `bptt`: 4 standard deviations
+    above it (the reference has no cap; the cap changes about 3 segments in
+    100,000), rounded up to a multiple of `length_quantum`."""
+    return length_quantum * math.ceil((bptt + 20) / length_quantum)
+
+
 def segment_length(bptt, rng, length_quantum=1):
     """One training segment length drawn as the reference does, rounded to a multiple
     of `length_quantum` (so that a compiled step sees few distinct shapes)."""
     base = bptt if rng.random() < 0.95 else bptt / 2
-    # Capped 4 standard deviations above bptt (the reference has no cap; the cap
-    # changes about 3 segments in 100,000) so that the set of lengths is bounded.
+    # Capped so that the set of lengths is bounded (`max_segment_length`).
     length = min(max(MIN_SEGMENT, int(rng.normal(base, 5))), bptt + 20)
     if length_quantum > 1:
         length = max(length_quantum, int(round(length / length_quantum)) * length_quantum)
@@ -105,7 +111,7 @@ class BPTTSchedule:
         """An upper bound of the distinct lengths this kind of schedule produces."""
         if not self.variable:
             return 2  # bptt, and the last segment's
-        return math.ceil((self.bptt + 20) / self.length_quantum)
+        return max_segment_length(self.bptt, self.length_quantum) // self.length_quantum
 
 
 def segment(batched, start, length):

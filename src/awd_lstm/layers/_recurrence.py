@@ -21,6 +21,10 @@ import keras
 
 _CACHE = {}
 _JAX_COLUMNS = 2560
+# Steps per chunk of `padded_recurrence` (the training pipeline's segment lengths are
+# multiples of its default `length_quantum`, 5, so no chunk but a user's odd one has
+# padded steps).
+CHUNK_STEPS = 5
 
 
 def recurrence_with_gradient():
@@ -71,7 +75,7 @@ def _tensorflow():
             d_outputs = _zeros_if_none(tf, d_outputs, outputs)
             d_h = _zeros_if_none(tf, d_h, h)
             d_c = _zeros_if_none(tf, d_c, c)
-            factors, forget, cell_factor = _backward_factors(tf, h0, c0, cells, gates)
+            factors, forget, cell_factor = _backward_factors(tf, c0, cells, gates)
             steps = tf.shape(zx)[0]
             d_outs, factor_ta, forget_ta, cell_ta = arrays(
                 steps, zx.dtype, d_outputs, factors, forget, cell_factor
@@ -81,9 +85,9 @@ def _tensorflow():
             kernel_t = tf.transpose(kernel)
 
             def body(t, dh, dc, dzs):
-                dh = dh + d_outs.read(t)
-                dc = dc + dh * cell_ta.read(t)
-                dz = tf.concat([dc, dc, dc, dh], axis=-1) * factor_ta.read(t)
+                dz, dc = _backward_step(
+                    tf, dh, dc, d_outs.read(t), factor_ta.read(t), cell_ta.read(t)
+                )
                 return (
                     t - 1,
                     tf.matmul(dz, kernel_t),
@@ -116,20 +120,12 @@ def _jax():
     import jax.numpy as jnp
 
     def forward(zx, h0, c0, kernel):
-        # XLA's CPU dot of a narrow left operand runs at about 60% of the rate of the
-        # same product split into column blocks of at most _JAX_COLUMNS (measured at
-        # (80, 1150) x (1150, 4600): 62 vs 89 GFLOP/s over a 70-step scan).
-        blocks = -(-kernel.shape[1] // _JAX_COLUMNS)
-        kernels = jnp.array_split(kernel, blocks, axis=1) if blocks > 1 else [kernel]
+        recurrent_product = _jax_recurrent_product(kernel)
 
         def step(carry, z_x):
             h, c = carry
-            z = z_x + jnp.concatenate([h @ k for k in kernels], axis=-1)
-            i, f, g, o = jnp.split(z, 4, axis=-1)
-            i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
-            c = f * c + i * g
-            h = o * jnp.tanh(c)
-            return (h, c), (h, c, jnp.concatenate([i, f, g, o], axis=-1))
+            h, c, gates = _jax_cell(jax, z_x + recurrent_product(h), c)
+            return (h, c), (h, c, gates)
 
         (h, c), (outputs, cells, gates) = jax.lax.scan(step, (h0, c0), zx)
         return outputs, h, c, cells, gates
@@ -146,14 +142,11 @@ def _jax():
     def recurrence_bwd(saved, cotangents):
         h0, c0, kernel, outputs, cells, gates = saved
         d_outputs, d_h, d_c = cotangents
-        factors, forget, cell_factor = _backward_factors(jnp, h0, c0, cells, gates)
+        factors, forget, cell_factor = _backward_factors(jnp, c0, cells, gates)
 
         def step(carry, xs):
-            dh, dc = carry
             d_out, factor, forget_t, cell_t = xs
-            dh = dh + d_out
-            dc = dc + dh * cell_t
-            dz = jnp.concatenate([dc, dc, dc, dh], axis=-1) * factor
+            dz, dc = _backward_step(jnp, *carry, d_out, factor, cell_t)
             return (dz @ kernel.T, dc * forget_t), dz
 
         (dh0, dc0), dz = jax.lax.scan(
@@ -168,12 +161,189 @@ def _jax():
     return recurrence
 
 
+def padded_recurrence():
+    """JAX: `f(inputs, kernel, bias, recurrent_kernel, h0, c0, length) -> (outputs,
+    h, c)`, the LSTM over time-major `inputs` padded to a multiple of `CHUNK_STEPS`
+    steps of which the first `length` (a traced integer) count; None on the other
+    backends.
+
+    One compiled step then serves every segment length up to the padded one: the
+    loop runs `ceil(length / CHUNK_STEPS)` chunks, each one input projection of
+    `CHUNK_STEPS x batch` rows and that many recurrent steps (steps past `length`, in
+    the last chunk only, leave the state as it is). `outputs` are zero past `length`,
+    `(h, c)` the state after step `length`. The backward loop, chunk by chunk in
+    reverse, forms the gradients of the inputs, both kernels and the bias from each
+    chunk's `dz` (the hand-written gradient of `recurrence_with_gradient`), so no
+    work is spent on padded steps beyond the last chunk's.
+    """
+    if keras.backend.backend() != "jax":
+        return None
+    if "jax-padded" not in _CACHE:
+        _CACHE["jax-padded"] = _jax_padded()
+    return _CACHE["jax-padded"]
+
+
+def jax_chunks():
+    """`(piece, put, chunks)` for time-major JAX arrays in chunks of `CHUNK_STEPS`:
+    `piece(array, j)` is chunk `j`, `put(array, j, value)` writes it, `chunks(length)`
+    counts the chunks `length` steps touch."""
+    from jax import lax
+
+    k = CHUNK_STEPS
+
+    def piece(array, j):
+        return lax.dynamic_slice_in_dim(array, j * k, k, axis=0)
+
+    def put(array, j, value):
+        return lax.dynamic_update_slice_in_dim(array, value, j * k, axis=0)
+
+    def chunks(length):
+        return (length + k - 1) // k
+
+    return piece, put, chunks
+
+
+def _jax_padded():
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    k = CHUNK_STEPS
+    piece, put, chunks = jax_chunks()
+
+    def forward(inputs, kernel, bias, recurrent_kernel, h0, c0, length):
+        steps, batch, width = inputs.shape
+        if steps % k:
+            raise ValueError(f"padded inputs need a multiple of {k} steps; got {steps}")
+        units = h0.shape[-1]
+        recurrent_product = _jax_recurrent_product(recurrent_kernel)
+
+        def chunk(j, carry):
+            h, c, outputs, cells, gates = carry
+            projected = piece(inputs, j).reshape(k * batch, width) @ kernel + bias
+            projected = projected.reshape(k, batch, 4 * units)
+            hs, cs, gs = [], [], []
+            for i in range(k):
+                h_new, c_new, g = _jax_cell(jax, projected[i] + recurrent_product(h), c)
+                valid = j * k + i < length
+                h = jnp.where(valid, h_new, h)
+                c = jnp.where(valid, c_new, c)
+                hs.append(jnp.where(valid, h_new, 0))
+                cs.append(c)
+                gs.append(g)
+            return (
+                h,
+                c,
+                put(outputs, j, jnp.stack(hs)),
+                put(cells, j, jnp.stack(cs)),
+                put(gates, j, jnp.stack(gs)),
+            )
+
+        buffers = (
+            jnp.zeros((steps, batch, units), inputs.dtype),
+            jnp.zeros((steps, batch, units), inputs.dtype),
+            jnp.zeros((steps, batch, 4 * units), inputs.dtype),
+        )
+        return lax.fori_loop(0, chunks(length), chunk, (h0, c0, *buffers))
+
+    @jax.custom_vjp
+    def recurrence(inputs, kernel, bias, recurrent_kernel, h0, c0, length):
+        h, c, outputs, _, _ = forward(inputs, kernel, bias, recurrent_kernel, h0, c0, length)
+        return outputs, h, c
+
+    def recurrence_fwd(inputs, kernel, bias, recurrent_kernel, h0, c0, length):
+        h, c, outputs, cells, gates = forward(
+            inputs, kernel, bias, recurrent_kernel, h0, c0, length
+        )
+        saved = (inputs, kernel, recurrent_kernel, h0, c0, outputs, cells, gates, length)
+        return (outputs, h, c), saved
+
+    def recurrence_bwd(saved, cotangents):
+        inputs, kernel, recurrent_kernel, h0, c0, outputs, cells, gates, length = saved
+        d_outputs, d_h, d_c = cotangents
+        _, batch, width = inputs.shape
+        units = h0.shape[-1]
+        count = chunks(length)
+
+        def before(j, first, array):
+            # The entry of `array` before chunk `j` (`first` before chunk 0).
+            entry = lax.dynamic_index_in_dim(array, jnp.maximum(j * k - 1, 0), keepdims=False)
+            return jnp.where(j == 0, first, entry)
+
+        def chunk(r, carry):
+            dh, dc, d_inputs, d_kernel, d_bias, d_recurrent = carry
+            j = count - 1 - r
+            factors, forget, cell_factor = _backward_factors(
+                jnp, before(j, c0, cells), piece(cells, j), piece(gates, j)
+            )
+            previous_h = jnp.concatenate([before(j, h0, outputs)[None], piece(outputs, j)[:-1]])
+            d_out = piece(d_outputs, j)
+            dzs = [None] * k
+            for i in reversed(range(k)):
+                valid = j * k + i < length
+                dz, dc_t = _backward_step(jnp, dh, dc, d_out[i], factors[i], cell_factor[i])
+                dzs[i] = dz = jnp.where(valid, dz, 0)
+                dh = jnp.where(valid, dz @ recurrent_kernel.T, dh)
+                dc = jnp.where(valid, dc_t * forget[i], dc)
+            dz = jnp.stack(dzs).reshape(k * batch, 4 * units)
+            d_inputs = put(d_inputs, j, (dz @ kernel.T).reshape(k, batch, width))
+            d_kernel = d_kernel + piece(inputs, j).reshape(k * batch, width).T @ dz
+            d_recurrent = d_recurrent + previous_h.reshape(k * batch, units).T @ dz
+            return dh, dc, d_inputs, d_kernel, d_bias + dz.sum(axis=0), d_recurrent
+
+        initial = (
+            d_h,
+            d_c,
+            jnp.zeros_like(inputs),
+            jnp.zeros_like(kernel),
+            jnp.zeros((4 * units,), kernel.dtype),
+            jnp.zeros_like(recurrent_kernel),
+        )
+        dh0, dc0, d_inputs, d_kernel, d_bias, d_recurrent = lax.fori_loop(0, count, chunk, initial)
+        return d_inputs, d_kernel, d_bias, d_recurrent, dh0, dc0, None
+
+    recurrence.defvjp(recurrence_fwd, recurrence_bwd)
+    return recurrence
+
+
+def _jax_recurrent_product(kernel):
+    """`h -> h @ kernel`, in column blocks of at most `_JAX_COLUMNS`: XLA's CPU dot of
+    a narrow left operand runs at about 60% of the rate of the same product so split
+    (measured at (80, 1150) x (1150, 4600): 62 vs 89 GFLOP/s over a 70-step scan)."""
+    import jax.numpy as jnp
+
+    blocks = -(-kernel.shape[1] // _JAX_COLUMNS)
+    if blocks == 1:
+        return lambda h: h @ kernel
+    kernels = jnp.array_split(kernel, blocks, axis=1)
+    return lambda h: jnp.concatenate([h @ k for k in kernels], axis=-1)
+
+
+def _jax_cell(jax, z, c):
+    """One LSTM step from the pre-activations `z`: `(h, c, gates)`."""
+    jnp = jax.numpy
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
+    c = f * c + i * g
+    return o * jnp.tanh(c), c, jnp.concatenate([i, f, g, o], axis=-1)
+
+
+def _backward_step(xp, dh, dc, d_out, factor, cell_factor):
+    """One step of the backward loop: `(dz_t, dc_t)` from the gradients flowing into
+    `h_t` and `c_t` from later steps (`dh`, `dc`) and from the outputs (`d_out`);
+    the caller forms `dh_{t-1} = dz_t @ U^T` and `dc_{t-1} = dc_t * f_t`."""
+    dh = dh + d_out
+    dc = dc + dh * cell_factor
+    return xp.concat([dc, dc, dc, dh], axis=-1) * factor, dc
+
+
 def _zeros_if_none(tf, gradient, like):
     return tf.zeros_like(like) if gradient is None else gradient
 
 
-def _backward_factors(xp, h0, c0, cells, gates):
-    """Whole-sequence element-wise factors of the backward loop.
+def _backward_factors(xp, c0, cells, gates):
+    """Element-wise factors of the backward loop over a run of steps (a whole
+    sequence, or a chunk of one), `c0` the cell state before its first step.
 
     With `dh_t` (all paths into `h_t`) and `dc_t = dc_{t+1} f_{t+1} + dh_t * o_t
     (1 - tanh(c_t)^2)`, the pre-activation gradient is

@@ -13,7 +13,7 @@ import keras
 from keras import ops
 
 from awd_lstm._validation import check_choice, check_rate
-from awd_lstm.layers._recurrence import recurrence_with_gradient
+from awd_lstm.layers._recurrence import padded_recurrence, recurrence_with_gradient
 
 WEIGHT_DROPOUT_MODES = ("call", "manual", "step")
 
@@ -307,7 +307,8 @@ class WeightDropLSTM(keras.layers.LSTM):
     steps with one matrix product before the recurrence, so each step multiplies only
     the hidden state (`"projected"`). With a mask or `recurrent_dropout`, Keras' step
     loop runs with the same dropped kernels (`"step"`). After a call,
-    `last_call_implementation` says which ran: `"fused"`, `"projected"` or `"step"`.
+    `last_call_implementation` says which ran: `"fused"`, `"projected"`, `"padded"`
+    (see `length` below) or `"step"`.
 
     With both rates 0 the layer computes what `keras.layers.LSTM` does (to float
     rounding: the projected loop adds the bias before the recurrent product).
@@ -332,6 +333,11 @@ class WeightDropLSTM(keras.layers.LSTM):
         initial_state: Optional list `[h, c]`.
         mask: Optional boolean tensor `(batch, timesteps)`.
         training: Python boolean; weight drop is applied only when true.
+        length: JAX only (where `pads_segments()`): an integer scalar; the sequences
+            are padded along time to a multiple of `CHUNK_STEPS` (5) and only their
+            first `length` steps count: the outputs are zero after them, the states
+            those after step `length`. One compiled function then serves every length
+            (`"padded"` implementation). The language model's `train_on_batch` uses it.
 
     Example:
 
@@ -383,14 +389,41 @@ class WeightDropLSTM(keras.layers.LSTM):
         """Draws new weight masks ("manual" mode); see `WeightDropLSTMCell`."""
         return self.cell.resample_weight_masks()
 
-    def call(self, sequences, initial_state=None, mask=None, training=False):
+    def call(self, sequences, initial_state=None, mask=None, training=False, length=None):
+        if length is not None and not self.pads_segments():
+            raise ValueError(
+                "`length` (padded sequences) needs the JAX backend on a device without "
+                "cuDNN and a layer that can take them (see `pads_segments`)"
+            )
+        if length is not None and mask is not None:
+            raise ValueError("pass either `length` or `mask`, not both")
         self.cell.prepare_sequence(bool(training))
+        self._padded_length = length
         try:
             return super().call(
                 sequences, initial_state=initial_state, mask=mask, training=training
             )
         finally:
+            self._padded_length = None
             self.cell.reset_weight_masks()
+
+    def pads_segments(self):
+        """Whether calls can take padded sequences with a `length` (JAX on a device
+        without cuDNN; the standard activations, a bias, all outputs, forwards, no
+        recurrent dropout and not `unroll`)."""
+        if keras.backend.backend() != "jax":
+            return False
+        import jax
+
+        return (
+            jax.default_backend() != "gpu"
+            and self._can_hoist(None)
+            and self._standard()
+            and self.cell.use_bias
+            and self.return_sequences
+            and not self.go_backwards
+            and not self.unroll
+        )
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         kernels = self.cell._sequence_kernels
@@ -474,6 +507,18 @@ class WeightDropLSTM(keras.layers.LSTM):
             dp_mask = ops.expand_dims(cell.get_dropout_mask(sequences[:, 0, :]), axis=1)
             sequences = sequences * ops.broadcast_to(dp_mask, ops.shape(sequences))
         h0, c0 = initial_state
+        length = getattr(self, "_padded_length", None)
+        if length is not None:
+            outputs, h, c = padded_recurrence()(
+                ops.transpose(sequences, (1, 0, 2)),
+                ops.cast(cell.kernel, sequences.dtype),
+                ops.cast(cell.bias, sequences.dtype),
+                ops.cast(cell.recurrent_kernel, sequences.dtype),
+                h0,
+                c0,
+                length,
+            )
+            return (h, ops.transpose(outputs, (1, 0, 2)), [h, c]), "padded"
         if self.use_cudnn == "auto" and keras.backend.backend() == "torch":
             native = self._torch_native_lstm(sequences, h0, c0)
             if native is not None:

@@ -40,6 +40,10 @@ class AWDLSTMEncoder(keras.layers.Layer):
         ids: Integer tokens `(batch, time)`.
         initial_states: Optional list of `[h, c]` per layer.
         training: Whether the dropouts apply.
+        length: JAX only (where `pads_segments()`): `ids` are padded along time to a
+            multiple of 5 steps of which the first `length` (an integer scalar) count;
+            the LSTM outputs are zero after them and `states` those after step
+            `length`.
 
     Returns:
         A dict with `raw_outputs` (each LSTM's output), `dropped_outputs` (after the
@@ -129,13 +133,19 @@ class AWDLSTMEncoder(keras.layers.Layer):
             lstm.build((*input_shape, size))
             size = lstm.units
 
-    def call(self, ids, initial_states=None, training=False):
+    def pads_segments(self):
+        """Whether `call` takes padded `ids` with a `length` (JAX; see
+        `WeightDropLSTM.pads_segments`)."""
+        return all(lstm.pads_segments() for lstm in self.lstms)
+
+    def call(self, ids, initial_states=None, training=False, length=None):
         x = self.embedding(ids, training=training)
         x = self.input_locked_dropout(x, training=training)
         raw_outputs, dropped_outputs, states = [], [], []
+        padded = {} if length is None else {"length": length}
         for layer, lstm in enumerate(self.lstms):
             initial = None if initial_states is None else list(initial_states[layer])
-            x, h, c = lstm(x, initial_state=initial, training=training)
+            x, h, c = lstm(x, initial_state=initial, training=training, **padded)
             raw_outputs.append(x)
             states.append([h, c])
             if layer < self.num_layers - 1:

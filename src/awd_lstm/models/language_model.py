@@ -7,6 +7,7 @@ from keras import ops
 from awd_lstm import distribute
 from awd_lstm.layers import LockedDropout
 from awd_lstm.layers.adaptive_softmax import AdaptiveSoftmax, check_cutoffs
+from awd_lstm.models._padded import padded_cross_entropy, padded_steps
 from awd_lstm.models.encoder import AWDLSTMEncoder
 from awd_lstm.regularizers import activation_regularization, temporal_activation_regularization
 
@@ -30,6 +31,13 @@ class AWDLSTMLanguageModel(keras.Model):
     `model.reserve_tail_capacity(targets)` on the training targets first). The full
     softmax trains that way too (the cross-entropy is then computed once for the
     loss and the metric), or with a sparse cross-entropy loss on the logits.
+
+    On JAX (CPU), `train_on_batch` of a model so compiled (full softmax) pads every
+    segment along time to `segment_capacity` steps and trains on the padded segment
+    with its true length (`{"ids", "targets", "length"}`): the LSTMs and the decoder
+    loop over the first `length` steps only, so one compiled step serves every
+    segment length of variable-length BPTT instead of one compilation per length.
+    The numbers are those of the unpadded step (to float rounding).
 
     Args:
         vocab_size: Size of the vocabulary.
@@ -143,6 +151,9 @@ class AWDLSTMLanguageModel(keras.Model):
                 f"a stateful model's batch of {batch_size} streams must split evenly over "
                 f"the strategy's {self.replicas} replicas"
             )
+        # JAX: the time steps `train_on_batch` pads segments to (None: the first
+        # segment's); a longer segment grows it (one more compilation).
+        self.segment_capacity = None
         self.state_variables = []
         if self.stateful:
             # Non-trainable variables, so every backend's trainer carries them between
@@ -243,6 +254,9 @@ class AWDLSTMLanguageModel(keras.Model):
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
         if self._own_tf_steps() and class_weight is None:
             return self._tf_step("train", x, y, sample_weight, return_dict)
+        if sample_weight is None and class_weight is None and self._pads_segments(x, y):
+            padded, targets = self._padded_segment(x, y)
+            return super().train_on_batch(padded, targets, return_dict=return_dict)
         return super().train_on_batch(
             self._with_targets(x, y), y, sample_weight, class_weight, return_dict
         )
@@ -251,6 +265,32 @@ class AWDLSTMLanguageModel(keras.Model):
         if self._own_tf_steps():
             return self._tf_step("test", x, y, sample_weight, return_dict)
         return super().test_on_batch(self._with_targets(x, y), y, sample_weight, return_dict)
+
+    def _pads_segments(self, x, y):
+        # JAX without cuDNN, a model compiled for per-token losses (full softmax),
+        # plain `(batch, time)` ids with their targets, LSTMs that take `length`.
+        return (
+            y is not None
+            and self.adaptive_softmax is None
+            and isinstance(getattr(self, "loss", None), TokenLoss)
+            and not isinstance(x, (tuple, list, dict))
+            and len(np.shape(x)) == 2
+            and np.shape(x) == np.shape(y)
+            and self.encoder.pads_segments()
+        )
+
+    def _padded_segment(self, x, y):
+        """`({"ids", "targets", "length"}, targets)` of a segment padded to
+        `segment_capacity` steps (grown to fit it)."""
+        x, y = np.asarray(x), np.asarray(y)
+        batch, steps = x.shape
+        capacity = padded_steps(max(steps, self.segment_capacity or 0))
+        self.segment_capacity = capacity
+        ids = np.zeros((batch, capacity), x.dtype)
+        targets = np.zeros((batch, capacity), y.dtype)
+        ids[:, :steps], targets[:, :steps] = x, y
+        length = np.full((batch,), steps, "int32")
+        return {"ids": ids, "targets": targets, "length": length}, targets
 
     def _own_tf_steps(self):
         return keras.backend.backend() == "tensorflow" and self.compiled and not self.run_eagerly
@@ -322,6 +362,8 @@ class AWDLSTMLanguageModel(keras.Model):
                 variable.assign(value)
 
     def call(self, inputs, training=False, return_hidden=False):
+        if isinstance(inputs, dict) and inputs.get("length") is not None:
+            return self._padded_call(inputs, training)
         if isinstance(inputs, dict):
             ids, targets = inputs["ids"], inputs.get("targets")
         elif isinstance(inputs, (tuple, list)):
@@ -363,6 +405,46 @@ class AWDLSTMLanguageModel(keras.Model):
             "dropped_outputs": hidden["dropped_outputs"][:-1] + [dropped],
             "states": hidden["states"],
         }
+
+    def _padded_call(self, inputs, training):
+        # `ids` and `targets` padded along time; the first `length` steps count (one
+        # length for the whole batch). Returns the per-token losses scaled by
+        # `capacity / length` (zero on padded steps), so that their mean over the
+        # padded array, what the compiled loss and metric take, is the mean over the
+        # segment's tokens.
+        ids, targets = inputs["ids"], inputs.get("targets")
+        if targets is None or self.adaptive_softmax is not None:
+            raise ValueError("padded segments (`length`) need `targets` and the full softmax")
+        if not self.encoder.pads_segments():
+            raise ValueError(
+                "padded segments (`length`) need the JAX backend on a device without "
+                "cuDNN and standard LSTM layers"
+            )
+        length = ops.cast(ops.reshape(inputs["length"], (-1,))[0], "int32")
+        replica = distribute.tf_replica()[1]
+        initial = self._carried_states(ids, replica) if self.stateful else None
+        hidden = self.encoder(ids, initial_states=initial, training=training, length=length)
+        if self.stateful:
+            self._carry(hidden["states"], replica)
+        raw = hidden["raw_outputs"][-1]
+        dropped = self.output_locked_dropout(raw, training=training)
+        if training and self.alpha > 0:
+            self.add_loss(activation_regularization(dropped, self.alpha, length=length))
+        if training and self.beta > 0:
+            self.add_loss(temporal_activation_regularization(raw, self.beta, length=length))
+        if self.decoder is None:
+            table = ops.cast(self.encoder.embedding.embeddings, dropped.dtype)
+        else:
+            table = ops.transpose(ops.cast(self.decoder.kernel, dropped.dtype))
+        losses = padded_cross_entropy()(
+            ops.transpose(dropped, (1, 0, 2)),
+            table,
+            ops.cast(self.decoder_bias, dropped.dtype),
+            ops.transpose(ops.cast(targets, "int32")),
+            length,
+        )
+        capacity = ids.shape[1]
+        return ops.transpose(losses) * ops.cast(capacity / length, losses.dtype)
 
     def predict_hidden_on_batch(self, ids):
         """`{"logits", "hidden"}` of one batch: the logits and the raw last-layer
