@@ -515,15 +515,27 @@ def target_cross_entropy(logits, targets):
     """The cross-entropy of every token: `-log softmax(logits)[target]`.
 
     TensorFlow and PyTorch compute it with their fused sparse softmax cross-entropy
-    (whose gradient is `softmax - one_hot`); picking the target's log-probability
-    with a gather instead costs TensorFlow a scatter of the gradient over the whole
-    `(tokens, vocabulary)` array, a quarter of a small model's training step.
+    (whose gradient is `softmax - one_hot`; PyTorch's on the flattened logits);
+    picking the target's log-probability with a gather instead costs TensorFlow a
+    scatter of the gradient over the whole `(tokens, vocabulary)` array, a quarter of
+    a small model's training step.
     """
     targets = ops.cast(targets, "int32")
-    if keras.backend.backend() == "jax":
+    backend = keras.backend.backend()
+    if backend == "jax":
         log_probs = ops.log_softmax(logits, axis=-1)
         picked = ops.expand_dims(targets, -1)
         return -ops.take_along_axis(log_probs, picked, axis=-1)[..., 0]
+    if backend == "torch":
+        # On the flattened `(tokens, vocabulary)` logits: Keras' PyTorch loss moves the
+        # vocabulary axis to position 1 for `cross_entropy`, and the softmax and its
+        # gradient over that strided axis copy the whole array (10% of a small step).
+        import torch
+
+        flat = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(), reduction="none"
+        )
+        return flat.reshape(targets.shape)
     return ops.sparse_categorical_crossentropy(targets, logits, from_logits=True)
 
 
