@@ -159,6 +159,36 @@ def test_mask_fraction_and_scale(rng, recorded_masks, rate):
         assert abs(mask.mean() - 1.0) < 0.05
 
 
+@pytest.mark.parametrize("rate", [0.05, 0.3, 0.5, 0.9])
+def test_drawn_masks_are_independent_bernoulli_entries(rate):
+    """`draw_weight_mask` over many draws of an odd-sized kernel: every entry dropped
+    with probability `rate` (JAX makes two entries from each random word: its first
+    and second halves are checked apart and against each other), new draws differ,
+    the same seed repeats them."""
+    from awd_lstm.layers.weight_drop import draw_weight_mask
+
+    shape = (33, 65)
+    generator = keras.random.SeedGenerator(7)
+    masks = np.stack(
+        [to_numpy(draw_weight_mask(shape, rate, generator, "float32")) for _ in range(30)]
+    )
+    kept = (masks != 0).reshape(30, -1).astype(np.float64)
+    half = kept.shape[1] // 2
+    # 30 x 2145 entries: the standard deviation of a fraction is at most 0.0023.
+    for part in (kept, kept[:, :half], kept[:, half:]):
+        assert abs(1.0 - part.mean() - rate) < 0.015
+    np.testing.assert_allclose(masks[masks != 0], 1.0 / (1.0 - rate), rtol=1e-6)
+    size = kept.shape[1]
+    for lag in (half, size - half):  # entries half a mask apart (odd size: both ways)
+        correlation = np.corrcoef(kept[:, : size - lag].ravel(), kept[:, lag:].ravel())[0, 1]
+        assert abs(correlation) < 0.03
+    assert not np.array_equal(masks[0], masks[1])
+    again = keras.random.SeedGenerator(7)
+    np.testing.assert_array_equal(
+        to_numpy(draw_weight_mask(shape, rate, again, "float32")), masks[0]
+    )
+
+
 def test_same_seed_same_masks(rng):
     x = _inputs(rng)
     a = WeightDropLSTM(5, weight_dropout=0.5, return_sequences=True, seed=42)
