@@ -3,13 +3,15 @@
 The reference draws each segment's length (bptt with probability 0.95, else bptt/2,
 then normal with deviation 5); a compiled training step is specialized to its input
 shape, so every new length can cost a compilation. The training pipeline rounds the
-lengths to multiples of `length_quantum` (5), which bounds the number of shapes. This
-benchmark measures what that leaves: for each backend (its own process), two fresh
-models train two epochs over `--tokens` tokens, one with fixed `bptt` segments, the
-other with variable segments (the pipeline's schedule and learning-rate scaling), their
-steps taking turns; each epoch's time is the sum of its model's step times,
-compilation included (the first epoch compiles every new length). The ratio
-variable/fixed of tokens/s is the cost of variable lengths.
+lengths to multiples of `length_quantum` (5), which bounds the number of shapes;
+TensorFlow traces one shape-generic step, and JAX pads every segment to the model's
+`segment_capacity` (one compiled step). This benchmark measures what is left: for
+each backend (its own process), two fresh models train two epochs over `--tokens`
+tokens, one with fixed `bptt` segments, the other with variable segments (the
+pipeline's schedule and learning-rate scaling), their steps taking turns; each epoch's
+time is the sum of its model's step times, compilation included (the first epoch
+compiles every new length that needs it). The ratio variable/fixed of tokens/s is the
+cost of variable lengths.
 
 Usage:
 
