@@ -11,8 +11,6 @@ length only, so the padding costs no matrix products.
 
 import math
 
-import keras
-
 from awd_lstm.layers._recurrence import CHUNK_STEPS, jax_chunks
 
 _CACHE = {}
@@ -101,13 +99,3 @@ def _jax():
 
     cross_entropy.defvjp(cross_entropy_fwd, cross_entropy_bwd)
     return cross_entropy
-
-
-def jax_pads_segments():
-    """Whether the present backend is JAX on a device without cuDNN's fused LSTM
-    (which Keras runs on a GPU and which takes no padded segments)."""
-    if keras.backend.backend() != "jax":
-        return False
-    import jax
-
-    return jax.default_backend() != "gpu"

@@ -362,29 +362,33 @@ class AWDLSTMLanguageModel(keras.Model):
                 variable.assign(value)
 
     def call(self, inputs, training=False, return_hidden=False):
-        if isinstance(inputs, dict) and inputs.get("length") is not None:
-            return self._padded_call(inputs, training)
+        length = None
         if isinstance(inputs, dict):
             ids, targets = inputs["ids"], inputs.get("targets")
+            if inputs.get("length") is not None:
+                length = self._padded_length(inputs["length"], targets)
         elif isinstance(inputs, (tuple, list)):
             ids, targets = inputs
         else:
             ids, targets = inputs, None
         replica = distribute.tf_replica()[1]
         initial = self._carried_states(ids, replica) if self.stateful else None
-        hidden = self.encoder(ids, initial_states=initial, training=training)
+        padded = {} if length is None else {"length": length}
+        hidden = self.encoder(ids, initial_states=initial, training=training, **padded)
         if self.stateful:
             self._carry(hidden["states"], replica)
         raw = hidden["raw_outputs"][-1]
         dropped = self.output_locked_dropout(raw, training=training)
         if training and self.alpha > 0:
-            self.add_loss(activation_regularization(dropped, self.alpha))
+            self.add_loss(activation_regularization(dropped, self.alpha, length=length))
         if training and self.beta > 0:
-            self.add_loss(temporal_activation_regularization(raw, self.beta))
+            self.add_loss(temporal_activation_regularization(raw, self.beta, length=length))
         if self.decoder is None:
             table = ops.cast(self.encoder.embedding.embeddings, dropped.dtype)
         else:
             table = ops.transpose(ops.cast(self.decoder.kernel, dropped.dtype))
+        if length is not None:
+            return self._padded_losses(dropped, table, targets, length)
         if self.adaptive_softmax is not None:
             # Log-probabilities, or with targets their negative log-likelihoods.
             logits = self.adaptive_softmax(dropped, table, self.decoder_bias, targets=targets)
@@ -406,13 +410,9 @@ class AWDLSTMLanguageModel(keras.Model):
             "states": hidden["states"],
         }
 
-    def _padded_call(self, inputs, training):
-        # `ids` and `targets` padded along time; the first `length` steps count (one
-        # length for the whole batch). Returns the per-token losses scaled by
-        # `capacity / length` (zero on padded steps), so that their mean over the
-        # padded array, what the compiled loss and metric take, is the mean over the
-        # segment's tokens.
-        ids, targets = inputs["ids"], inputs.get("targets")
+    def _padded_length(self, length, targets):
+        # Inputs `{"ids", "targets", "length"}`: `ids` and `targets` padded along time,
+        # the first `length` steps count (one length for the whole batch).
         if targets is None or self.adaptive_softmax is not None:
             raise ValueError("padded segments (`length`) need `targets` and the full softmax")
         if not self.encoder.pads_segments():
@@ -420,22 +420,12 @@ class AWDLSTMLanguageModel(keras.Model):
                 "padded segments (`length`) need the JAX backend on a device without "
                 "cuDNN and standard LSTM layers"
             )
-        length = ops.cast(ops.reshape(inputs["length"], (-1,))[0], "int32")
-        replica = distribute.tf_replica()[1]
-        initial = self._carried_states(ids, replica) if self.stateful else None
-        hidden = self.encoder(ids, initial_states=initial, training=training, length=length)
-        if self.stateful:
-            self._carry(hidden["states"], replica)
-        raw = hidden["raw_outputs"][-1]
-        dropped = self.output_locked_dropout(raw, training=training)
-        if training and self.alpha > 0:
-            self.add_loss(activation_regularization(dropped, self.alpha, length=length))
-        if training and self.beta > 0:
-            self.add_loss(temporal_activation_regularization(raw, self.beta, length=length))
-        if self.decoder is None:
-            table = ops.cast(self.encoder.embedding.embeddings, dropped.dtype)
-        else:
-            table = ops.transpose(ops.cast(self.decoder.kernel, dropped.dtype))
+        return ops.cast(ops.reshape(length, (-1,))[0], "int32")
+
+    def _padded_losses(self, dropped, table, targets, length):
+        # The per-token losses scaled by `capacity / length` (zero on padded steps), so
+        # that their mean over the padded array, what the compiled loss and metric
+        # take, is the mean over the segment's tokens.
         losses = padded_cross_entropy()(
             ops.transpose(dropped, (1, 0, 2)),
             table,
@@ -443,7 +433,7 @@ class AWDLSTMLanguageModel(keras.Model):
             ops.transpose(ops.cast(targets, "int32")),
             length,
         )
-        capacity = ids.shape[1]
+        capacity = targets.shape[1]
         return ops.transpose(losses) * ops.cast(capacity / length, losses.dtype)
 
     def predict_hidden_on_batch(self, ids):
