@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+# Before Keras and TensorFlow, as in a user's program: the package's TensorFlow
+# settings (its oneDNN default, see awd_lstm/__init__.py) then hold in every child.
+import awd_lstm  # noqa: F401
+
 
 def argument_parser(doc, timing=None):
     """The flags every benchmark takes (`--backends`, `--seed`, `--json`, the hidden
@@ -61,11 +65,15 @@ def run_backends(script, backends, arguments):
 
 def report(rows, table, json_path=None):
     """Prints the machine line and the table; writes the rows to `json_path`."""
-    print(f"versions: {json.dumps(versions())}; cpus: {os.cpu_count()}")
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    machine = f"cpus: {os.cpu_count()}; TF_ENABLE_ONEDNN_OPTS={onednn}"
+    print(f"versions: {json.dumps(versions())}; {machine}")
     print(table(rows))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"versions": versions(), "rows": rows}, f, indent=1)
+            json.dump(
+                {"versions": versions(), "TF_ENABLE_ONEDNN_OPTS": onednn, "rows": rows}, f, indent=1
+            )
 
 
 def memory_status(field):

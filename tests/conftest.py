@@ -1,3 +1,8 @@
+# isort: off
+# First, as in a user's program: the package's TensorFlow settings (oneDNN).
+import awd_lstm  # noqa: F401
+
+# isort: on
 import keras
 import numpy as np
 import pytest

@@ -9,9 +9,11 @@ loop, `dh_{t-1} = dz_t @ U^T`, and computes
 
     dU = sum_t h_{t-1}^T dz_t
 
-after it as one product over all `time x batch` rows (and the gates' derivatives as
-whole-sequence element-wise products before it). The numbers are those of the
-automatic gradient up to float rounding.
+after it as one product over all `time x batch` rows. The gates' derivatives come
+from the gates and cells the forward loop cached (on TensorFlow read back step by step
+inside the backward loop, where the arrays are small; on JAX as whole-sequence
+products before it). The numbers are those of the automatic gradient up to float
+rounding.
 
 Gate order and activations are Keras' LSTM's: `i, f, c, o`; sigmoid gates, tanh cell.
 Every tensor here is time-major: `zx` is `(time, batch, 4 units)`.
@@ -43,10 +45,11 @@ def _tensorflow():
 
     def arrays(steps, dtype, *values):
         """One TensorArray of `steps` entries per value (each unstacked along time),
-        or a single empty one without values."""
+        or a single empty one without values. Entries may be read more than once (the
+        backward loop reads every cell state twice)."""
         if not values:
-            return tf.TensorArray(dtype, size=steps)
-        return [tf.TensorArray(dtype, size=steps).unstack(v) for v in values]
+            return tf.TensorArray(dtype, size=steps, clear_after_read=False)
+        return [arrays(steps, dtype).unstack(v) for v in values]
 
     def forward(zx, h0, c0, kernel):
         steps = tf.shape(zx)[0]
@@ -65,7 +68,9 @@ def _tensorflow():
         _, h, c, hs, cs, gates = tf.while_loop(
             lambda t, *_: t < steps, body, (tf.constant(0), h0, c0, *empty)
         )
-        return hs.stack(), h, c, cs.stack(), gates.stack()
+        # The cells and gates stay TensorArrays: the backward loop reads them step by
+        # step (no whole-sequence copies).
+        return hs.stack(), h, c, cs, gates
 
     @tf.custom_gradient
     def recurrence(zx, h0, c0, kernel):
@@ -75,25 +80,21 @@ def _tensorflow():
             d_outputs = _zeros_if_none(tf, d_outputs, outputs)
             d_h = _zeros_if_none(tf, d_h, h)
             d_c = _zeros_if_none(tf, d_c, c)
-            factors, forget, cell_factor = _backward_factors(tf, c0, cells, gates)
             steps = tf.shape(zx)[0]
-            d_outs, factor_ta, forget_ta, cell_ta = arrays(
-                steps, zx.dtype, d_outputs, factors, forget, cell_factor
-            )
+            (d_outs,) = arrays(steps, zx.dtype, d_outputs)
             # Transposed once: TensorFlow's CPU matmul with transpose_b=True runs at
             # half the rate of a plain one at these shapes.
             kernel_t = tf.transpose(kernel)
 
             def body(t, dh, dc, dzs):
-                dz, dc = _backward_step(
-                    tf, dh, dc, d_outs.read(t), factor_ta.read(t), cell_ta.read(t)
+                # The factors of one step, from its cached gates and cells: small
+                # arrays that stay in cache (whole-sequence factors cost more).
+                c_prev = tf.where(t > 0, cells.read(tf.maximum(t - 1, 0)), c0)
+                factor, forget, cell_factor = _backward_factors(
+                    tf, c_prev, cells.read(t), gates.read(t)
                 )
-                return (
-                    t - 1,
-                    tf.matmul(dz, kernel_t),
-                    dc * forget_ta.read(t),
-                    dzs.write(t, dz),
-                )
+                dz, dc = _backward_step(tf, dh, dc, d_outs.read(t), factor, cell_factor)
+                return t - 1, tf.matmul(dz, kernel_t), dc * forget, dzs.write(t, dz)
 
             _, dh0, dc0, dzs = tf.while_loop(
                 lambda t, *_: t >= 0,
@@ -142,7 +143,7 @@ def _jax():
     def recurrence_bwd(saved, cotangents):
         h0, c0, kernel, outputs, cells, gates = saved
         d_outputs, d_h, d_c = cotangents
-        factors, forget, cell_factor = _backward_factors(jnp, c0, cells, gates)
+        factors, forget, cell_factor = _sequence_factors(jnp, c0, cells, gates)
 
         def step(carry, xs):
             d_out, factor, forget_t, cell_t = xs
@@ -273,7 +274,7 @@ def _jax_padded():
         def chunk(r, carry):
             dh, dc, d_inputs, d_kernel, d_bias, d_recurrent = carry
             j = count - 1 - r
-            factors, forget, cell_factor = _backward_factors(
+            factors, forget, cell_factor = _sequence_factors(
                 jnp, before(j, c0, cells), piece(cells, j), piece(gates, j)
             )
             previous_h = jnp.concatenate([before(j, h0, outputs)[None], piece(outputs, j)[:-1]])
@@ -341,19 +342,25 @@ def _zeros_if_none(tf, gradient, like):
     return tf.zeros_like(like) if gradient is None else gradient
 
 
-def _backward_factors(xp, c0, cells, gates):
-    """Element-wise factors of the backward loop over a run of steps (a whole
-    sequence, or a chunk of one), `c0` the cell state before its first step.
+def _sequence_factors(xp, c0, cells, gates):
+    """`_backward_factors` of a run of time-major steps (a whole sequence, or a chunk
+    of one), `c0` the cell state before its first step."""
+    return _backward_factors(xp, xp.concat([c0[None], cells[:-1]], axis=0), cells, gates)
+
+
+def _backward_factors(xp, previous_cells, cells, gates):
+    """Element-wise factors of the backward loop at one step or at several (then
+    time-major, all arrays alike); `previous_cells` are the cell states before them.
 
     With `dh_t` (all paths into `h_t`) and `dc_t = dc_{t+1} f_{t+1} + dh_t * o_t
     (1 - tanh(c_t)^2)`, the pre-activation gradient is
     `dz_t = [dc_t, dc_t, dc_t, dh_t] * factors_t`, where `factors_t` holds
     `g i (1 - i)`, `c_{t-1} f (1 - f)`, `i (1 - g^2)` and `tanh(c_t) o (1 - o)`.
-    Returns `(factors, f, o (1 - tanh(c)^2))`, all time-major.
+    Returns `(factors, f, o (1 - tanh(c)^2))`, shaped like `cells` (the factors four
+    times as wide).
     """
     i, f, g, o = xp.split(gates, 4, axis=-1)
     tanh_c = xp.tanh(cells)
-    previous_cells = xp.concat([c0[None], cells[:-1]], axis=0)
     factors = xp.concat(
         [
             g * i * (1 - i),
