@@ -13,7 +13,9 @@ and each size, three training setups take turns, one step each, in the same proc
 
 Sizes: `small` (vocabulary 10,000, embedding 200, hidden 400, 3 layers, batch 20, bptt
 35) and `ptb` (embedding 400, hidden 1150, batch 80, bptt 70). Reported: median tokens/s
-(batch * bptt / step seconds), the ratio to `torch_recipe`, the step's peak memory above
+(batch * bptt / step seconds), the ratio to `torch_recipe`, the paired ratios (the
+median over rounds of the ratio of two setups' step times in the same round, against
+`torch_recipe` and against `awd_lstm_no_wdrop`), the step's peak memory above
 the resident size before it (Linux `VmHWM`, reset before every step; the largest over the
 steps), and the FLOP/s of the step (the LSTMs' and decoder's matrix products, forward and
 backward: 3 x forward) as a fraction of the machine's matrix-multiply throughput measured
@@ -214,6 +216,10 @@ def measure_backend(size_names, repeats, min_seconds, seed):
             i += 1
         for variant in VARIANTS:
             seconds = statistics.median(times[variant])
+            paired = {
+                other: statistics.median(a / b for a, b in zip(times[other], times[variant]))
+                for other in ("torch_recipe", "awd_lstm_no_wdrop")
+            }
             rows.append(
                 {
                     "backend": keras.backend.backend(),
@@ -222,6 +228,11 @@ def measure_backend(size_names, repeats, min_seconds, seed):
                     "tokens_per_sec": size["batch"] * size["bptt"] / seconds,
                     "step_seconds": seconds,
                     "steps": len(times[variant]),
+                    "step_times": times[variant],
+                    # Each round's ratio of step times, then their median: a drift of
+                    # the machine's speed over the run moves both steps of a round.
+                    "paired_vs_recipe": paired["torch_recipe"],
+                    "paired_vs_no_wdrop": paired["awd_lstm_no_wdrop"],
                     "step_peak_bytes": peaks[variant],
                     "flops_per_sec": training_flops(size) / seconds,
                 }
@@ -234,9 +245,9 @@ def measure_backend(size_names, repeats, min_seconds, seed):
 
 def table(rows):
     lines = [
-        "| backend | size | variant | tokens/s | vs torch recipe | step peak (MiB) | "
-        "GFLOP/s | of matmul peak | steps |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| backend | size | variant | tokens/s | vs torch recipe | paired vs recipe | "
+        "paired vs no_wdrop | step peak (MiB) | GFLOP/s | of matmul peak | steps |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = {
         (r["backend"], r["size"]): r["tokens_per_sec"]
@@ -247,7 +258,8 @@ def table(rows):
         ratio = r["tokens_per_sec"] / base[(r["backend"], r["size"])]
         lines.append(
             f"| {r['backend']} | {r['size']} | {r['variant']} | {r['tokens_per_sec']:,.0f} | "
-            f"{ratio:.3f} | {r['step_peak_bytes'] / 2**20:,.0f} | "
+            f"{ratio:.3f} | {r['paired_vs_recipe']:.3f} | "
+            f"{r['paired_vs_no_wdrop']:.3f} | {r['step_peak_bytes'] / 2**20:,.0f} | "
             f"{r['flops_per_sec'] / 1e9:.1f} | "
             f"{r['flops_per_sec'] / r['matmul_flops_per_sec']:.1%} | {r['steps']} |"
         )
