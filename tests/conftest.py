@@ -24,14 +24,20 @@ def to_numpy(x):
 @pytest.fixture
 def recorded_masks(monkeypatch):
     """Records every weight mask drawn by the weight-drop layers, as NumPy arrays, in
-    draw order."""
+    draw order (on JAX also those drawn inside `lax.scan`, as each step runs)."""
     from awd_lstm.layers import weight_drop
 
     masks = []
     draw = weight_drop.draw_weight_mask
 
-    def recording_draw(shape, rate, seed_generator, dtype):
-        mask = draw(shape, rate, seed_generator, dtype)
+    def recording_draw(shape, rate, seed, dtype):
+        mask = draw(shape, rate, seed, dtype)
+        if keras.backend.backend() == "jax":
+            import jax
+
+            if isinstance(mask, jax.core.Tracer):  # drawn inside a traced loop
+                jax.debug.callback(lambda m: masks.append(np.asarray(m)), mask, ordered=True)
+                return mask
         masks.append(to_numpy(mask))
         return mask
 

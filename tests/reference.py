@@ -24,6 +24,56 @@ def numpy_lstm(x, kernel, recurrent_kernel, bias, h0=None, c0=None):
     return np.stack(outputs, axis=1), h, c
 
 
+def numpy_tf1_lstm(
+    x,
+    kernel,
+    bias,
+    c0,
+    h0,
+    masks=None,
+    forget_bias=1.0,
+    projection=None,
+    cell_clip=None,
+    proj_clip=None,
+    peepholes=None,
+):
+    """TensorFlow 1.x's `LSTMCell` in NumPy (float64), in TF1's own layout.
+
+    Args:
+        x: `(batch, time, features)`.
+        kernel: TF1's `[W; U]`, `(features + h_size, 4 * units)`, gates `i, j, f, o`.
+        bias: `(4 * units,)`, without `forget_bias` (added at every step, as TF1 does).
+        c0, h0: The initial state.
+        masks: None, one DropConnect mask of the kernel's shape for every step, or a
+            list with one mask per step.
+        projection: `(units, num_proj)` or None; `peepholes`: `(w_i, w_f, w_o)` or None.
+
+    Returns:
+        `(outputs, c, h)`.
+    """
+    x = np.asarray(x, np.float64)
+    c, h = np.asarray(c0, np.float64), np.asarray(h0, np.float64)
+    outputs = []
+    for t in range(x.shape[1]):
+        mask = masks[t] if isinstance(masks, list) else masks
+        k = kernel if mask is None else kernel * mask
+        i, j, f, o = np.split(np.concatenate([x[:, t], h], axis=1) @ k + bias, 4, axis=1)
+        if peepholes is not None:
+            w_i, w_f, w_o = peepholes
+            c = sigmoid(f + forget_bias + w_f * c) * c + sigmoid(i + w_i * c) * np.tanh(j)
+        else:
+            c = sigmoid(f + forget_bias) * c + sigmoid(i) * np.tanh(j)
+        if cell_clip is not None:
+            c = np.clip(c, -cell_clip, cell_clip)
+        h = sigmoid(o + (peepholes[2] * c if peepholes is not None else 0.0)) * np.tanh(c)
+        if projection is not None:
+            h = h @ projection
+            if proj_clip is not None:
+                h = np.clip(h, -proj_clip, proj_clip)
+        outputs.append(h)
+    return np.stack(outputs, axis=1), c, h
+
+
 def torch_lstm_outputs_and_grads(x, kernel, recurrent_kernel, bias, recurrent_mask, upstream):
     """`torch.nn.LSTM` run with `weight_hh = (U * mask).T`; returns outputs and the
     gradients of `sum(outputs * upstream)` with respect to x, W, U and b.

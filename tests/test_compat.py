@@ -1,4 +1,9 @@
-"""The TF1 cell's API on Keras 3 (awd_lstm.compat), on every backend."""
+"""The TF1 cell's API on Keras 3 (awd_lstm.compat), on every backend.
+
+Every number is checked against `numpy_tf1_lstm`, TensorFlow 1.x's LSTMCell in NumPy
+(in TF1's layout: `[W; U]`, gates i, j, f, o; tests_legacy checks it against TF1's
+own cell), run with the masks that the call used.
+"""
 
 import os
 import subprocess
@@ -10,14 +15,75 @@ import pytest
 
 from awd_lstm.compat import LSTMStateTuple, VariationalDropout, WeightDropLSTMCell, dynamic_rnn
 from tests.conftest import to_numpy
-from tests.reference import numpy_lstm
+from tests.reference import numpy_lstm, numpy_tf1_lstm
 
 BACKEND = keras.backend.backend()
 CELL_NUM, INPUT_SIZE, BATCH, STEPS = 6, 4, 3, 5
 
 
-def _inputs(rng):
-    return rng.standard_normal((BATCH, STEPS, INPUT_SIZE)).astype("float32")
+def _inputs(rng, steps=STEPS, batch=BATCH):
+    return rng.standard_normal((batch, steps, INPUT_SIZE)).astype("float32")
+
+
+def _state(rng, cell, batch=BATCH):
+    """A non-zero `(c, h)`."""
+    c = rng.standard_normal((batch, cell.num_units)).astype("float32")
+    h = np.tanh(rng.standard_normal((batch, cell.output_size))).astype("float32")
+    return c, h
+
+
+def _tf1_blocks(array):
+    """Keras' gate blocks i, f, c, o (last axis) in TF1's order i, j, f, o."""
+    i, f, c, o = np.split(np.asarray(array, np.float64), 4, axis=-1)
+    return np.concatenate([i, c, f, o], axis=-1)
+
+
+def _tf1_mask(kernel_mask, recurrent_mask):
+    return _tf1_blocks(np.concatenate([to_numpy(kernel_mask), to_numpy(recurrent_mask)]))
+
+
+def _kept_mask(cell):
+    return _tf1_mask(cell.kernel_mask, cell.recurrent_kernel_mask)
+
+
+def tf1_reference(cell, x, c0, h0, masks=None):
+    """`numpy_tf1_lstm` with the compat cell's weights moved to TF1's layout (its
+    forget_bias taken out of the bias and added back at every step, as TF1 does)."""
+    units = cell.num_units
+    kernel = _tf1_blocks(np.concatenate([to_numpy(cell.kernel), to_numpy(cell.recurrent_kernel)]))
+    bias = _tf1_blocks(to_numpy(cell.bias))
+    bias[2 * units : 3 * units] -= cell.forget_bias
+    extras = {}
+    if cell.num_proj is not None:
+        extras["projection"] = to_numpy(cell.projection_kernel).astype(np.float64)
+    if cell.use_peepholes:
+        extras["peepholes"] = [to_numpy(w) for w in (cell.w_i_diag, cell.w_f_diag, cell.w_o_diag)]
+    return numpy_tf1_lstm(
+        x,
+        kernel,
+        bias,
+        c0,
+        h0,
+        masks=masks,
+        forget_bias=cell.forget_bias,
+        cell_clip=cell.cell_clip,
+        proj_clip=cell.proj_clip,
+        **extras,
+    )
+
+
+def _recorded_step_masks(drawn, steps):
+    """The TF1-layout mask of each of the last `steps` steps (two draws a step:
+    the input kernel's, then the recurrent kernel's)."""
+    drawn = drawn[-2 * steps :]
+    return [_tf1_mask(k, r) for k, r in zip(drawn[::2], drawn[1::2])]
+
+
+# TF1 LSTMCell options: the plain cell; projection with both clips and peepholes.
+CONFIGS = {
+    "plain": {},
+    "proj-clip-peep": {"num_proj": 3, "proj_clip": 0.3, "cell_clip": 0.5, "use_peepholes": True},
+}
 
 
 def test_seed_snippet_runs(rng):
@@ -55,12 +121,18 @@ def test_seed_snippet_with_control_dependencies_in_tf_function(rng):
         return outputs
 
     before = to_numpy(cell.recurrent_kernel_mask)
-    first = step(x)
+    zeros = np.zeros((BATCH, CELL_NUM))
+    first = to_numpy(step(x))
     after_first = to_numpy(cell.recurrent_kernel_mask)
-    second = step(x)
+    # The update ran before the loop: the outputs are those of the new mask.
+    want, _, _ = tf1_reference(cell, x, zeros, zeros, _kept_mask(cell))
+    np.testing.assert_allclose(first, want, atol=1e-5)
+    second = to_numpy(step(x))
+    want, _, _ = tf1_reference(cell, x, zeros, zeros, _kept_mask(cell))
+    np.testing.assert_allclose(second, want, atol=1e-5)
     assert not np.array_equal(before, after_first)
     assert not np.array_equal(after_first, to_numpy(cell.recurrent_kernel_mask))
-    assert not np.allclose(to_numpy(first), to_numpy(second))
+    assert not np.allclose(first, second)
 
 
 def test_keep_rate_one_is_the_plain_cell(rng):
@@ -102,22 +174,24 @@ def test_use_vd_mask_fixed_until_updated_and_covers_both_kernels(rng):
     assert np.abs(to_numpy(dynamic_rnn(cell, x)[0]) - first).max() > 1e-3
 
 
-def test_without_vd_a_fresh_mask_every_step(rng, recorded_masks):
-    drawn = recorded_masks
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_without_vd_a_fresh_mask_every_step_equal_to_tf1(rng, recorded_masks, config):
+    """use_vd=False in dynamic_rnn on every backend (on JAX inside lax.scan), from a
+    non-zero LSTMStateTuple: each step's numbers are TF1's with that step's masks."""
     x = _inputs(rng)
-    cell = WeightDropLSTMCell(num_units=CELL_NUM, weight_drop_kr=0.6, seed=2)
-    if BACKEND == "jax":  # lax.scan cannot draw per step: a Python loop over the cell
-        state = [np.zeros((BATCH, CELL_NUM), "float32")] * 2
-        for t in range(STEPS):
-            _, state = cell(x[:, t], state, training=True)
-    else:
-        dynamic_rnn(cell, x)
+    cell = WeightDropLSTMCell(num_units=CELL_NUM, weight_drop_kr=0.6, seed=2, **config)
+    c0, h0 = _state(rng, cell)
+    outputs, state = dynamic_rnn(cell, x, initial_state=LSTMStateTuple(c=c0, h=h0))
     # Two masks (input and recurrent kernel) per step, plus one probe step on
     # TensorFlow and PyTorch.
-    assert len(drawn) in (2 * STEPS, 2 * STEPS + 2)
-    recurrent = drawn[1::2]
-    for a, b in zip(recurrent, recurrent[1:]):
+    assert len(recorded_masks) in (2 * STEPS, 2 * STEPS + 2)
+    masks = _recorded_step_masks(recorded_masks, STEPS)
+    for a, b in zip(masks, masks[1:]):
         assert not np.array_equal(a, b)
+    want, c, h = tf1_reference(cell, x, c0, h0, masks)
+    np.testing.assert_allclose(to_numpy(outputs), want, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(state.c), c, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(state.h), h, atol=1e-5)
 
 
 def test_works_in_keras_rnn_and_fit(rng):
@@ -138,14 +212,27 @@ def test_works_in_keras_rnn_and_fit(rng):
     assert history.history["loss"][-1] < history.history["loss"][0]
 
 
-def test_config_round_trip():
+@pytest.mark.parametrize("state_is_tuple", [True, False])
+def test_config_round_trip(state_is_tuple):
     cell = WeightDropLSTMCell(
-        num_units=5, weight_drop_kr=0.8, use_vd=True, input_size=3, forget_bias=0.5, seed=4
+        num_units=5,
+        weight_drop_kr=0.8,
+        use_vd=True,
+        input_size=3,
+        forget_bias=0.5,
+        seed=4,
+        num_proj=2,
+        proj_clip=1.5,
+        cell_clip=3.0,
+        use_peepholes=True,
+        state_is_tuple=state_is_tuple,
     )
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cell))
     assert isinstance(restored, WeightDropLSTMCell)
     assert restored.get_config() == cell.get_config()
+    assert restored.state_size == cell.state_size and restored.output_size == 2
     np.testing.assert_array_equal(to_numpy(restored.bias)[5:10], 0.5)
+    assert [tuple(w.shape) for w in restored.weights] == [tuple(w.shape) for w in cell.weights]
     vd = VariationalDropout([4], 0.7, seed=1)
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(vd))
     assert restored.get_config() == vd.get_config()
@@ -175,9 +262,19 @@ def test_input_size_must_match_inputs(rng):
     assert cell.built
 
 
-def test_tf1_only_options_point_to_legacy():
-    with pytest.raises(ValueError, match=r"`num_proj` exists only in TF1 graph mode"):
-        WeightDropLSTMCell(num_units=4, num_proj=2)
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_proj": 0}, r"`num_proj` must be a positive integer; Received: num_proj=0"),
+        ({"cell_clip": -1.0}, r"`cell_clip` must be a positive number or None"),
+        ({"proj_clip": 1.0}, r"`proj_clip` clips the projection and needs `num_proj`"),
+        ({"dropout": 0.2}, r"`dropout` is an option of Keras' LSTMCell that the TF1 cell"),
+        ({"recurrent_dropout": 0.2}, r"`recurrent_dropout` is an option of Keras' LSTMCell"),
+    ],
+)
+def test_rejects_bad_tf1_options(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        WeightDropLSTMCell(num_units=4, **kwargs)
 
 
 def test_variational_dropout_mask_kept_until_update():
@@ -210,3 +307,234 @@ def test_compat_and_core_cells_keep_their_own_registrations():
     for cell in (core, legacy_api):
         restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(cell))
         assert type(restored) is type(cell)
+
+
+# -- the TF1 cell called as TF1 code calls it ---------------------------------------
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_direct_call_takes_and_gives_tf1_state(rng, config):
+    """`x_out, state = cell(x, LSTMStateTuple(c, h))` with a non-zero state, as TF1:
+    the state read as (c, h), returned as LSTMStateTuple(c, h), the kept mask on."""
+    cell = WeightDropLSTMCell(
+        num_units=CELL_NUM, weight_drop_kr=0.6, use_vd=True, input_size=INPUT_SIZE, **config
+    )
+    x = _inputs(rng, steps=1)
+    c0, h0 = _state(rng, cell)
+    output, state = cell(x[:, 0], LSTMStateTuple(c=c0, h=h0))
+    assert type(state) is LSTMStateTuple
+    want, c, h = tf1_reference(cell, x, c0, h0, _kept_mask(cell))
+    np.testing.assert_allclose(to_numpy(output), h, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(state.c), c, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(state.h), h, atol=1e-5)
+    # A plain (c, h) pair is read the same way.
+    output_pair, state_pair = cell(x[:, 0], (c0, h0))
+    assert type(state_pair) is LSTMStateTuple
+    np.testing.assert_allclose(to_numpy(output_pair), h, atol=1e-5)
+    if cell.num_proj is None:
+        # The test tells the orders apart: (h, c) read as (c, h) gives other numbers.
+        swapped, _ = cell(x[:, 0], (h0, c0))
+        assert np.abs(to_numpy(swapped) - h).max() > 1e-2
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_state_is_tuple_false_takes_and_gives_one_tensor(rng, config):
+    cell = WeightDropLSTMCell(
+        num_units=CELL_NUM, weight_drop_kr=0.6, use_vd=True, input_size=INPUT_SIZE,
+        state_is_tuple=False, **config,
+    )  # fmt: skip
+    assert cell.state_size == CELL_NUM + cell.output_size
+    assert tuple(cell.zero_state(2).shape) == (2, cell.state_size)
+    x = _inputs(rng)
+    c0, h0 = _state(rng, cell)
+    output, state = cell(x[:, 0], np.concatenate([c0, h0], axis=1))
+    _, c, h = tf1_reference(cell, x[:, :1], c0, h0, _kept_mask(cell))
+    np.testing.assert_allclose(to_numpy(state), np.concatenate([c, h], axis=1), atol=1e-5)
+    np.testing.assert_allclose(to_numpy(output), h, atol=1e-5)
+    outputs, state = dynamic_rnn(cell, x, initial_state=np.concatenate([c0, h0], axis=1))
+    want, c, h = tf1_reference(cell, x, c0, h0, _kept_mask(cell))
+    np.testing.assert_allclose(to_numpy(outputs), want, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(state), np.concatenate([c, h], axis=1), atol=1e-5)
+
+
+def test_direct_call_applies_the_mask_unless_training_false(rng):
+    """The TF1 cell had no training switch: the mask applies in every call."""
+    cell = WeightDropLSTMCell(
+        num_units=CELL_NUM, weight_drop_kr=0.5, use_vd=True, input_size=INPUT_SIZE, seed=1
+    )
+    x = _inputs(rng, steps=1)
+    c0, h0 = _state(rng, cell)
+    masked, _ = cell(x[:, 0], LSTMStateTuple(c0, h0))
+    _, _, want = tf1_reference(cell, x, c0, h0, _kept_mask(cell))
+    np.testing.assert_allclose(to_numpy(masked), want, atol=1e-5)
+    full, _ = cell(x[:, 0], LSTMStateTuple(c0, h0), training=False)
+    _, _, want_full = tf1_reference(cell, x, c0, h0)
+    np.testing.assert_allclose(to_numpy(full), want_full, atol=1e-5)
+    assert np.abs(want - want_full).max() > 1e-2
+    outputs, _ = dynamic_rnn(cell, x, initial_state=(c0, h0), training=False)
+    np.testing.assert_allclose(to_numpy(outputs)[:, 0], want_full, atol=1e-5)
+
+
+def test_seed_example_direct_call_kept_mask_redrawn_every_five_runs(rng):
+    """The seed's first example: one step called directly, the kept mask redrawn
+    every 5 runs; equal outputs within a block of 5, new ones after each update."""
+    cell = WeightDropLSTMCell(5, weight_drop_kr=0.9, use_vd=True, input_size=10, seed=7)
+    init = cell.zero_state(1, "float32")
+    x = rng.standard_normal((1, 1, 10)).astype("float32")
+    zeros = np.zeros((1, 5))
+    printed = []
+    for i in range(10):
+        if i % 5 == 0:
+            cell.get_vd_update_op()
+        x_out, _ = cell(x[:, 0], init)
+        _, _, want = tf1_reference(cell, x, zeros, zeros, _kept_mask(cell))
+        np.testing.assert_allclose(to_numpy(x_out), want, atol=1e-5)
+        printed.append(to_numpy(x_out))
+    for block in (printed[:5], printed[5:]):
+        for value in block[1:]:
+            np.testing.assert_array_equal(value, block[0])
+    assert not np.allclose(printed[0], printed[5])
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_seed_example_dynamic_rnn_mask_kept_until_the_update(rng, config):
+    """dynamic_rnn from a non-zero state: the kept mask serves every run until
+    get_vd_update_op() (called before the run, where TF1 code had a control
+    dependency), then the new one."""
+    cell = WeightDropLSTMCell(
+        num_units=CELL_NUM, weight_drop_kr=0.7, use_vd=True, input_size=INPUT_SIZE, seed=5,
+        **config,
+    )  # fmt: skip
+    x = _inputs(rng)
+    c0, h0 = _state(rng, cell)
+    runs = []
+    for update in (False, False, True):
+        if update:
+            cell.get_vd_update_op()
+        outputs, state = dynamic_rnn(cell, x, initial_state=LSTMStateTuple(c=c0, h=h0))
+        want, c, h = tf1_reference(cell, x, c0, h0, _kept_mask(cell))
+        np.testing.assert_allclose(to_numpy(outputs), want, atol=1e-5)
+        np.testing.assert_allclose(to_numpy(state.c), c, atol=1e-5)
+        np.testing.assert_allclose(to_numpy(state.h), h, atol=1e-5)
+        runs.append(to_numpy(outputs))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert np.abs(runs[2] - runs[0]).max() > 1e-3
+
+
+def test_keras_rnn_takes_and_returns_the_state_in_tf1_order(rng):
+    cell = WeightDropLSTMCell(
+        num_units=CELL_NUM, weight_drop_kr=0.7, use_vd=True, input_size=INPUT_SIZE, num_proj=3
+    )
+    x = _inputs(rng)
+    c0, h0 = _state(rng, cell)
+    rnn = keras.layers.RNN(cell, return_sequences=True, return_state=True)
+    outputs, c, h = rnn(x, initial_state=[c0, h0], training=True)
+    want, want_c, want_h = tf1_reference(cell, x, c0, h0, _kept_mask(cell))
+    np.testing.assert_allclose(to_numpy(outputs), want, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(c), want_c, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(h), want_h, atol=1e-5)
+    # Zero initial state from the cell, in the same order.
+    outputs, c, h = rnn(x, training=True)
+    zeros = np.zeros((BATCH, CELL_NUM)), np.zeros((BATCH, 3))
+    want, want_c, _ = tf1_reference(cell, x, *zeros, _kept_mask(cell))
+    np.testing.assert_allclose(to_numpy(outputs), want, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(c), want_c, atol=1e-5)
+
+
+def test_dynamic_rnn_sequence_length_and_time_major(rng):
+    """As TF1: zero outputs past each row's length, the state of its last step."""
+    cell = WeightDropLSTMCell(
+        num_units=CELL_NUM, weight_drop_kr=0.7, use_vd=True, input_size=INPUT_SIZE
+    )
+    x = _inputs(rng)
+    c0, h0 = _state(rng, cell)
+    lengths = np.array([5, 2, 3], "int32")
+    outputs, state = dynamic_rnn(
+        cell, np.transpose(x, (1, 0, 2)), lengths, (c0, h0), time_major=True
+    )
+    outputs = np.transpose(to_numpy(outputs), (1, 0, 2))
+    for row, length in enumerate(lengths):
+        rows = slice(row, row + 1)
+        want, c, h = tf1_reference(cell, x[rows, :length], c0[rows], h0[rows], _kept_mask(cell))
+        np.testing.assert_allclose(outputs[row, :length], want[0], atol=1e-5)
+        np.testing.assert_array_equal(outputs[row, length:], 0.0)
+        np.testing.assert_allclose(to_numpy(state.c)[row], c[0], atol=1e-5)
+        np.testing.assert_allclose(to_numpy(state.h)[row], h[0], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ("tensor", r"state is LSTMStateTuple\(c, h\) or a \(c, h\) pair"),
+        ("triple", r"state is LSTMStateTuple\(c, h\) or a \(c, h\) pair"),
+        ("keras-order", r"in TF1's order, with c of 6 and h of 3 features"),
+    ],
+)
+def test_rejects_states_of_another_form(rng, state, message):
+    cell = WeightDropLSTMCell(num_units=CELL_NUM, weight_drop_kr=0.7, num_proj=3)
+    c0, h0 = _state(rng, cell)
+    x = _inputs(rng)[:, 0]
+    states = {"tensor": c0, "triple": (c0, h0, h0), "keras-order": [h0, c0]}[state]
+    with pytest.raises(ValueError, match=message):
+        cell(x, states)
+    flat = WeightDropLSTMCell(num_units=CELL_NUM, state_is_tuple=False)
+    with pytest.raises(ValueError, match=r"state_is_tuple=False the cell's state is one tensor"):
+        flat(x, LSTMStateTuple(c0, c0))
+    with pytest.raises(ValueError, match=r"one tensor \[c, h\] of 12 features"):
+        flat(x, c0)
+
+
+def test_variational_dropout_in_a_loop(rng):
+    """The seed's second example: the kept mask inside a loop (tf.while_loop there,
+    keras.ops.while_loop here), the same at every iteration until updated."""
+    vd = VariationalDropout(input_shape=[5], keep_prob=0.5, seed=3)
+    x = rng.standard_normal((5, 2, 5)).astype("float32")
+
+    def run():
+        def body(step, total):
+            return step + 1, total + vd(keras.ops.take(x, step, axis=0))
+
+        _, total = keras.ops.while_loop(
+            lambda step, _: step < 5, body, (0, keras.ops.zeros((2, 5)))
+        )
+        return to_numpy(total)
+
+    for _ in range(2):
+        mask = to_numpy(vd.mask)
+        assert set(np.unique(mask)) == {0.0, 2.0}
+        np.testing.assert_allclose(run(), x.sum(axis=0) * mask, atol=1e-5)
+        np.testing.assert_allclose(run(), x.sum(axis=0) * mask, atol=1e-5)
+        vd.get_update_mask_op()
+        assert not np.array_equal(to_numpy(vd.mask), mask)
+
+
+def test_step_masks_fraction_and_reproducibility(rng, recorded_masks):
+    """use_vd=False: the fraction dropped is 1 - weight_drop_kr, masks differ between
+    steps and between calls, and the same seed draws the same masks."""
+    x = _inputs(rng, steps=8)
+
+    def masks_of_two_calls(seed):
+        # Seeded weights too: on JAX each step's masks come from the sequence's seed
+        # and the step's values (see step_seeds).
+        init = keras.initializers.GlorotUniform(seed=0)
+        cell = WeightDropLSTMCell(
+            num_units=CELL_NUM, weight_drop_kr=0.7, seed=seed, initializer=init
+        )
+        runs = []
+        for _ in range(2):
+            recorded_masks.clear()
+            dynamic_rnn(cell, x)
+            runs.append(np.stack(_recorded_step_masks(recorded_masks, 8)))
+        return runs
+
+    first, second = masks_of_two_calls(seed=11)
+    again, _ = masks_of_two_calls(seed=11)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, second)
+    for step_a in range(8):
+        for step_b in range(step_a + 1, 8):
+            assert not np.array_equal(first[step_a], first[step_b])
+    dropped = np.mean(np.concatenate([first.ravel(), second.ravel()]) == 0)
+    # 2 calls x 8 steps x 240 entries: the standard error is 0.006.
+    assert abs(dropped - 0.3) < 0.025
+    assert set(np.unique(first)) == {0.0, np.float32(1 / 0.7)}

@@ -501,13 +501,12 @@ def _python_loop(cell, x, training=True):
     return np.stack(outputs, axis=1)
 
 
-def test_cell_step_mode_fresh_mask_every_step(rng, recorded_masks):
+@pytest.mark.parametrize("loop", ["rnn", "python"])
+def test_cell_step_mode_fresh_mask_every_step(rng, recorded_masks, loop):
+    """In keras.layers.RNN (on JAX inside lax.scan) and in a Python loop."""
     x = _inputs(rng, steps=5)
     cell = WeightDropLSTMCell(5, weight_dropout=0.5, weight_dropout_mode="step", seed=3)
-    if BACKEND == "jax":
-        with pytest.raises(ValueError, match="lax.scan"):
-            keras.layers.RNN(cell, return_sequences=True)(x, training=True)
-        recorded_masks.clear()
+    if loop == "python":
         out = _python_loop(cell, x)
     else:
         out = to_numpy(keras.layers.RNN(cell, return_sequences=True)(x, training=True))
@@ -524,6 +523,76 @@ def test_cell_step_mode_fresh_mask_every_step(rng, recorded_masks):
     for t, mask in enumerate(recorded_masks):
         _, h, c = numpy_lstm(x[:, t : t + 1], kernel, recurrent * mask, bias, h, c)
         np.testing.assert_allclose(out[:, t], h, atol=1e-5)
+
+
+def _step_mode_model(steps=6, features=4, seed=3):
+    init = keras.initializers.GlorotUniform(seed=0)
+    cell = WeightDropLSTMCell(
+        5,
+        weight_dropout=0.5,
+        input_weight_dropout=0.3,
+        weight_dropout_mode="step",
+        seed=seed,
+        kernel_initializer=init,
+        recurrent_initializer=init,
+    )
+    return keras.Sequential(
+        [
+            keras.Input((steps, features)),
+            keras.layers.RNN(cell, return_sequences=True),
+            keras.layers.Dense(1, kernel_initializer=init),
+        ]
+    )
+
+
+def test_cell_step_mode_in_fit(rng):
+    """Step mode inside the compiled training step (jit on JAX, tf.function on
+    TensorFlow): it trains, and predictions use the full weights."""
+    x = _inputs(rng, batch=8)
+    y = rng.standard_normal((8, 6, 1)).astype("float32")
+    model = _step_mode_model()
+    model.compile(keras.optimizers.Adam(0.05), "mse")
+    history = model.fit(x, y, epochs=10, batch_size=8, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    np.testing.assert_array_equal(model.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="jax.jit and jaxprs are JAX's")
+def test_jax_step_mode_under_jit_is_reproducible_and_bounded(rng):
+    """Step mode under jax.jit (a stateless call): the same seed state gives the
+    same masks, the next seed state others, and no array of the loop is as large as
+    one mask per time step (masks are drawn inside the loop, step by step)."""
+    import jax
+
+    steps = 12
+    x = _inputs(rng, steps=steps)
+    model = _step_mode_model(steps=steps)
+
+    def forward(trainable, non_trainable, x):
+        return model.stateless_call(trainable, non_trainable, x, training=True)
+
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    first, next_state = jax.jit(forward)(trainable, non_trainable, x)
+    again, _ = jax.jit(forward)(trainable, non_trainable, x)
+    other, _ = jax.jit(forward)(trainable, next_state, x)
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    assert np.abs(np.asarray(other) - np.asarray(first)).max() > 1e-4
+    full = np.asarray(model.stateless_call(trainable, non_trainable, x)[0])
+    assert np.abs(np.asarray(first) - full).max() > 1e-4
+
+    def sizes(jaxpr):
+        for eqn in jaxpr.eqns:
+            for var in eqn.outvars:
+                yield int(np.prod(var.aval.shape))
+            for param in eqn.params.values():
+                inner = getattr(param, "jaxpr", param)
+                if hasattr(inner, "eqns"):
+                    yield from sizes(inner)
+
+    largest = max(sizes(jax.make_jaxpr(forward)(trainable, non_trainable, x).jaxpr))
+    kernel_size = 5 * 20
+    assert largest < steps * kernel_size
 
 
 def test_cell_manual_mode_in_fit(rng):

@@ -1,16 +1,20 @@
 """The API of the original TensorFlow 1.x weight-drop cell, on Keras 3.
 
-Code written for the TensorFlow 1.x cell keeps its calls:
+Code written for the TensorFlow 1.x cell keeps its calls, and their meaning:
 
     cell = WeightDropLSTMCell(num_units=128, weight_drop_kr=0.5, use_vd=True, input_size=64)
     cell.get_vd_update_op()                  # draws a new kept mask
-    outputs, state = dynamic_rnn(cell, x, initial_state=cell.zero_state(batch, "float32"))
+    x_out, state = cell(x_t, cell.zero_state(batch, "float32"))   # state: LSTMStateTuple(c, h)
+    outputs, state = dynamic_rnn(cell, x, initial_state=state)
 
     vd = VariationalDropout(input_shape=[5], keep_prob=0.5)
     vd.get_update_mask_op()
 
-These are thin shims over the core layers (`awd_lstm.layers.WeightDropLSTMCell` in
-"manual" or "step" mode). For TF1 graph code (`tf.compat.v1.Session`,
+The cell reads and returns states in TF1's forms (`LSTMStateTuple(c, h)`, or `[c, h]`
+concatenated with `state_is_tuple=False`) wherever it runs, and applies its mask in
+every call unless told `training=False`, as the TF1 cell did. It is built on the core
+`awd_lstm.layers.WeightDropLSTMCell` ("manual" mode for `use_vd=True`, "step" mode
+otherwise, on every backend). For TF1 graph code (`tf.compat.v1.Session`,
 `tf.compat.v1.nn.dynamic_rnn`) use `awd_lstm.legacy`. `docs/migration.md` maps every
 call to its Keras 3 equivalent.
 """
@@ -35,44 +39,92 @@ def _check_positive_int(name, value):
     return int(value)
 
 
-_TF1_ONLY = {"use_peepholes": False, "cell_clip": None, "num_proj": None, "proj_clip": None}
+def _check_clip(name, value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"`{name}` must be a positive number or None; Received: {name}={value!r}")
+    return float(value)
+
+
+# Keras LSTMCell options that the TF1 cell does not have, and that its TF1 step
+# below does not compute; the TF1 code applied dropout with wrappers around the cell.
+_KERAS_ONLY = {"dropout": 0.0, "recurrent_dropout": 0.0, "unit_forget_bias": False}
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm.compat")
 class WeightDropLSTMCell(layers.WeightDropLSTMCell):
     """The TF1 `WeightDropLSTMCell` API over the Keras 3 weight-dropped cell.
 
+    The cell behaves as TensorFlow 1.x's `tf.nn.rnn_cell.LSTMCell` with DropConnect
+    on its kernel, in every way it is called: directly, in `keras.layers.RNN` and in
+    `dynamic_rnn` below.
+
+    - **State in TF1's forms.** A state is `LSTMStateTuple(c, h)` (or a plain
+      `(c, h)` tuple), the cell first; with `state_is_tuple=False`, one tensor
+      `[c, h]` concatenated on the last axis. A direct call returns
+      `(output, LSTMStateTuple(c, h))` (the concatenated tensor with
+      `state_is_tuple=False`); given a list, as `keras.layers.RNN` passes its
+      states, it returns a list in the same order. So `keras.layers.RNN(cell,
+      return_state=True)` returns `output, c, h`, and takes
+      `initial_state=[c, h]`. With `num_proj`, `h` (and the output) is the
+      projected output, of `num_proj` features.
+    - **The mask in every call.** The TF1 cell had no training switch: its mask
+      applied whenever it ran. So does this one, unless the call says
+      `training=False` (`cell(x, state, training=False)`, `dynamic_rnn(...,
+      training=False)`, or Keras' inference in `predict` and `evaluate`): that is
+      how to evaluate without dropout. In `keras.layers.RNN` the cell gets the
+      RNN layer's `training` flag, which is false unless `training=True` is passed
+      or `fit` runs; `dynamic_rnn` applies the mask by default.
+
     Args:
         num_units: Positive integer, the number of LSTM units.
         weight_drop_kr: KEEP probability of the kernel weights, in (0, 1]; 1.0 makes
             the cell a plain LSTM cell. DropConnect applies to the whole kernel, input
             and recurrent parts alike (`input_weight_dropout = weight_dropout =
-            1 - weight_drop_kr`).
+            1 - weight_drop_kr`); the projection and peephole weights are not dropped.
         use_vd: If true, the mask is kept in non-trainable variables and changes only
             when `get_vd_update_op()` is called ("manual" mode); otherwise a fresh mask
-            is drawn at every time step ("step" mode).
+            is drawn at every time step ("step" mode, on every backend: on JAX each
+            step's mask is drawn statelessly inside the loop).
         input_size: Size of the input features; required with `use_vd=True` (the
             kept mask's shape depends on it).
+        use_peepholes: Diagonal peephole connections from the cell state to the
+            input, forget and output gates (weights `w_i_diag`, `w_f_diag`,
+            `w_o_diag`), as in TF1.
+        cell_clip: If set, the cell state is clipped to `[-cell_clip, cell_clip]`
+            after each step.
+        num_proj: If set, the output (and the `h` state) is projected to this size
+            by a `projection_kernel` `(num_units, num_proj)`, and the recurrent
+            kernel reads the projected `h`.
+        proj_clip: If set (with `num_proj`), the projected output is clipped to
+            `[-proj_clip, proj_clip]`.
         forget_bias: Added to the forget gate's bias, as in TF1 (here through the
             bias initializer: the same function, and the same gradients).
+        state_is_tuple: If true (TF1's default) states are `LSTMStateTuple(c, h)`;
+            if false, one tensor `[c, h]` concatenated.
         activation: Activation of the cell state; default `tanh`.
-        initializer: Initializer of the kernels; default Keras' (`glorot_uniform`,
-            `orthogonal`).
+        initializer: Initializer of the kernels (and projection and peephole
+            weights); default Keras' (`glorot_uniform`, `orthogonal`).
         seed: Integer seed of the masks.
-        **kwargs: Other `keras.layers.LSTMCell` arguments (`name`, `dtype`, ...).
-            The TF1-only options `use_peepholes`, `cell_clip`, `num_proj` and
-            `proj_clip` exist only in `awd_lstm.legacy`.
+        **kwargs: Other `keras.layers.LSTMCell` arguments (`name`, `dtype`,
+            regularizers, constraints, ...); not `dropout` or `recurrent_dropout`,
+            which the TF1 cell did not have.
 
-    In `keras.layers.RNN` the mask is applied when `training=True`, as for every
-    Keras layer; `dynamic_rnn` below applies it always, like the TF1 cell.
+    Weights are kept in Keras' layout: `kernel` `(input_size, 4 * num_units)` and
+    `recurrent_kernel` `(h_size, 4 * num_units)`, gates `i, f, c, o`. TF1's `[W; U]`
+    kernel is their concatenation along rows, its gates ordered `i, j, f, o`.
 
     Example:
 
     >>> cell = WeightDropLSTMCell(num_units=4, weight_drop_kr=0.5, use_vd=True, input_size=3)
     >>> len(cell.get_vd_update_op())
     2
+    >>> output, state = cell(np.ones((2, 3), "float32"), cell.zero_state(2, "float32"))
+    >>> type(state).__name__, tuple(state.c.shape), tuple(output.shape)
+    ('LSTMStateTuple', (2, 4), (2, 4))
     >>> outputs, state = dynamic_rnn(cell, np.ones((2, 5, 3), "float32"))
-    >>> tuple(outputs.shape), tuple(state.c.shape)
+    >>> tuple(outputs.shape), tuple(state.h.shape)
     ((2, 5, 4), (2, 4))
     """
 
@@ -82,7 +134,12 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
         weight_drop_kr=1.0,
         use_vd=False,
         input_size=None,
+        use_peepholes=False,
+        cell_clip=None,
+        num_proj=None,
+        proj_clip=None,
         forget_bias=1.0,
+        state_is_tuple=True,
         activation=None,
         initializer=None,
         seed=None,
@@ -90,13 +147,6 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
     ):
         num_units = _check_positive_int("num_units", num_units)
         keep = check_keep_prob("weight_drop_kr", weight_drop_kr)
-        for name, default in _TF1_ONLY.items():
-            value = kwargs.pop(name, default)
-            if value != default:
-                raise ValueError(
-                    f"`{name}` exists only in TF1 graph mode (awd_lstm.legacy); Keras 3's "
-                    f"LSTM cell has no such option; Received: {name}={value!r}"
-                )
         if use_vd and input_size is None:
             raise ValueError(
                 "`input_size` is required when use_vd=True (the kept mask's shape depends "
@@ -104,6 +154,24 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
             )
         if input_size is not None:
             input_size = _check_positive_int("input_size", input_size)
+        if num_proj is not None:
+            num_proj = _check_positive_int("num_proj", num_proj)
+        cell_clip = _check_clip("cell_clip", cell_clip)
+        proj_clip = _check_clip("proj_clip", proj_clip)
+        if proj_clip is not None and num_proj is None:
+            raise ValueError(
+                f"`proj_clip` clips the projection and needs `num_proj`; "
+                f"Received: proj_clip={proj_clip!r}, num_proj=None"
+            )
+        for name, default in _KERAS_ONLY.items():
+            value = kwargs.pop(name, default)
+            if value != default:
+                raise ValueError(
+                    f"`{name}` is an option of Keras' LSTMCell that the TF1 cell does not "
+                    f"have; apply dropout to the inputs or outputs around the cell (for "
+                    f"example with VariationalDropout); Received: {name}={value!r}"
+                )
+        kwargs.pop("implementation", None)  # Keras' LSTMCell option; one TF1 step here
         if initializer is not None:
             kwargs.setdefault("kernel_initializer", initializer)
             kwargs.setdefault("recurrent_initializer", initializer)
@@ -129,7 +197,18 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
         self.weight_drop_kr = keep
         self.use_vd = bool(use_vd)
         self.input_size = input_size
+        self.use_peepholes = bool(use_peepholes)
+        self.cell_clip = cell_clip
+        self.num_proj = num_proj
+        self.proj_clip = proj_clip
         self.forget_bias = forget_bias
+        self.state_is_tuple = bool(state_is_tuple)
+        h_size = num_proj or num_units
+        self.output_size = h_size
+        if self.state_is_tuple:
+            self.state_size = LSTMStateTuple(c=num_units, h=h_size)
+        else:
+            self.state_size = num_units + h_size
         if self.use_vd:
             # The TF1 cell owns its kept mask from construction on, so that
             # get_vd_update_op() can run before the first step.
@@ -141,7 +220,120 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
                 f"The cell was created with input_size={self.input_size} but receives "
                 f"inputs with {input_shape[-1]} features"
             )
-        super().build(input_shape)
+        units, h_size = self.num_units, self.output_size
+        # Keras' LSTMCell.build, but for a recurrent kernel that reads an `h` of
+        # `num_proj` features, and TF1's projection and peepholes.
+        self.kernel = self.add_weight(
+            shape=(input_shape[-1], 4 * units),
+            name="kernel",
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(h_size, 4 * units),
+            name="recurrent_kernel",
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(4 * units,),
+                name="bias",
+                initializer=self.bias_initializer,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        self.projection_kernel = None
+        if self.num_proj is not None:
+            self.projection_kernel = self.add_weight(
+                shape=(units, self.num_proj),
+                name="projection_kernel",
+                initializer=self.kernel_initializer,
+            )
+        self.w_i_diag = self.w_f_diag = self.w_o_diag = None
+        if self.use_peepholes:
+            self.w_i_diag, self.w_f_diag, self.w_o_diag = (
+                self.add_weight(shape=(units,), name=name, initializer=self.kernel_initializer)
+                for name in ("w_i_diag", "w_f_diag", "w_o_diag")
+            )
+        self.build_weight_masks()
+        self.built = True
+
+    def call(self, inputs, states, training=None):
+        c_prev, h_prev, form = self._read_state(states)
+        self._stepped = True
+        if training is not False and self.drops_weights:
+            kernel, recurrent_kernel = self.step_kernels(inputs, [c_prev, h_prev])
+        else:
+            kernel, recurrent_kernel = self.kernel, self.recurrent_kernel
+        # TF1's LSTMCell step (gates in Keras' order i, f, c, o; forget_bias is
+        # in the bias).
+        z = ops.matmul(inputs, kernel) + ops.matmul(h_prev, recurrent_kernel)
+        if self.use_bias:
+            z = z + self.bias
+        z_i, z_f, z_c, z_o = ops.split(z, 4, axis=-1)
+        if self.use_peepholes:
+            z_i = z_i + self.w_i_diag * c_prev
+            z_f = z_f + self.w_f_diag * c_prev
+        gate = self.recurrent_activation
+        c = gate(z_f) * c_prev + gate(z_i) * self.activation(z_c)
+        if self.cell_clip is not None:
+            c = ops.clip(c, -self.cell_clip, self.cell_clip)
+        if self.use_peepholes:
+            z_o = z_o + self.w_o_diag * c
+        h = gate(z_o) * self.activation(c)
+        if self.num_proj is not None:
+            h = ops.matmul(h, self.projection_kernel)
+            if self.proj_clip is not None:
+                h = ops.clip(h, -self.proj_clip, self.proj_clip)
+        return h, self._write_state(c, h, form)
+
+    def _read_state(self, states):
+        """`(c, h, form)` from a state in one of TF1's forms; `form` says how to
+        return the new state: as a list (what `keras.layers.RNN` passes), an
+        `LSTMStateTuple`, or one concatenated tensor."""
+        units, h_size = self.num_units, self.output_size
+        if self.state_is_tuple:
+            if not (isinstance(states, (list, tuple)) and len(states) == 2):
+                raise ValueError(
+                    "The cell's state is LSTMStateTuple(c, h) or a (c, h) pair (with "
+                    "state_is_tuple=False, one tensor [c, h]); Received: "
+                    f"{type(states).__name__} {_shapes(states)}"
+                )
+            c, h = states
+            form = list if type(states) is list else LSTMStateTuple
+        else:
+            form = None
+            if isinstance(states, (list, tuple)):
+                if len(states) != 1:
+                    raise ValueError(
+                        "With state_is_tuple=False the cell's state is one tensor [c, h] "
+                        f"of {units + h_size} features; Received: {type(states).__name__} "
+                        f"{_shapes(states)}"
+                    )
+                form = list
+                states = states[0]
+            if states.shape[-1] != units + h_size:
+                raise ValueError(
+                    f"With state_is_tuple=False the cell's state is one tensor [c, h] of "
+                    f"{units + h_size} features; Received: shape {tuple(states.shape)}"
+                )
+            c, h = states[:, :units], states[:, units:]
+        if c.shape[-1] != units or h.shape[-1] != h_size:
+            raise ValueError(
+                f"The state is (c, h) in TF1's order, with c of {units} and h of "
+                f"{h_size} features; Received: shapes {_shapes([c, h])}"
+            )
+        return c, h, form
+
+    def _write_state(self, c, h, form):
+        if self.state_is_tuple:
+            return [c, h] if form is list else LSTMStateTuple(c=c, h=h)
+        state = ops.concatenate([c, h], axis=-1)
+        return [state] if form is list else state
 
     def get_vd_update_op(self):
         """Draws a new kept mask; returns the list of new mask values (empty when
@@ -155,9 +347,16 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
         return self.resample_weight_masks()
 
     def zero_state(self, batch_size, dtype="float32"):
-        """An all-zero `LSTMStateTuple(c, h)`."""
-        zeros = ops.zeros((batch_size, self.num_units), dtype=dtype)
-        return LSTMStateTuple(c=zeros, h=zeros)
+        """An all-zero state: `LSTMStateTuple(c, h)`, or one tensor `[c, h]` with
+        `state_is_tuple=False`."""
+        c = ops.zeros((batch_size, self.num_units), dtype=dtype)
+        h = ops.zeros((batch_size, self.output_size), dtype=dtype)
+        return self._write_state(c, h, LSTMStateTuple)
+
+    def get_initial_state(self, batch_size=None):
+        # keras.layers.RNN's zero state: a list, in TF1's order.
+        zeros = self.zero_state(batch_size, self.compute_dtype)
+        return list(zeros) if self.state_is_tuple else [zeros]
 
     def get_config(self):
         config = super().get_config()
@@ -168,6 +367,8 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
             "weight_dropout_mode",
             "unit_forget_bias",
             "bias_initializer",
+            "dropout",
+            "recurrent_dropout",
         ):
             config.pop(key, None)
         config.update(
@@ -175,39 +376,91 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
             weight_drop_kr=self.weight_drop_kr,
             use_vd=self.use_vd,
             input_size=self.input_size,
+            use_peepholes=self.use_peepholes,
+            cell_clip=self.cell_clip,
+            num_proj=self.num_proj,
+            proj_clip=self.proj_clip,
             forget_bias=self.forget_bias,
+            state_is_tuple=self.state_is_tuple,
         )
         return config
 
 
-def dynamic_rnn(cell, inputs, initial_state=None, dtype=None, time_major=False, training=True):
+def _shapes(states):
+    if isinstance(states, (list, tuple)):
+        return [tuple(getattr(s, "shape", ())) for s in states]
+    return tuple(getattr(states, "shape", ()))
+
+
+def dynamic_rnn(
+    cell,
+    inputs,
+    sequence_length=None,
+    initial_state=None,
+    dtype=None,
+    parallel_iterations=None,
+    swap_memory=False,
+    time_major=False,
+    scope=None,
+    training=True,
+):
     """Runs `cell` over `inputs` like `tf.compat.v1.nn.dynamic_rnn`.
 
     Args:
-        cell: A Keras RNN cell, for example `WeightDropLSTMCell`.
+        cell: A Keras RNN cell: `WeightDropLSTMCell` above (states in TF1's forms),
+            or any Keras cell (states in its own order; a Keras LSTM cell's
+            `[h, c]` may also be given and is returned as `LSTMStateTuple(c, h)`).
         inputs: `(batch, time, features)`, or `(time, batch, features)` with
             `time_major=True`.
-        initial_state: An `LSTMStateTuple(c, h)` (TF1 order) or None for zeros.
+        sequence_length: Optional `(batch,)` integer lengths: as in TF1, the outputs
+            past a row's length are zeros and its final state is the one after its
+            last step.
+        initial_state: The cell's initial state (for `WeightDropLSTMCell`,
+            `LSTMStateTuple(c, h)`, a `(c, h)` pair or, with
+            `state_is_tuple=False`, the tensor `[c, h]`), or None for zeros.
         dtype: Accepted for compatibility; the cell's dtype is used.
+        parallel_iterations, swap_memory, scope: Accepted for compatibility; Keras'
+            loop has no such settings.
         time_major: Whether the inputs and outputs are time-major.
         training: Whether the masks apply; true by default, like the TF1 cell,
             which applied them at every run.
 
     Returns:
-        `(outputs, LSTMStateTuple(c, h))`.
+        `(outputs, state)`: the state in the cell's form (`LSTMStateTuple(c, h)`
+        for `WeightDropLSTMCell`).
     """
-    del dtype
+    del dtype, parallel_iterations, swap_memory, scope
     if time_major:
         inputs = ops.transpose(inputs, (1, 0, 2))
-    rnn = keras.layers.RNN(cell, return_sequences=True, return_state=True)
-    keras_state = None
+    tf1 = isinstance(cell, WeightDropLSTMCell)
+    keras_lstm = not tf1 and list(getattr(cell, "state_size", ())) == [cell.units] * 2
     if initial_state is not None:
-        c, h = initial_state
-        keras_state = [h, c]
-    outputs, h, c = rnn(inputs, initial_state=keras_state, training=training)
+        if tf1:
+            c, h, _ = cell._read_state(initial_state)
+            initial_state = cell._write_state(c, h, list)
+        elif keras_lstm and isinstance(initial_state, LSTMStateTuple):
+            initial_state = [initial_state.h, initial_state.c]
+        elif isinstance(initial_state, (list, tuple)):
+            initial_state = list(initial_state)
+        else:
+            initial_state = [initial_state]
+    mask = None
+    if sequence_length is not None:
+        steps = ops.arange(ops.shape(inputs)[1], dtype="int32")
+        mask = ops.expand_dims(steps, 0) < ops.expand_dims(ops.cast(sequence_length, "int32"), 1)
+    rnn = keras.layers.RNN(
+        cell, return_sequences=True, return_state=True, zero_output_for_mask=True
+    )
+    outputs, *states = rnn(inputs, initial_state=initial_state, mask=mask, training=training)
     if time_major:
         outputs = ops.transpose(outputs, (1, 0, 2))
-    return outputs, LSTMStateTuple(c=c, h=h)
+    if tf1:
+        state = LSTMStateTuple(*states) if cell.state_is_tuple else states[0]
+    elif keras_lstm:
+        state = LSTMStateTuple(c=states[1], h=states[0])
+    else:
+        state = states[0] if len(states) == 1 else states
+    return outputs, state
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm.compat")

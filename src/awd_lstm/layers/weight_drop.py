@@ -19,36 +19,40 @@ from awd_lstm.layers._recurrence import padded_recurrence, recurrence_with_gradi
 WEIGHT_DROPOUT_MODES = ("call", "manual", "step")
 
 
-def draw_weight_mask(shape, rate, seed_generator, dtype):
-    """Draws a DropConnect mask: entries are 0 with probability `rate`, else 1/(1-rate)."""
+def draw_weight_mask(shape, rate, seed, dtype):
+    """Draws a DropConnect mask: entries are 0 with probability `rate`, else 1/(1-rate).
+
+    `seed` is a `keras.random.SeedGenerator` (advanced by the draw) or, on JAX, a
+    key from `step_seeds` (a stateless draw inside a traced loop).
+    """
     # A uniform draw and a comparison rather than keras.random.dropout: a
     # kernel-sized mask is the whole overhead of weight drop, and on PyTorch's CPU
     # generator dropout (torch.bernoulli) costs twice as much. (randint would be no
     # cheaper on PyTorch and twice as dear on JAX, which draws two words per integer.)
     backend = keras.backend.backend()
     if backend in ("jax", "torch"):
-        keep = _keep_mask_from_bits(backend, shape, rate, seed_generator)
+        keep = _keep_mask_from_bits(backend, shape, rate, seed)
     else:
-        keep = keras.random.uniform(shape, seed=seed_generator) >= rate
+        keep = keras.random.uniform(shape, seed=seed) >= rate
     return ops.cast(keep, dtype) * ops.cast(1.0 / (1.0 - rate), dtype)
 
 
-def _keep_mask_from_bits(backend, shape, rate, seed_generator):
+def _keep_mask_from_bits(backend, shape, rate, seed):
     """JAX and PyTorch: every entry of the mask from 16 random bits, kept when they
     are at least `round(rate * 2**16)` (a drop probability within 2**-17 of `rate`;
     exact for the paper's 0.5), several entries per random word: JAX's threefry
-    draws a 32-bit word per number whatever its width (13 ns each on this CPU; a
-    float per entry was 5% of the small model's step), PyTorch's generator a 64-bit
-    one, read as four 16-bit fields (a float per entry took 4.6 times as long as
-    three fields per word, which take 2.5 times as long as this)."""
+    draws a 32-bit word per number whatever its width (a float per entry was 5% of
+    the small model's step), PyTorch's generator a 64-bit one, read as four 16-bit
+    fields (a float per entry took 4.6 times as long as three fields per word, which
+    take 2.5 times as long as this)."""
     size = math.prod(shape)
     threshold = round(rate * 2**16)
     if backend == "jax":
         import jax
         import jax.numpy as jnp
-        from keras.src.random.seed_generator import draw_seed
 
-        words = jax.random.bits(draw_seed(seed_generator), (-(-size // 2),), jnp.uint32)
+        key = seed if isinstance(seed, jax.Array) else seed.next()
+        words = jax.random.bits(key, (-(-size // 2),), jnp.uint32)
         fields = [words & jnp.uint32(0xFFFF), words >> jnp.uint32(16)]
         return (jnp.concatenate(fields)[:size] >= jnp.uint32(threshold)).reshape(shape)
     import torch
@@ -59,8 +63,36 @@ def _keep_mask_from_bits(backend, shape, rate, seed_generator):
     # Every 64-bit pattern but one (the range's end is exclusive): each 16-bit field
     # is uniform to within 2**-48. As signed 16-bit numbers the fields are shifted
     # down by 2**15, and so is the threshold.
-    words.random_(-(2**63), 2**63 - 1, generator=torch_seed_generator(seed_generator))
+    words.random_(-(2**63), 2**63 - 1, generator=torch_seed_generator(seed))
     return (words.view(torch.int16)[:size] >= threshold - 2**15).reshape(shape)
+
+
+def step_seeds(sequence_seed, tensors, count=2):
+    """JAX: `count` keys for one time step's masks, without advancing any state.
+
+    Inside a traced loop (`lax.scan`, which `keras.layers.RNN` runs on JAX) a
+    `SeedGenerator` cannot advance: its new state would leak out of the loop body,
+    and a loop counter would have to be carried as one more RNN state, which
+    `return_state` and stateful layers would expose. So the sequence's seed, drawn
+    once before the loop, is folded with a hash of the step's own values (its input
+    and the carried states): they differ from step to step, the hash mixes all of
+    their bits, and the same seed and the same inputs give the same masks. Steps can
+    only share masks if their inputs and states are bitwise equal; their masks then
+    multiply the same numbers. Each key is used for one mask, as a fresh draw would be.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    key = sequence_seed
+    for tensor in tensors:
+        value = jax.lax.stop_gradient(jnp.asarray(tensor, jnp.float32)).ravel()
+        bits = jax.lax.bitcast_convert_type(value, jnp.uint32)
+        bits = bits ^ (bits >> jnp.uint32(16))
+        # Odd multipliers (distinct for every position) keep the sum sensitive to
+        # every bit of every entry and to their order.
+        weights = jnp.arange(1, 2 * bits.size, 2, dtype=jnp.uint32) * jnp.uint32(0x9E3779B1)
+        key = jax.random.fold_in(key, jnp.sum(bits * weights, dtype=jnp.uint32))
+    return [jax.random.fold_in(key, i) for i in range(count)]
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -84,9 +116,8 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
             `recurrent_kernel_mask`) and change only when
             `resample_weight_masks()` is called.
             `"step"`: a fresh mask at every call of the cell, that is at every time
-            step. On the JAX backend this works in a Python loop over the cell but
-            not inside `keras.layers.RNN`, whose `lax.scan` cannot advance a seed
-            generator.
+            step, in `keras.layers.RNN` and in a Python loop on every backend (on
+            JAX inside `lax.scan` and `jit` too: see `prepare_sequence`).
         seed: Integer seed of the cell's `SeedGenerator` (weight masks and the
             `dropout`/`recurrent_dropout` masks of `keras.layers.LSTMCell`).
         **kwargs: Every other argument of `keras.layers.LSTMCell`.
@@ -132,6 +163,10 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
 
     def build(self, input_shape):
         super().build(input_shape)
+        self.build_weight_masks()
+
+    def build_weight_masks(self):
+        """Creates the mask variables of "manual" mode, once the kernels exist."""
         if self.weight_dropout_mode != "manual":
             return
         if self.input_weight_dropout > 0:
@@ -151,31 +186,42 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
 
     # -- masks -------------------------------------------------------------------
 
-    def _draw_masks(self):
+    def _draw_masks(self, seeds=None):
+        """New masks from the cell's seed generator, or from `seeds` (one for the
+        input kernel's mask, one for the recurrent kernel's)."""
         dtype = self.compute_dtype
+        kernel_seed, recurrent_seed = seeds or (self.seed_generator,) * 2
         kernel_mask = recurrent_mask = None
         if self.input_weight_dropout > 0:
             kernel_mask = draw_weight_mask(
-                self.kernel.shape, self.input_weight_dropout, self.seed_generator, dtype
+                self.kernel.shape, self.input_weight_dropout, kernel_seed, dtype
             )
         if self.weight_dropout > 0:
             recurrent_mask = draw_weight_mask(
-                self.recurrent_kernel.shape,
-                self.weight_dropout,
-                self.seed_generator,
-                dtype,
+                self.recurrent_kernel.shape, self.weight_dropout, recurrent_seed, dtype
             )
         return kernel_mask, recurrent_mask
 
-    def _current_masks(self):
-        """The masks of the present step under the cell's mode."""
+    def _current_masks(self, inputs=None, states=None):
+        """The masks of the present step under the cell's mode (`inputs` and
+        `states`, the step's, seed "step" mode's masks inside a traced JAX loop)."""
         if self.weight_dropout_mode == "manual":
             return self.kernel_mask, self.recurrent_kernel_mask
         if self.weight_dropout_mode == "step":
+            if self._sequence_seed is not None and inputs is not None:
+                return self._draw_masks(step_seeds(self._sequence_seed, [inputs, *states]))
             return self._draw_masks()
         if self._call_masks is None:
             self._call_masks = self._draw_masks()
         return self._call_masks
+
+    def step_kernels(self, inputs, states):
+        """`(kernel, recurrent_kernel)` with the masks of one training step applied:
+        those fixed for the sequence by `prepare_sequence`, else the present masks
+        under the cell's mode."""
+        if self._sequence_kernels is not None:
+            return self._sequence_kernels
+        return self.dropped_kernels(self._current_masks(inputs, states))
 
     def dropped_kernels(self, masks=None):
         """Returns `(kernel, recurrent_kernel)` with the weight masks applied.
@@ -202,6 +248,7 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
         """
         self._call_masks = None
         self._sequence_kernels = None
+        self._sequence_seed = None
         self._sequence_prepared = False
 
     def resample_weight_masks(self):
@@ -235,13 +282,20 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
 
         Draws the "call"-mode masks (or reads the "manual" ones) and applies them
         once, so that the loop body neither draws random numbers nor repeats the
-        element-wise product at every step. A no-op in "step" mode and when not
-        training.
+        element-wise product at every step. In "step" mode on JAX it draws the
+        sequence's seed, from which every step's masks are drawn statelessly (see
+        `step_seeds`), so that the loop can run inside `lax.scan` or `jit`; call it
+        before a loop of your own over the cell there, and `reset_weight_masks()`
+        after. Nothing to fix when not training.
         """
         self.reset_weight_masks()
         self._sequence_prepared = True
-        if training and self.drops_weights and self.weight_dropout_mode != "step":
+        if not (training and self.drops_weights):
+            return
+        if self.weight_dropout_mode != "step":
             self._sequence_kernels = self.dropped_kernels()
+        elif keras.backend.backend() == "jax":
+            self._sequence_seed = self.seed_generator.next()
 
     # `keras.layers.RNN` calls these two hooks of `DropoutRNNCell` right before and
     # after its loop (to keep the loop body stateless, which JAX's scan requires).
@@ -249,17 +303,6 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
     # its weight masks for the whole sequence.
     def get_recurrent_dropout_mask(self, step_input):
         if not self._sequence_prepared:
-            if (
-                self.weight_dropout_mode == "step"
-                and self.drops_weights
-                and keras.backend.backend() == "jax"
-            ):
-                raise ValueError(
-                    "weight_dropout_mode='step' cannot draw a fresh mask at each "
-                    "step inside keras.layers.RNN on the JAX backend (lax.scan "
-                    "cannot advance a SeedGenerator); loop over the cell in Python, "
-                    "or use weight_dropout_mode='call' or 'manual'."
-                )
             self.prepare_sequence(training=_training_of_current_call())
         return super().get_recurrent_dropout_mask(step_input)
 
@@ -287,10 +330,7 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
         self._stepped = True
         if not (training and self.drops_weights):
             return super().call(inputs, states, training=training)
-        kernels = self._sequence_kernels
-        if kernels is None:
-            kernels = self.dropped_kernels()
-        with self.kernels_replaced(*kernels):
+        with self.kernels_replaced(*self.step_kernels(inputs, states)):
             return super().call(inputs, states, training=training)
 
     def get_config(self):
