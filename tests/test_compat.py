@@ -538,3 +538,21 @@ def test_step_masks_fraction_and_reproducibility(rng, recorded_masks):
     # 2 calls x 8 steps x 240 entries: the standard error is 0.006.
     assert abs(dropped - 0.3) < 0.025
     assert set(np.unique(first)) == {0.0, np.float32(1 / 0.7)}
+
+
+def test_stacked_cells_as_multi_rnn_cell(rng):
+    """TF1's MultiRNNCell is keras.layers.StackedRNNCells: dynamic_rnn takes and gives
+    a tuple with one LSTMStateTuple per cell, each layer as TF1 computes it."""
+    first = WeightDropLSTMCell(CELL_NUM, weight_drop_kr=0.7, use_vd=True, input_size=INPUT_SIZE)
+    second = WeightDropLSTMCell(3, weight_drop_kr=0.7, use_vd=True, input_size=CELL_NUM)
+    stacked = keras.layers.StackedRNNCells([first, second])
+    x = _inputs(rng)
+    states = [_state(rng, first), _state(rng, second)]
+    initial = tuple(LSTMStateTuple(c, h) for c, h in states)
+    outputs, final = dynamic_rnn(stacked, x, initial_state=initial)
+    assert type(final) is tuple and all(type(s) is LSTMStateTuple for s in final)
+    hidden, c1, h1 = tf1_reference(first, x, *states[0], _kept_mask(first))
+    want, c2, h2 = tf1_reference(second, hidden, *states[1], _kept_mask(second))
+    np.testing.assert_allclose(to_numpy(outputs), want, atol=1e-5)
+    for got, value in zip((final[0].c, final[0].h, final[1].c, final[1].h), (c1, h1, c2, h2)):
+        np.testing.assert_allclose(to_numpy(got), value, atol=1e-5)

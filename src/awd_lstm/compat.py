@@ -407,9 +407,11 @@ def dynamic_rnn(
     """Runs `cell` over `inputs` like `tf.compat.v1.nn.dynamic_rnn`.
 
     Args:
-        cell: A Keras RNN cell: `WeightDropLSTMCell` above (states in TF1's forms),
-            or any Keras cell (states in its own order; a Keras LSTM cell's
-            `[h, c]` may also be given and is returned as `LSTMStateTuple(c, h)`).
+        cell: A Keras RNN cell: `WeightDropLSTMCell` above (states in TF1's forms);
+            `keras.layers.StackedRNNCells` of cells, as TF1's `MultiRNNCell` (a
+            tuple with one state per cell); or any Keras cell (states in its own
+            order; a Keras LSTM cell's state is given and returned as
+            `LSTMStateTuple(c, h)`).
         inputs: `(batch, time, features)`, or `(time, batch, features)` with
             `time_major=True`.
         sequence_length: Optional `(batch,)` integer lengths: as in TF1, the outputs
@@ -432,18 +434,8 @@ def dynamic_rnn(
     del dtype, parallel_iterations, swap_memory, scope
     if time_major:
         inputs = ops.transpose(inputs, (1, 0, 2))
-    tf1 = isinstance(cell, WeightDropLSTMCell)
-    keras_lstm = not tf1 and list(getattr(cell, "state_size", ())) == [cell.units] * 2
     if initial_state is not None:
-        if tf1:
-            c, h, _ = cell._read_state(initial_state)
-            initial_state = cell._write_state(c, h, list)
-        elif keras_lstm and isinstance(initial_state, LSTMStateTuple):
-            initial_state = [initial_state.h, initial_state.c]
-        elif isinstance(initial_state, (list, tuple)):
-            initial_state = list(initial_state)
-        else:
-            initial_state = [initial_state]
+        initial_state = _to_keras_state(cell, initial_state)
     mask = None
     if sequence_length is not None:
         steps = ops.arange(ops.shape(inputs)[1], dtype="int32")
@@ -454,13 +446,33 @@ def dynamic_rnn(
     outputs, *states = rnn(inputs, initial_state=initial_state, mask=mask, training=training)
     if time_major:
         outputs = ops.transpose(outputs, (1, 0, 2))
-    if tf1:
-        state = LSTMStateTuple(*states) if cell.state_is_tuple else states[0]
-    elif keras_lstm:
-        state = LSTMStateTuple(c=states[1], h=states[0])
-    else:
-        state = states[0] if len(states) == 1 else states
-    return outputs, state
+    return outputs, _from_keras_state(cell, states)
+
+
+def _to_keras_state(cell, state):
+    """A state as `dynamic_rnn` takes it, as the list `keras.layers.RNN` takes."""
+    if isinstance(cell, WeightDropLSTMCell):
+        c, h, _ = cell._read_state(state)
+        return cell._write_state(c, h, list)
+    if isinstance(cell, keras.layers.StackedRNNCells):  # TF1's MultiRNNCell: one per cell
+        return [_to_keras_state(c, s) for c, s in zip(cell.cells, state)]
+    if isinstance(cell, keras.layers.LSTMCell) and isinstance(state, LSTMStateTuple):
+        return [state.h, state.c]
+    return list(state) if isinstance(state, (list, tuple)) else [state]
+
+
+def _from_keras_state(cell, states):
+    """The list of states `keras.layers.RNN` returns, as `dynamic_rnn` returns it."""
+    if isinstance(cell, WeightDropLSTMCell):
+        return LSTMStateTuple(*states) if cell.state_is_tuple else states[0]
+    if isinstance(cell, keras.layers.StackedRNNCells):
+        return tuple(
+            _from_keras_state(c, s if isinstance(s, (list, tuple)) else [s])
+            for c, s in zip(cell.cells, states)
+        )
+    if isinstance(cell, keras.layers.LSTMCell):
+        return LSTMStateTuple(c=states[1], h=states[0])
+    return states[0] if len(states) == 1 else states
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm.compat")
