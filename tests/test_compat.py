@@ -75,6 +75,10 @@ def tf1_reference(cell, x, c0, h0, masks=None):
 def _recorded_step_masks(drawn, steps):
     """The TF1-layout mask of each of the last `steps` steps (two draws a step:
     the input kernel's, then the recurrent kernel's)."""
+    if BACKEND == "jax":
+        import jax
+
+        jax.effects_barrier()  # the masks recorded inside lax.scan, all delivered
     drawn = drawn[-2 * steps :]
     return [_tf1_mask(k, r) for k, r in zip(drawn[::2], drawn[1::2])]
 
@@ -259,7 +263,11 @@ def test_input_size_must_match_inputs(rng):
     cell = WeightDropLSTMCell(num_units=4, weight_drop_kr=0.5, use_vd=True, input_size=7)
     with pytest.raises(ValueError, match="input_size=7 but receives inputs with 4 features"):
         dynamic_rnn(WeightDropLSTMCell(num_units=4, input_size=7), _inputs(rng))
-    assert cell.built
+    assert cell.built  # built at construction (its kept mask), checked at every call
+    with pytest.raises(ValueError, match="input_size=7 but receives inputs with 4 features"):
+        cell(_inputs(rng)[:, 0], cell.zero_state(BATCH))
+    with pytest.raises(ValueError, match="input_size=7 but receives inputs with 4 features"):
+        dynamic_rnn(cell, _inputs(rng))
 
 
 @pytest.mark.parametrize(
@@ -556,3 +564,67 @@ def test_stacked_cells_as_multi_rnn_cell(rng):
     np.testing.assert_allclose(to_numpy(outputs), want, atol=1e-5)
     for got, value in zip((final[0].c, final[0].h, final[1].c, final[1].h), (c1, h1, c2, h2)):
         np.testing.assert_allclose(to_numpy(got), value, atol=1e-5)
+
+
+def test_inference_calls_and_false_flags_use_the_full_weights(rng):
+    """`training` given as any false value (NumPy's too), or Keras' inference
+    (`predict`) around dynamic_rnn, uses the full weights."""
+    cell = WeightDropLSTMCell(
+        num_units=CELL_NUM, weight_drop_kr=0.5, use_vd=True, input_size=INPUT_SIZE, seed=2
+    )
+    x = _inputs(rng)
+    zeros = np.zeros((BATCH, CELL_NUM))
+    full, _, _ = tf1_reference(cell, x, zeros, zeros)
+    masked, _, _ = tf1_reference(cell, x, zeros, zeros, _kept_mask(cell))
+    out, _ = cell(x[:, 0], cell.zero_state(BATCH), training=np.bool_(False))
+    np.testing.assert_allclose(to_numpy(out), full[:, 0], atol=1e-5)
+
+    class TF1Program(keras.layers.Layer):
+        def call(self, inputs):
+            return dynamic_rnn(cell, inputs)[0]
+
+    model = keras.Sequential([keras.Input((STEPS, INPUT_SIZE)), TF1Program()])
+    np.testing.assert_allclose(model.predict(x, verbose=0), full, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(model(x)), masked, atol=1e-5)
+
+
+def test_dynamic_rnn_in_a_functional_model_with_lengths(rng):
+    cell = WeightDropLSTMCell(
+        num_units=CELL_NUM, weight_drop_kr=0.7, use_vd=True, input_size=INPUT_SIZE
+    )
+    inputs = keras.Input((None, INPUT_SIZE))
+    lengths = keras.Input((), dtype="int32")
+    outputs, state = dynamic_rnn(cell, inputs, sequence_length=lengths)
+    model = keras.Model([inputs, lengths], [outputs, state.h])
+    x = _inputs(rng)
+    got, h = model([x, np.array([5, 2, 4], "int32")], training=True)
+    zeros = np.zeros((1, CELL_NUM))
+    want, _, want_h = tf1_reference(cell, x[1:2, :2], zeros, zeros, _kept_mask(cell))
+    np.testing.assert_allclose(to_numpy(got)[1, :2], want[0], atol=1e-5)
+    np.testing.assert_array_equal(to_numpy(got)[1, 2:], 0.0)
+    np.testing.assert_allclose(to_numpy(h)[1], want_h[0], atol=1e-5)
+
+
+def test_forget_bias_goes_into_every_bias_initializer():
+    cell = WeightDropLSTMCell(num_units=3, forget_bias=2.0, bias_initializer="ones")
+    cell.build((None, 2))
+    np.testing.assert_array_equal(to_numpy(cell.bias), [1, 1, 1, 3, 3, 3, 1, 1, 1, 1, 1, 1])
+    restored = WeightDropLSTMCell.from_config(cell.get_config())
+    restored.build((None, 2))
+    np.testing.assert_array_equal(to_numpy(restored.bias), to_numpy(cell.bias))
+    with pytest.raises(ValueError, match="TF1's LSTMCell always has a bias"):
+        WeightDropLSTMCell(num_units=3, use_bias=False)
+
+
+def test_mixed_precision_step(rng):
+    cell = WeightDropLSTMCell(
+        num_units=CELL_NUM, weight_drop_kr=0.6, input_size=INPUT_SIZE, dtype="mixed_bfloat16",
+        **CONFIGS["proj-clip-peep"],
+    )  # fmt: skip
+    x = _inputs(rng)
+    c0, h0 = _state(rng, cell)
+    out, state = cell(x[:, 0], LSTMStateTuple(c0, h0), training=False)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    _, c, h = tf1_reference(cell, x[:, :1], c0, h0)
+    np.testing.assert_allclose(to_numpy(out).astype("float32"), h, atol=0.03)
+    np.testing.assert_allclose(to_numpy(state.c).astype("float32"), c, atol=0.03)

@@ -510,6 +510,10 @@ def test_cell_step_mode_fresh_mask_every_step(rng, recorded_masks, loop):
         out = _python_loop(cell, x)
     else:
         out = to_numpy(keras.layers.RNN(cell, return_sequences=True)(x, training=True))
+    if BACKEND == "jax":
+        import jax
+
+        jax.effects_barrier()  # the masks recorded inside lax.scan, all delivered
     # TensorFlow and PyTorch run one discarded probe step before the loop.
     assert len(recorded_masks) in (5, 6)
     recorded_masks[:] = recorded_masks[-5:]
@@ -590,9 +594,47 @@ def test_jax_step_mode_under_jit_is_reproducible_and_bounded(rng):
                 if hasattr(inner, "eqns"):
                     yield from sizes(inner)
 
-    largest = max(sizes(jax.make_jaxpr(forward)(trainable, non_trainable, x).jaxpr))
-    kernel_size = 5 * 20
-    assert largest < steps * kernel_size
+    def loss(trainable):
+        return jax.numpy.sum(forward(trainable, non_trainable, x)[0])
+
+    # Forward and backward (where autodiff would keep each step's masked kernels for
+    # the backward pass, were they not drawn again inside jax.checkpoint).
+    for traced in (forward, jax.grad(loss)):
+        args = (trainable, non_trainable, x) if traced is forward else (trainable,)
+        largest = max(sizes(jax.make_jaxpr(traced)(*args).jaxpr))
+        smallest_kernel = 4 * 20  # the input kernel's (the recurrent one is 5 x 20)
+        assert largest < steps * smallest_kernel
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="a trace of the user's own is JAX's")
+def test_jax_step_mode_in_a_loop_of_ones_own_needs_the_sequence_seed(rng):
+    import jax
+
+    cell = WeightDropLSTMCell(5, weight_dropout=0.5, weight_dropout_mode="step", seed=3)
+    x = _inputs(rng, steps=4)
+    cell.build(x.shape[::2])
+
+    def loop(x):
+        def body(state, x_t):
+            h, state = cell(x_t, state, training=True)
+            return state, h
+
+        zeros = jax.numpy.zeros((3, 5))
+        return jax.lax.scan(body, [zeros, zeros], jax.numpy.swapaxes(x, 0, 1))[1]
+
+    with pytest.raises(ValueError, match=r"call cell.prepare_sequence\(training=True\) before"):
+        loop(x)
+    # With the sequence's seed drawn first, one's own scan computes what
+    # keras.layers.RNN does from the same seed-generator state.
+    seed_state = to_numpy(cell.seed_generator.state)
+    cell.prepare_sequence(training=True)
+    outputs = np.swapaxes(np.asarray(loop(x)), 0, 1)
+    cell.reset_weight_masks()
+    cell.seed_generator.state.assign(seed_state)
+    rnn = to_numpy(keras.layers.RNN(cell, return_sequences=True)(x, training=True))
+    np.testing.assert_allclose(outputs, rnn, atol=1e-6)
+    full = to_numpy(keras.layers.RNN(cell, return_sequences=True)(x, training=False))
+    assert np.abs(rnn - full).max() > 1e-3
 
 
 def test_cell_manual_mode_in_fit(rng):

@@ -27,7 +27,7 @@ from keras import ops
 
 from awd_lstm import layers
 from awd_lstm._validation import check_keep_prob
-from awd_lstm.layers.weight_drop import draw_weight_mask
+from awd_lstm.layers.weight_drop import draw_weight_mask, training_flag
 
 LSTMStateTuple = collections.namedtuple("LSTMStateTuple", ["c", "h"])
 LSTMStateTuple.__doc__ = "The TF1 LSTM state: `c` (the cell) first, then `h` (the output)."
@@ -76,6 +76,9 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
       how to evaluate without dropout. In `keras.layers.RNN` the cell gets the
       RNN layer's `training` flag, which is false unless `training=True` is passed
       or `fit` runs; `dynamic_rnn` applies the mask by default.
+    - **Masks in `keras.layers.RNN` on JAX.** There Keras' loop outputs the first
+      state (`c` in TF1's order) at masked steps; give sequences of several lengths
+      to `dynamic_rnn(..., sequence_length=)` instead.
 
     Args:
         num_units: Positive integer, the number of LSTM units.
@@ -86,7 +89,9 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
         use_vd: If true, the mask is kept in non-trainable variables and changes only
             when `get_vd_update_op()` is called ("manual" mode); otherwise a fresh mask
             is drawn at every time step ("step" mode, on every backend: on JAX each
-            step's mask is drawn statelessly inside the loop).
+            step's mask is drawn statelessly inside the loop; a `lax.scan` of your
+            own over the cell calls `prepare_sequence(True)` first, as
+            `keras.layers.RNN` does).
         input_size: Size of the input features; required with `use_vd=True` (the
             kept mask's shape depends on it).
         use_peepholes: Diagonal peephole connections from the cell state to the
@@ -99,8 +104,9 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
             kernel reads the projected `h`.
         proj_clip: If set (with `num_proj`), the projected output is clipped to
             `[-proj_clip, proj_clip]`.
-        forget_bias: Added to the forget gate's bias, as in TF1 (here through the
-            bias initializer: the same function, and the same gradients).
+        forget_bias: Added to the forget gate's bias, as in TF1 (here added to the
+            forget block of the initial bias: the same function, and the same
+            gradients; moving a TF1 checkpoint's bias here, add it to that block).
         state_is_tuple: If true (TF1's default) states are `LSTMStateTuple(c, h)`;
             if false, one tensor `[c, h]` concatenated.
         activation: Activation of the cell state; default `tanh`.
@@ -176,13 +182,21 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
             kwargs.setdefault("kernel_initializer", initializer)
             kwargs.setdefault("recurrent_initializer", initializer)
         forget_bias = float(forget_bias)
+        if not kwargs.get("use_bias", True):
+            raise ValueError(
+                "TF1's LSTMCell always has a bias (forget_bias is added to it); "
+                "Received: use_bias=False"
+            )
+        given_bias_initializer = kwargs.pop("bias_initializer", None)
+        base_bias_initializer = keras.initializers.get(given_bias_initializer or "zeros")
 
         def bias_initializer(shape, dtype=None):
-            gates = [ops.zeros((num_units,), dtype=dtype)] * 4
-            gates[1] = ops.full((num_units,), forget_bias, dtype=dtype)  # i, f, c, o
+            # TF1 adds forget_bias at every step; adding it to the forget block of the
+            # bias is the same function, with the same gradients.
+            gates = list(ops.split(base_bias_initializer(shape, dtype=dtype), 4))  # i, f, c, o
+            gates[1] = gates[1] + forget_bias
             return ops.concatenate(gates)
 
-        kwargs.setdefault("bias_initializer", bias_initializer)
         super().__init__(
             num_units,
             weight_dropout=1.0 - keep,
@@ -191,8 +205,10 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
             seed=seed,
             activation=activation or "tanh",
             unit_forget_bias=False,
+            bias_initializer=bias_initializer,
             **kwargs,
         )
+        self.given_bias_initializer = given_bias_initializer
         self.num_units = num_units
         self.weight_drop_kr = keep
         self.use_vd = bool(use_vd)
@@ -264,13 +280,22 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
 
     def call(self, inputs, states, training=None):
         c_prev, h_prev, form = self._read_state(states)
+        if self.input_size is not None and inputs.shape[-1] != self.input_size:
+            raise ValueError(
+                f"The cell was created with input_size={self.input_size} but receives "
+                f"inputs with {inputs.shape[-1]} features"
+            )
         self._stepped = True
-        if training is not False and self.drops_weights:
-            kernel, recurrent_kernel = self.step_kernels(inputs, [c_prev, h_prev])
+        if self.drops_weights and training_flag(training):
+            c, h = self.masked_step(self._tf1_step, inputs, [c_prev, h_prev])
         else:
-            kernel, recurrent_kernel = self.kernel, self.recurrent_kernel
-        # TF1's LSTMCell step (gates in Keras' order i, f, c, o; forget_bias is
-        # in the bias).
+            c, h = self._tf1_step(inputs, [c_prev, h_prev], self.kernel, self.recurrent_kernel)
+        return h, self._write_state(c, h, form)
+
+    def _tf1_step(self, inputs, states, kernel, recurrent_kernel):
+        """TF1's LSTMCell step (gates in Keras' order i, f, c, o; forget_bias is in
+        the bias); returns the new `(c, h)`."""
+        c_prev, h_prev = states
         z = ops.matmul(inputs, kernel) + ops.matmul(h_prev, recurrent_kernel)
         if self.use_bias:
             z = z + self.bias
@@ -289,7 +314,7 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
             h = ops.matmul(h, self.projection_kernel)
             if self.proj_clip is not None:
                 h = ops.clip(h, -self.proj_clip, self.proj_clip)
-        return h, self._write_state(c, h, form)
+        return c, h
 
     def _read_state(self, states):
         """`(c, h, form)` from a state in one of TF1's forms; `form` says how to
@@ -383,6 +408,10 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
             forget_bias=self.forget_bias,
             state_is_tuple=self.state_is_tuple,
         )
+        if self.given_bias_initializer is not None:
+            config["bias_initializer"] = keras.initializers.serialize(
+                keras.initializers.get(self.given_bias_initializer)
+            )
         return config
 
 
@@ -402,7 +431,7 @@ def dynamic_rnn(
     swap_memory=False,
     time_major=False,
     scope=None,
-    training=True,
+    training=None,
 ):
     """Runs `cell` over `inputs` like `tf.compat.v1.nn.dynamic_rnn`.
 
@@ -424,8 +453,9 @@ def dynamic_rnn(
         parallel_iterations, swap_memory, scope: Accepted for compatibility; Keras'
             loop has no such settings.
         time_major: Whether the inputs and outputs are time-major.
-        training: Whether the masks apply; true by default, like the TF1 cell,
-            which applied them at every run.
+        training: Whether the masks apply. By default they do, as the TF1 cell
+            applied them at every run, except inside a Keras inference call
+            (`predict`, `evaluate`).
 
     Returns:
         `(outputs, state)`: the state in the cell's form (`LSTMStateTuple(c, h)`
@@ -438,11 +468,13 @@ def dynamic_rnn(
         initial_state = _to_keras_state(cell, initial_state)
     mask = None
     if sequence_length is not None:
-        steps = ops.arange(ops.shape(inputs)[1], dtype="int32")
-        mask = ops.expand_dims(steps, 0) < ops.expand_dims(ops.cast(sequence_length, "int32"), 1)
+        # Step numbers from the inputs themselves: a time axis of unknown length too.
+        steps = ops.cumsum(ops.ones_like(inputs[..., 0], dtype="int32"), axis=1) - 1
+        mask = ops.less(steps, ops.expand_dims(ops.cast(sequence_length, "int32"), 1))
     rnn = keras.layers.RNN(
         cell, return_sequences=True, return_state=True, zero_output_for_mask=True
     )
+    training = training_flag(training)
     outputs, *states = rnn(inputs, initial_state=initial_state, mask=mask, training=training)
     if time_major:
         outputs = ops.transpose(outputs, (1, 0, 2))
@@ -456,8 +488,8 @@ def _to_keras_state(cell, state):
         return cell._write_state(c, h, list)
     if isinstance(cell, keras.layers.StackedRNNCells):  # TF1's MultiRNNCell: one per cell
         return [_to_keras_state(c, s) for c, s in zip(cell.cells, state)]
-    if isinstance(cell, keras.layers.LSTMCell) and isinstance(state, LSTMStateTuple):
-        return [state.h, state.c]
+    if isinstance(cell, keras.layers.LSTMCell) and hasattr(state, "c") and hasattr(state, "h"):
+        return [state.h, state.c]  # an LSTMStateTuple (this module's or TensorFlow's)
     return list(state) if isinstance(state, (list, tuple)) else [state]
 
 
@@ -531,7 +563,7 @@ class VariationalDropout(keras.layers.Layer):
         return [self.mask.assign(self._draw(dtype=self.mask.dtype))]
 
     def call(self, inputs, training=None):
-        if training is False:
+        if not training_flag(training):
             return inputs
         return inputs * ops.cast(self.mask, inputs.dtype)
 

@@ -210,6 +210,7 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
         if self.weight_dropout_mode == "step":
             if self._sequence_seed is not None and inputs is not None:
                 return self._draw_masks(step_seeds(self._sequence_seed, [inputs, *states]))
+            _check_seed_generator_can_advance(inputs)
             return self._draw_masks()
         if self._call_masks is None:
             self._call_masks = self._draw_masks()
@@ -326,12 +327,34 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
             object.__setattr__(self, "kernel", saved[0])
             object.__setattr__(self, "recurrent_kernel", saved[1])
 
+    def masked_step(self, step, inputs, states):
+        """Returns `step(inputs, states, kernel, recurrent_kernel)` computed with this
+        training step's dropped kernels.
+
+        In "step" mode inside a traced JAX loop (see `prepare_sequence`) the masks
+        are drawn inside `jax.checkpoint`: the backward pass draws them again from
+        their key instead of keeping every step's masked kernels, so training
+        memory does not grow with one kernel per time step.
+        """
+        if self._sequence_seed is None:
+            return step(inputs, states, *self.step_kernels(inputs, states))
+        import jax
+
+        def drawn_step(inputs, states):
+            return step(inputs, states, *self.step_kernels(inputs, states))
+
+        return jax.checkpoint(drawn_step)(inputs, states)
+
     def call(self, inputs, states, training=False):
         self._stepped = True
         if not (training and self.drops_weights):
             return super().call(inputs, states, training=training)
-        with self.kernels_replaced(*self.step_kernels(inputs, states)):
-            return super().call(inputs, states, training=training)
+
+        def lstm_step(inputs, states, kernel, recurrent_kernel):
+            with self.kernels_replaced(kernel, recurrent_kernel):
+                return keras.layers.LSTMCell.call(self, inputs, states, training=training)
+
+        return self.masked_step(lstm_step, inputs, states)
 
     def get_config(self):
         return {**super().get_config(), **_weight_drop_config(self)}
@@ -343,6 +366,33 @@ def _weight_drop_config(layer):
         "input_weight_dropout": layer.input_weight_dropout,
         "weight_dropout_mode": layer.weight_dropout_mode,
     }
+
+
+def _check_seed_generator_can_advance(inputs):
+    """JAX: a step traced outside Keras' stateless scope (a loop of the user's own,
+    `lax.scan` or `jit`) cannot advance the seed generator: the new state would leak
+    out of the trace and every step would get the same mask."""
+    if keras.backend.backend() != "jax":
+        return
+    import jax
+    from keras.src.backend.common.stateless_scope import in_stateless_scope
+
+    if isinstance(inputs, jax.core.Tracer) and not in_stateless_scope():
+        raise ValueError(
+            "weight_dropout_mode='step' draws each step's masks from a seed of the "
+            "sequence inside a traced JAX loop: call cell.prepare_sequence(training=True) "
+            "before the loop and cell.reset_weight_masks() after it (keras.layers.RNN "
+            "does this itself)"
+        )
+
+
+def training_flag(training):
+    """`training` as a bool: an explicit value as given (NumPy and backend booleans
+    too), None as the `training` flag of the Keras layer call under way (inference
+    inside `predict` and `evaluate`, training inside `fit`), True outside any call."""
+    if training is None:
+        return _training_of_current_call()
+    return bool(training)
 
 
 def _training_of_current_call():
