@@ -349,9 +349,9 @@ def test_export_a_run(run, tmp_path, capsys):
     assert (tmp_path / "model.vocab.json").exists()
     reloaded = keras.saving.load_model(out)
     ids = np.arange(12, dtype="int32").reshape(2, 6)
-    from awd_lstm.cli import _load_run_model
+    from awd_lstm import load_run
 
-    _, _, model = _load_run_model(str(run), 2, stateful=False)
+    model = load_run(run).load_model(stateful=False)
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(reloaded(ids)), keras.ops.convert_to_numpy(model(ids)), atol=1e-6
     )

@@ -123,7 +123,12 @@ def test_nt_asgd_switches_by_the_rule_and_evaluates_the_average(corpus, tmp_path
     monkeypatch.setattr(training, "copy_weights", recording_copy)
     lines = []
     _, records = train(
-        dataclasses.replace(TINY, epochs=5), corpus, str(tmp_path), log=lines.append, progress=False
+        dataclasses.replace(TINY, epochs=5),
+        corpus,
+        str(tmp_path),
+        log=lines.append,
+        progress=False,
+        test=False,  # the scripted losses are the validations'
     )
     # `averaging`: whether the epoch itself trained and validated with the average.
     assert [r["averaging"] for r in records] == [False, False, False, False, True]
@@ -297,7 +302,7 @@ def test_finetuning_averages_from_the_start_and_stops_when_the_rule_fires(
     )
     assert [r["val_loss"] for r in records] == [2.8, 2.7, 2.9]
     assert all(r["averaging"] for r in records)
-    assert "the non-monotone rule fired" in lines[-1]
+    assert "the non-monotone rule fired" in next(x for x in lines if "stopped after" in x)
 
 
 def test_finetuning_never_makes_the_checkpoint_worse(corpus, uninterrupted, tmp_path):
@@ -340,7 +345,7 @@ def test_a_time_limit_stops_at_an_epoch_end(corpus, tmp_path):
         max_seconds=1e-3,
     )
     assert len(records) == 1
-    assert "time limit" in lines[-1]
+    assert "time limit" in next(x for x in lines if "stopped after" in x)
 
 
 def test_a_non_finite_loss_stops_with_the_last_checkpoint_kept(corpus, tmp_path, monkeypatch):
@@ -365,3 +370,133 @@ def test_config_checks_the_optimizer_and_the_decay_epochs():
     # From JSON (a list, any order) to the same frozen config.
     config = TrainingConfig(**{**dataclasses.asdict(TINY), "when": [40, 30]})
     assert config.when == (30, 40) and config == dataclasses.replace(TINY, when=(30, 40))
+
+
+# -- Keras callbacks in the recipe's loop --------------------------------------------
+
+
+class _Recorder:
+    """A Keras callback that records the hooks it is called with."""
+
+    def __new__(cls):
+        import keras
+
+        class Recorder(keras.callbacks.Callback):
+            def __init__(self):
+                super().__init__()
+                self.calls = []
+
+            def on_train_begin(self, logs=None):
+                self.calls.append(("train_begin", None, None))
+
+            def on_epoch_begin(self, epoch, logs=None):
+                self.calls.append(("epoch_begin", epoch, None))
+
+            def on_epoch_end(self, epoch, logs=None):
+                self.calls.append(("epoch_end", epoch, dict(logs)))
+
+            def on_train_batch_end(self, batch, logs=None):
+                self.calls.append(("batch_end", batch, dict(logs)))
+
+            def on_train_end(self, logs=None):
+                self.calls.append(("train_end", None, dict(logs)))
+
+        return Recorder()
+
+
+def test_user_callbacks_get_keras_hooks_with_the_epoch_records(corpus, tmp_path):
+    import keras
+
+    recorder = _Recorder()
+    csv = tmp_path / "log.csv"
+    config = dataclasses.replace(TINY, epochs=2)
+    _, records = train(
+        config,
+        corpus,
+        str(tmp_path / "run"),
+        log=lambda _: None,
+        progress=False,
+        test=False,
+        callbacks=[recorder, keras.callbacks.CSVLogger(str(csv))],
+    )
+    kinds = [call[0] for call in recorder.calls]
+    assert kinds[0] == "train_begin" and kinds[-1] == "train_end"
+    assert [c[1] for c in recorder.calls if c[0] == "epoch_begin"] == [0, 1]
+    ends = [c for c in recorder.calls if c[0] == "epoch_end"]
+    for (_, epoch, logs), record in zip(ends, records):
+        assert logs["loss"] == record["train_loss"] and logs["val_loss"] == record["val_loss"]
+        assert logs["epoch"] == epoch + 1
+    batches = [c for c in recorder.calls if c[0] == "batch_end"]
+    assert len(batches) > 2 and all(np.isfinite(c[2]["loss"]) and c[2]["lr"] > 0 for c in batches)
+    assert batches[0][1] == 0
+    rows = csv.read_text().splitlines()
+    assert len(rows) == 3 and "val_loss" in rows[0].split(",")
+    column = rows[0].split(",").index("val_loss")
+    assert [float(r.split(",")[column]) for r in rows[1:]] == pytest.approx(
+        [r["val_loss"] for r in records]
+    )
+
+
+def test_early_stopping_ends_the_run_after_its_epoch(corpus, tmp_path, monkeypatch):
+    import keras
+
+    from awd_lstm import training
+
+    scripted = iter([3.0, 3.5, 4.0, 4.5, 5.0])
+    monkeypatch.setattr(training, "evaluate", lambda model, ids, bptt, **kw: next(scripted))
+    lines = []
+    _, records = train(
+        dataclasses.replace(TINY, epochs=5, nonmono=5),
+        corpus,
+        str(tmp_path),
+        log=lines.append,
+        progress=False,
+        test=False,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=1)],
+    )
+    assert [r["val_loss"] for r in records] == [3.0, 3.5]  # one epoch without progress
+    assert "a callback stopped training" in next(x for x in lines if "stopped after" in x)
+
+
+def test_a_learning_rate_schedule_sets_the_epochs_base_rate(corpus, tmp_path):
+    import keras
+
+    halve_later = keras.callbacks.LearningRateScheduler(
+        lambda epoch, lr: lr if epoch == 0 else lr / 2
+    )
+    _, records = train(
+        dataclasses.replace(TINY, epochs=2, optimizer="sgd"),
+        corpus,
+        str(tmp_path),
+        log=lambda _: None,
+        progress=False,
+        test=False,
+        callbacks=[halve_later],
+    )
+    assert [r["lr"] for r in records] == pytest.approx([TINY.lr, TINY.lr / 2])
+
+
+def test_terminate_on_nan_sees_the_bad_step(corpus, tmp_path, monkeypatch, capsys):
+    import keras
+
+    from awd_lstm.models import AWDLSTMLanguageModel
+
+    original = AWDLSTMLanguageModel.train_on_batch
+    steps = []
+
+    def diverging(self, x, y, **kwargs):
+        result = original(self, x, y, **kwargs)
+        steps.append(1)
+        return {**result, "loss": float("nan"), "ce": float("nan")} if len(steps) > 2 else result
+
+    monkeypatch.setattr(AWDLSTMLanguageModel, "train_on_batch", diverging)
+    with pytest.raises(FloatingPointError, match="the loss became nan at step 3 of epoch 1"):
+        train(
+            TINY,
+            corpus,
+            str(tmp_path),
+            log=lambda _: None,
+            progress=False,
+            callbacks=[keras.callbacks.TerminateOnNaN()],
+        )
+    assert "Invalid loss" in capsys.readouterr().out

@@ -6,8 +6,8 @@ Submodules load on first use, so that `awd-lstm --backend ...` can choose the Ke
 backend before Keras is imported.
 
 TensorFlow's oneDNN CPU kernels: TensorFlow turns them on by itself only on some CPUs
-(those with AVX-512 VNNI or newer); with them a PTB-size training step of this
-model takes 7-10% less time on a 2-core AVX2 CPU (benchmarks/RESULTS.md). Imported
+(those with AVX-512 VNNI or newer); with them this model's training steps take less
+time on the other CPUs too (measured in benchmarks/RESULTS.md). Imported
 before TensorFlow, this package sets `TF_ENABLE_ONEDNN_OPTS=1` unless the variable is
 already set; set `TF_ENABLE_ONEDNN_OPTS=0` to keep TensorFlow's own choice. The two
 give equal results up to float rounding.
@@ -32,10 +32,19 @@ _SUBMODULES = (
     "optimizers",
     "presets",
     "regularizers",
+    "runs",
     "training",
 )
 
-__all__ = [*_SUBMODULES, "__version__"]
+__all__ = [*_SUBMODULES, "__version__", "load_run"]
+
+
+def load_run(path):
+    """Opens a run folder (`awd_lstm.runs.Run.open`): its settings, vocabulary,
+    history, final results and models."""
+    from awd_lstm.runs import Run
+
+    return Run.open(path)
 
 
 def __getattr__(name):

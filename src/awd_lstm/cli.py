@@ -10,7 +10,6 @@ events and the learning-curve PNG follow each epoch; `final.json` ends the run.
 """
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -20,9 +19,6 @@ import tempfile
 
 PRESETS_HELP = "ptb, wikitext-2, wikitext-103, ptb-char, enwik8, small, synthetic"
 BACKENDS = ("tensorflow", "jax", "torch")
-
-# Hyperparameters `finetune` may change; the others are the trained model's.
-FINETUNE_FIELDS = ("epochs", "lr", "nonmono", "seed")
 
 
 class UsageError(Exception):
@@ -65,6 +61,8 @@ def _parse_bool(text):
 
 def build_parser():
     from awd_lstm.distribute import STRATEGIES
+    from awd_lstm.presets import DYNAMIC_EVAL
+    from awd_lstm.runs import FINETUNE_FIELDS
 
     parser = argparse.ArgumentParser(
         prog="awd-lstm",
@@ -146,7 +144,7 @@ def build_parser():
     )
     add_common(finetune)
     add_time_limit(finetune)
-    _add_config_flags(finetune, FINETUNE_FIELDS)
+    _add_config_flags(finetune, FINETUNE_FIELDS)  # those a fine-tuning may change
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained run")
     evaluate.add_argument("--run", required=True, help="run folder written by train")
@@ -173,10 +171,13 @@ def build_parser():
         "--learning-rate",
         type=float,
         metavar="X",
-        help="step of the RMS-normalized gradient (2e-5)",
+        help=f"step of the RMS-normalized gradient ({DYNAMIC_EVAL['learning_rate']:g})",
     )
     dynamic.add_argument(
-        "--decay", type=float, metavar="X", help="pull back toward the trained weights (0.02)"
+        "--decay",
+        type=float,
+        metavar="X",
+        help=f"pull back toward the trained weights ({DYNAMIC_EVAL['decay']:g})",
     )
     add_common(evaluate)
 
@@ -234,10 +235,9 @@ def _select_backend(args):
     run_dir = _run_folder_of(args)
     if backend is None and run_dir:
         # A run continues, and evaluates identically, on the backend that trained it.
-        try:
-            backend = _read_run(run_dir)[0].get("backend")
-        except UsageError:
-            backend = None  # reported by the command itself
+        from awd_lstm.runs import saved_backend
+
+        backend = saved_backend(run_dir)
         backend = backend if backend in BACKENDS else None
     if backend:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != backend:
@@ -286,21 +286,10 @@ def _is_chief(args):
     return distribution is None or distribution.is_chief
 
 
-def _read_run(run_dir):
-    """`(saved, config)`: a run folder's config.json and its TrainingConfig."""
-    from awd_lstm.config import TrainingConfig
+def _open_run(run_dir):
+    from awd_lstm.runs import Run
 
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise UsageError(f"{run_dir} is not a run folder (it has no config.json)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            saved = json.load(f)
-        config = TrainingConfig(**saved["config"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UsageError(f"{path} is not a valid run configuration: {reason}") from None
-    return saved, config
+    return Run.open(run_dir)
 
 
 def _check_writable(run_dir):
@@ -322,46 +311,6 @@ def _max_seconds(minutes):
     return minutes * 60.0
 
 
-def _synthetic_source(saved, config):
-    from awd_lstm.data import HiddenMarkovSource
-    from awd_lstm.presets import SYNTHETIC_SOURCE
-
-    if saved.get("synthetic_tokens") is None:
-        return None
-    return HiddenMarkovSource(**SYNTHETIC_SOURCE, seed=saved.get("synthetic_seed", config.seed))
-
-
-def _load_run_vocab(run_dir, saved):
-    """The run's vocabulary, checked against config.json."""
-    from awd_lstm.data import Vocabulary
-
-    vocab = Vocabulary.load(os.path.join(run_dir, "vocab.json"))
-    expected = saved.get("vocab_fingerprint")
-    if expected is not None and vocab.fingerprint() != expected:
-        raise UsageError(
-            f"{os.path.join(run_dir, 'vocab.json')} is not the vocabulary this run was "
-            "trained with (its fingerprint differs from config.json's)"
-        )
-    return vocab
-
-
-def _load_run_model(run_dir, batch_size, stateful=True):
-    """`(config, vocab, model)`: a run's best weights in a model of `batch_size`."""
-    saved, config = _read_run(run_dir)
-    weights = _best_weights(run_dir)
-    vocab = _load_run_vocab(run_dir, saved)
-    from awd_lstm.training import build_model, copy_weights, load_trained_weights
-
-    values = load_trained_weights(config, len(vocab), weights)
-    if not stateful:
-        from awd_lstm.export import inference_model
-
-        return config, vocab, inference_model(config, len(vocab), values)
-    model = build_model(config, len(vocab), batch_size)
-    copy_weights(values, model)
-    return config, vocab, model
-
-
 def _report_warnings(command, caught):
     # The user's concerns (words outside the vocabulary...), not libraries' notices.
     for warning in caught:
@@ -381,7 +330,8 @@ def command_generate(args):
         raise UsageError(f"--tokens must be at least 0; got {args.tokens}")
     if not 0 <= args.seed < 2**32:
         raise UsageError(f"--seed must be an integer in [0, 2**32); got {args.seed}")
-    _, vocab, model = _load_run_model(args.run, batch_size=1)
+    run = _open_run(args.run)
+    vocab, model = run.vocabulary, run.load_model(batch_size=1)
     from awd_lstm.generation import generate
 
     with warnings.catch_warnings(record=True) as caught:
@@ -420,7 +370,8 @@ def command_score(args):
             raise UsageError(f"{args.file} cannot be read: {e.strerror}") from None
         source = args.file
     sentences = split_lines(raw, source)
-    _, vocab, model = _load_run_model(args.run, args.batch_size, stateful=False)
+    run = _open_run(args.run)
+    vocab, model = run.vocabulary, run.load_model(stateful=False)
     from awd_lstm.generation import score_sentences
 
     with warnings.catch_warnings(record=True) as caught:
@@ -439,7 +390,7 @@ def command_score(args):
 
 
 def command_export(args):
-    saved, config = _read_run(args.run)
+    run = _open_run(args.run)
     if args.format == "keras" and not args.out.endswith(".keras"):
         raise UsageError(f"--out must end with .keras for --format keras; got {args.out}")
     if args.format == "savedmodel" and os.path.exists(args.out):
@@ -456,30 +407,19 @@ def command_export(args):
             "a SavedModel is a TensorFlow graph: export with --backend tensorflow "
             f"(this run uses {keras.backend.backend()})"
         )
-    weights = _best_weights(args.run)
-    vocab = _load_run_vocab(args.run, saved)
-    from awd_lstm.export import export_keras, export_savedmodel, inference_model
-    from awd_lstm.training import load_trained_weights
+    from awd_lstm.export import export_keras, export_savedmodel
 
-    model = inference_model(config, len(vocab), load_trained_weights(config, len(vocab), weights))
+    run.weights_path("best")  # before any file is written
+    model = run.load_model(stateful=False)
     if args.format == "keras":
         export_keras(model, args.out)
         vocab_path = args.out[: -len(".keras")] + ".vocab.json"
     else:
         export_savedmodel(model, args.out)
         vocab_path = os.path.join(args.out, "vocab.json")
-    vocab.save(vocab_path)
+    run.vocabulary.save(vocab_path)
     print(f"wrote {args.out} and its vocabulary {vocab_path}")
     return 0
-
-
-def _load_run_corpus(run_dir, saved):
-    """The run's corpus, read with its saved vocabulary (checked against config.json)."""
-    from awd_lstm.data import load_corpus
-
-    vocab = _load_run_vocab(run_dir, saved)
-    data = saved.get("data") or os.path.join(run_dir, "corpus")
-    return load_corpus(data, level=saved.get("level", "word"), vocab=vocab)
 
 
 def command_train(args):
@@ -493,6 +433,8 @@ def command_train(args):
         raise UsageError(str(e)) from None
     if args.synthetic_tokens is not None and args.synthetic_tokens < 1000:
         raise UsageError(f"--synthetic-tokens must be at least 1000; got {args.synthetic_tokens}")
+    if args.data is None and args.level not in (None, "word"):
+        raise UsageError("the built-in synthetic corpus is word level; drop --level char")
     max_seconds = _max_seconds(args.max_minutes)
     _check_distributed_batch(args, config)
     level = args.level or PRESET_LEVELS.get(preset, "word")
@@ -502,9 +444,9 @@ def command_train(args):
         # own; only the chief writes to the run folder.
         worker_dir = tempfile.mkdtemp(prefix="awd-lstm-worker-")
         try:
-            saved, corpus, _ = _prepare_run(args, worker_dir, config, preset, level)
+            run, corpus, _ = _create_run(args, worker_dir, config, preset, level)
             print(f"awd-lstm train: {args.distribution.describe()}", flush=True)
-            return _train_and_test(args, worker_dir, saved, config, corpus, max_seconds, False)
+            return _train(args, run, corpus, max_seconds, resume=False)
         finally:
             shutil.rmtree(worker_dir, ignore_errors=True)
     if os.path.exists(os.path.join(run_dir, "config.json")):
@@ -515,7 +457,7 @@ def command_train(args):
     created = not os.path.exists(run_dir)
     _check_writable(run_dir)
     try:
-        saved, corpus, description = _prepare_run(args, run_dir, config, preset, level)
+        run, corpus, description = _create_run(args, run_dir, config, preset, level)
     except BaseException:
         # Nothing half-written: a folder this command created goes again.
         if created:
@@ -524,54 +466,41 @@ def command_train(args):
     where = f"; {args.distribution.describe()}" if args.distribution else ""
     print(
         f"awd-lstm train: {description}; {len(corpus.vocab):,} {level} types; "
-        f"backend {saved['backend']}{where}; run folder {run_dir}",
+        f"backend {run.info['backend']}{where}; run folder {run_dir}",
         flush=True,
     )
-    return _train_and_test(args, run_dir, saved, config, corpus, max_seconds, resume=False)
+    return _train(args, run, corpus, max_seconds, resume=False)
 
 
-def _prepare_run(args, run_dir, config, preset, level):
-    """Writes the corpus (built-in), vocab.json and, last, config.json of a new run."""
+def _create_run(args, run_dir, config, preset, level):
+    """Reads (or, built in, writes) the corpus and creates the run folder."""
     import keras
 
-    from awd_lstm._files import write_json_atomic
-    from awd_lstm.data import HiddenMarkovSource, Vocabulary, load_corpus
+    from awd_lstm.data import load_corpus
+    from awd_lstm.runs import CORPUS, Run, write_builtin_corpus
     from awd_lstm.training import check_splits
 
-    synthetic_tokens = args.synthetic_tokens if args.synthetic_tokens is not None else 200_000
     keras.utils.set_random_seed(config.seed)
+    synthetic = None
     if args.data is None:
-        from awd_lstm.presets import SYNTHETIC_SOURCE
-
-        if level != "word":
-            raise UsageError("the built-in synthetic corpus is word level; drop --level char")
-        source = HiddenMarkovSource(**SYNTHETIC_SOURCE, seed=config.seed)
-        corpus_dir = os.path.join(run_dir, "corpus")
-        n = synthetic_tokens
-        source.write_corpus(corpus_dir, n, n // 10, n // 10, seed=config.seed)
-        corpus = load_corpus(corpus_dir, vocab=Vocabulary(source.words()))
-        description = f"built-in synthetic corpus ({corpus_dir})"
+        tokens = args.synthetic_tokens if args.synthetic_tokens is not None else 200_000
+        corpus = write_builtin_corpus(os.path.join(run_dir, CORPUS), config.seed, tokens)
+        synthetic = {"tokens": tokens, "seed": config.seed}
+        description = f"built-in synthetic corpus ({os.path.join(run_dir, CORPUS)})"
     else:
         corpus = load_corpus(args.data, level=level)
         description = args.data
     check_splits(config, corpus)
-    corpus.vocab.save(os.path.join(run_dir, "vocab.json"))
-    saved = {
-        "stage": "train",
-        "preset": preset,
-        "data": os.path.abspath(args.data) if args.data else None,
-        "level": level,
-        "backend": keras.backend.backend(),
-        "vocab_size": len(corpus.vocab),
-        "vocab_fingerprint": corpus.vocab.fingerprint(),
-        "max_minutes": args.max_minutes,
-        "synthetic_tokens": None if args.data else synthetic_tokens,
-        "synthetic_seed": None if args.data else config.seed,
-        "config": dataclasses.asdict(config),
-    }
-    # Written last: a folder with config.json holds a complete corpus and vocabulary.
-    write_json_atomic(os.path.join(run_dir, "config.json"), saved)
-    return saved, corpus, description
+    run = Run.create(
+        run_dir,
+        config,
+        corpus.vocab,
+        data=args.data,
+        preset=preset,
+        max_minutes=args.max_minutes,
+        synthetic=synthetic,
+    )
+    return run, corpus, description
 
 
 def _resume_train(args):
@@ -586,93 +515,44 @@ def _resume_train(args):
     if given:
         raise UsageError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
     run_dir = args.resume
-    saved, config = _read_run(run_dir)
-    if saved.get("stage", "train") != "train":
+    run = _open_run(run_dir)
+    if run.stage != "train":
         raise UsageError(f"{run_dir} is a fine-tuning run; use awd-lstm finetune --resume")
-    if os.path.exists(os.path.join(run_dir, "final.json")):
+    if run.finished:
         raise UsageError(f"the run in {run_dir} has finished; nothing to resume")
-    _check_distributed_batch(args, config)
+    _check_distributed_batch(args, run.config)
     if _is_chief(args):
         _check_writable(run_dir)
     import keras
 
-    keras.utils.set_random_seed(config.seed)
-    corpus = _load_run_corpus(run_dir, saved)
-    max_seconds = _max_seconds(saved.get("max_minutes"))
+    keras.utils.set_random_seed(run.config.seed)
+    corpus = run.corpus()
+    max_seconds = _max_seconds(run.info.get("max_minutes"))
     print(f"awd-lstm train: resuming {run_dir}", flush=True)
-    return _train_and_test(args, run_dir, saved, config, corpus, max_seconds, resume=True)
+    return _train(args, run, corpus, max_seconds, resume=True)
 
 
-def _train_and_test(args, run_dir, saved, config, corpus, max_seconds, resume, weights=None):
+def _train(args, run, corpus, max_seconds, resume, weights=None):
+    """Trains (or fine-tunes) the run; the library tests it and writes final.json."""
     from awd_lstm import training
 
-    if saved.get("stage") == "finetune":
-        model, _ = training.finetune(
-            config,
-            corpus,
-            run_dir,
-            weights,
-            progress=not args.no_progress,
-            max_seconds=max_seconds,
-            resume=resume,
-        )
+    options = dict(progress=not args.no_progress, max_seconds=max_seconds, resume=resume)
+    if run.stage == "finetune":
+        training.finetune(run.config, corpus, run.path, weights, **options)
     else:
-        model, _ = training.train(
-            config,
-            corpus,
-            run_dir,
-            progress=not args.no_progress,
-            max_seconds=max_seconds,
-            resume=resume,
-            distribution=getattr(args, "distribution", None),
-        )
+        distribution = getattr(args, "distribution", None)
+        training.train(run.config, corpus, run.path, distribution=distribution, **options)
     if not _is_chief(args):
         print("training done; the chief tests the model and writes the run", flush=True)
-        return 0
-    print("testing with batch 1", flush=True)
-    test_loss = training.split_loss(
-        config,
-        len(corpus.vocab),
-        corpus.test,
-        1,
-        model.trainable_variables,
-        progress=not args.no_progress,
-    )
-    final = _loss_summary("test", test_loss, corpus.vocab.level)
-    source = _synthetic_source(saved, config)
-    if source is not None:
-        import numpy as np
-
-        final["optimal_ppl"] = source.optimal_perplexity(np.asarray(corpus.test))
-        final["unigram_ppl"] = source.unigram_perplexity(corpus.train, corpus.test)
-    from awd_lstm._files import write_json_atomic
-
-    write_json_atomic(os.path.join(run_dir, "final.json"), final)
-    line = f"test perplexity {final['test_ppl']:.2f}"
-    if "test_bpc" in final:
-        line += f" ({final['test_bpc']:.3f} bpc)"
-    if source is not None:
-        gap = final["test_ppl"] / final["optimal_ppl"] - 1
-        line += (
-            f" (optimum {final['optimal_ppl']:.2f}, {gap:+.1%}; unigram {final['unigram_ppl']:.2f})"
-        )
-    print(line)
     return 0
-
-
-def _loss_summary(split, loss, level):
-    summary = {f"{split}_loss": loss, f"{split}_ppl": math.exp(min(loss, 700))}
-    if level == "char":
-        summary[f"{split}_bpc"] = loss / math.log(2)
-    return summary
 
 
 def command_finetune(args):
     from awd_lstm.presets import config_fields
+    from awd_lstm.runs import FINETUNE_FIELDS
 
-    parent = args.run
-    run_dir = args.out or os.path.join(parent, "finetune")
-    max_seconds = _max_seconds(args.max_minutes)
+    parent = _open_run(args.run)
+    run_dir = args.out or os.path.join(args.run, "finetune")
     if args.resume:
         given = [
             "--" + f.name.replace("_", "-")
@@ -681,75 +561,41 @@ def command_finetune(args):
         ]
         if given or args.max_minutes is not None:
             raise UsageError("--resume continues a fine-tuning with its own settings")
-        saved, config = _read_run(run_dir)
-        if os.path.exists(os.path.join(run_dir, "final.json")):
+        run = _open_run(run_dir)
+        if run.finished:
             raise UsageError(f"the fine-tuning in {run_dir} has finished; nothing to resume")
-        max_seconds = _max_seconds(saved.get("max_minutes"))
+        # The trained run's weights: needed when the fine-tuning died before its
+        # first checkpoint.
+        parent = _open_run(run.info.get("finetuned_from", args.run))
+        _check_writable(run_dir)
     else:
-        parent_saved, parent_config = _read_run(parent)
+        _max_seconds(args.max_minutes)  # checked before anything is written
         if os.path.exists(os.path.join(run_dir, "config.json")):
             raise UsageError(
                 f"{run_dir} already holds a fine-tuning; continue it with --resume "
                 "or choose another --out"
             )
-        overrides = {
-            name: getattr(args, name) for name in FINETUNE_FIELDS if getattr(args, name) is not None
-        }
-        if parent_config.optimizer == "adam" and "lr" not in overrides:
-            raise UsageError(
-                f"{parent} trained with Adam (lr {parent_config.lr}); fine-tuning is averaged "
-                "SGD: give its learning rate with --lr"
-            )
-        try:
-            config = dataclasses.replace(parent_config, optimizer="ntasgd", **overrides)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        saved = {
-            **parent_saved,
-            "stage": "finetune",
-            "finetuned_from": os.path.abspath(parent),
-            "data": parent_saved.get("data") or os.path.abspath(os.path.join(parent, "corpus")),
-            "max_minutes": args.max_minutes,
-            "config": dataclasses.asdict(config),
-        }
-        best = _best_weights(parent)
-    _check_writable(run_dir)
+        config = parent.finetune_config(**{name: getattr(args, name) for name in FINETUNE_FIELDS})
+        _check_writable(run_dir)
+        parent.weights_path("best")  # before any file is written
+        run = parent.create_finetune(run_dir, config, max_minutes=args.max_minutes)
+    max_seconds = _max_seconds(run.info.get("max_minutes"))
     import keras
 
-    from awd_lstm import training
-    from awd_lstm._files import write_json_atomic
-
-    keras.utils.set_random_seed(config.seed)
-    if args.resume:
-        corpus = _load_run_corpus(run_dir, saved)
-        # Needed when the fine-tuning died before its first checkpoint.
-        best = _best_weights(saved.get("finetuned_from", parent))
-        weights = training.load_trained_weights(config, len(corpus.vocab), best)
-    else:
-        corpus = _load_run_corpus(parent, saved)
-        weights = training.load_trained_weights(config, len(corpus.vocab), best)
-        shutil.copyfile(os.path.join(parent, "vocab.json"), os.path.join(run_dir, "vocab.json"))
-        write_json_atomic(os.path.join(run_dir, "config.json"), saved)
-    print(f"awd-lstm finetune: {parent} -> {run_dir}", flush=True)
-    return _train_and_test(
-        args, run_dir, saved, config, corpus, max_seconds, resume=args.resume, weights=weights
-    )
-
-
-def _best_weights(run_dir):
-    path = os.path.join(run_dir, "best.weights.h5")
-    if not os.path.isfile(path):
-        raise UsageError(f"{run_dir} has no best.weights.h5: its training did not finish an epoch")
-    return path
+    keras.utils.set_random_seed(run.config.seed)
+    corpus = run.corpus()
+    weights = parent.trained_weights("best")
+    print(f"awd-lstm finetune: {args.run} -> {run_dir}", flush=True)
+    return _train(args, run, corpus, max_seconds, resume=args.resume, weights=weights)
 
 
 def command_evaluate(args):
-    saved, config = _read_run(args.run)
-    from awd_lstm.training import load_trained_weights, split_loss
+    run = _open_run(args.run)
+    config, saved = run.config, run.info
+    from awd_lstm.training import loss_summary, split_loss
 
-    weights = _best_weights(args.run)
-    corpus = _load_run_corpus(args.run, saved)
-    values = load_trained_weights(config, len(corpus.vocab), weights)
+    values = run.trained_weights("best")
+    corpus = run.corpus()
     batch = config.eval_batch_size if args.split == "valid" else 1
     progress = not args.no_progress and sys.stdout.isatty()
     pointer = _cache_pointer(args, saved, batch)
@@ -792,7 +638,7 @@ def command_evaluate(args):
             "theta": pointer.theta,
             "lambda": pointer.lambdah,
         }
-    summary = _loss_summary(args.split, loss, corpus.vocab.level)
+    summary = loss_summary(args.split, loss, corpus.vocab.level)
     result.update(loss=loss, ppl=summary[f"{args.split}_ppl"])
     if f"{args.split}_bpc" in summary:
         result["bpc"] = summary[f"{args.split}_bpc"]
@@ -807,10 +653,12 @@ def _dynamic_settings(args):
             if value is not None:
                 raise UsageError(f"{flag} needs --dynamic-eval")
         return None
-    settings = {
-        "learning_rate": 2e-5 if args.learning_rate is None else args.learning_rate,
-        "decay": 0.02 if args.decay is None else args.decay,
-    }
+    from awd_lstm.presets import DYNAMIC_EVAL
+
+    settings = dict(DYNAMIC_EVAL)
+    for key in settings:
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
     for key, value in settings.items():
         if not (math.isfinite(value) and value >= 0):
             flag = "--" + key.replace("_", "-")
@@ -881,10 +729,17 @@ def main(argv=None):
         from awd_lstm._files import CheckpointError
         from awd_lstm.data import CorpusError
         from awd_lstm.distribute import DistributionError
+        from awd_lstm.runs import RunError
 
         try:
             return COMMANDS[args.command](args)
-        except (CorpusError, CheckpointError, FloatingPointError, DistributionError) as e:
+        except (
+            CorpusError,
+            CheckpointError,
+            FloatingPointError,
+            DistributionError,
+            RunError,
+        ) as e:
             raise UsageError(str(e)) from None
     except UsageError as e:
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)

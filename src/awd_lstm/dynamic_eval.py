@@ -19,6 +19,7 @@ import numpy as np
 from keras import ops
 
 from awd_lstm.data import BPTTSchedule, batchify, segment
+from awd_lstm.presets import DYNAMIC_EVAL
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -55,7 +56,14 @@ class DynamicEvaluation(keras.optimizers.Optimizer):
         epsilon: Added to `rms` in the denominator.
     """
 
-    def __init__(self, rms, learning_rate=2e-5, decay=0.02, epsilon=1e-3, name="dynamic_eval"):
+    def __init__(
+        self,
+        rms,
+        learning_rate=DYNAMIC_EVAL["learning_rate"],
+        decay=DYNAMIC_EVAL["decay"],
+        epsilon=1e-3,
+        name="dynamic_eval",
+    ):
         super().__init__(learning_rate=learning_rate, name=name)
         self._rms_values = [np.asarray(r, dtype="float32") for r in rms]
         self.decay = float(decay)
@@ -137,8 +145,8 @@ def dynamic_evaluate(
     weights,
     ids,
     rms,
-    learning_rate=2e-5,
-    decay=0.02,
+    learning_rate=DYNAMIC_EVAL["learning_rate"],
+    decay=DYNAMIC_EVAL["decay"],
     epsilon=1e-3,
     bptt=5,
     batch_size=1,

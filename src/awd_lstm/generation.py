@@ -10,6 +10,7 @@ import numpy as np
 from keras.utils import Progbar
 
 from awd_lstm.data import EOS, UNK, tokenize_line
+from awd_lstm.log_probs import target_log_probs
 
 
 def _encode_with_unk(vocab, tokens, what):
@@ -132,11 +133,7 @@ def score_sentences(model, vocab, sentences, batch_size=32, length_quantum=8, pr
             ids = encoded[i]
             inputs[row, 1 : len(ids)] = ids[:-1]
             targets[row, : len(ids)] = ids
-        logits = np.asarray(model.predict_on_batch(inputs), dtype=np.float64)
-        logits -= logits.max(-1, keepdims=True)
-        log_probs = np.take_along_axis(logits, targets[..., None], -1)[..., 0] - np.log(
-            np.exp(logits).sum(-1)
-        )
+        log_probs = target_log_probs(model.predict_on_batch(inputs), targets)
         for row, i in enumerate(chunk):
             n = len(encoded[i])
             results[i] = (float(log_probs[row, :n].sum()), n)

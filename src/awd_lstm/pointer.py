@@ -1,6 +1,6 @@
 """The continuous cache pointer (Grave et al. 2016) over a trained language model.
 
-Merity et al. (2017), section 5.3 (DESIGN.md §2.8): keep the last `window` raw
+Merity et al. (2017), section 5.3: keep the last `window` raw
 last-layer hidden states `h_i` and the word that followed each; the next-word
 probability mixes the model's softmax with attention over that cache,
 
@@ -14,6 +14,8 @@ text the difference is the first `window` words).
 import math
 
 import numpy as np
+
+from awd_lstm.log_probs import target_log_probs
 
 # The reference's pointer settings per corpus (Merity et al. 2017, section 5.3).
 POINTER_PRESETS = {
@@ -44,8 +46,8 @@ class CachePointer:
     def __init__(self, window, theta, lambdah, num_streams=1):
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise ValueError(f"`window` must be a positive integer; Received: window={window!r}")
-        if not (isinstance(theta, (int, float)) and math.isfinite(theta)):
-            raise ValueError(f"`theta` must be a finite number; Received: theta={theta!r}")
+        if not (isinstance(theta, (int, float)) and math.isfinite(theta) and theta >= 0):
+            raise ValueError(f"`theta` must be a finite number >= 0; Received: theta={theta!r}")
         if not (isinstance(lambdah, (int, float)) and 0.0 <= lambdah <= 1.0):
             raise ValueError(f"`lambdah` must be in [0, 1]; Received: lambdah={lambdah!r}")
         self.window = window
@@ -86,10 +88,7 @@ class CachePointer:
             raise ValueError(
                 f"this pointer keeps {self.num_streams} streams; Received: {logits.shape[0]}"
             )
-        shifted = logits - logits.max(-1, keepdims=True)
-        log_model = np.take_along_axis(shifted, targets[..., None], -1)[..., 0] - np.log(
-            np.exp(shifted).sum(-1)
-        )
+        log_model = target_log_probs(logits, targets)
         out = np.empty(targets.shape)
         for s in range(self.num_streams):
             out[s] = self._mix(s, np.exp(log_model[s]), hidden[s], targets[s])

@@ -1,4 +1,4 @@
-"""Reference settings per corpus, as plain data (DESIGN.md §4).
+"""Reference settings per corpus, as plain data (the reference implementation's README).
 
 Word-level presets follow the reference implementation's README runs; `small` trains
 in minutes per epoch on a 2-core CPU; `synthetic` is the built-in corpus's.
@@ -112,6 +112,10 @@ PRESETS = {
 # (The reference's own prepared character corpora, pennchar and its enwik8 files, are
 # already space-separated symbols: read those with --level word.)
 PRESET_LEVELS = {"ptb-char": "char", "enwik8": "char"}
+
+# Dynamic evaluation's default settings (Krause et al. 2017): the step of
+# the RMS-normalized gradient and the pull back toward the trained weights.
+DYNAMIC_EVAL = {"learning_rate": 2e-5, "decay": 0.02}
 
 # The source of the built-in corpus: HiddenMarkovSource arguments (the seed comes
 # from the run's).

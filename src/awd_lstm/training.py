@@ -1,18 +1,19 @@
 """Training, fine-tuning and evaluation of the language model with the reference recipe.
 
-Merity et al. (2017), sections 3 and 4 (DESIGN.md §2.6-2.7): contiguous batch streams;
+Merity et al. (2017), sections 3 and 4: contiguous batch streams;
 variable-length BPTT segments with the step's learning rate scaled by
 `seq_len / bptt`; hidden state carried between segments without gradient and reset at
 each epoch; NT-ASGD switched on by the non-monotone rule; validation (batch 10) and test
 (batch 1) with the averaged weights, fixed `bptt` segments and the loss weighted by
 segment length; the best validated (averaged) weights checkpointed atomically.
 
-A run folder holds, besides what the command line writes (`config.json`, `vocab.json`):
-`best.weights.h5` (the best validated weights), `checkpoint.weights.h5` (weights,
-optimizer state, random-generator state and the run's history after the last completed
-epoch: what `resume=True` continues from), `metrics.jsonl`, `tensorboard/` and
-`learning_curves.png`. Every file is replaced atomically, so a run killed at any moment
-resumes to the same result as an uninterrupted one.
+`train` and `finetune` write a complete run folder (`awd_lstm.runs`): `config.json`
+and `vocab.json` first, then after each epoch `best.weights.h5` (the best validated
+weights), `checkpoint.weights.h5` (weights, optimizer state, random-generator state
+and the run's history after the last completed epoch: what `resume=True` continues
+from), `metrics.jsonl`, `tensorboard/` and `learning_curves.png`, and at the end
+`final.json` with the test split's perplexity. Every file is replaced atomically, so
+a run killed at any moment resumes to the same result as an uninterrupted one.
 """
 
 import contextlib
@@ -38,14 +39,12 @@ from awd_lstm._files import (  # noqa: F401 (CheckpointError re-exported)
 from awd_lstm.config import TrainingConfig  # noqa: F401 (re-exported)
 from awd_lstm.data import BPTTSchedule, CorpusError, batchify, max_segment_length, segment
 from awd_lstm.distribute import Distribution
+from awd_lstm.log_probs import target_log_probs
 from awd_lstm.models import AWDLSTMLanguageModel
 from awd_lstm.optimizers import NTASGD, SGD, AdamL2, should_trigger
 from awd_lstm.run_logs import plot_learning_curves, write_tensorboard
+from awd_lstm.runs import BEST, CHECKPOINT, CONFIG, CURVES, FINAL, METRICS, Run, RunError
 
-BEST = "best.weights.h5"
-CHECKPOINT = "checkpoint.weights.h5"
-METRICS = "metrics.jsonl"
-CURVES = "learning_curves.png"
 _RESUME_GROUP = "awd_lstm_resume"
 
 
@@ -148,11 +147,7 @@ def evaluate(model, ids, bptt, progress=False):
     def segment_loss(x, y):
         # predict_on_batch runs the backend's compiled step (eager calls cost several
         # times more); the carried state is a model variable, updated either way.
-        logits = np.asarray(model.predict_on_batch(x), dtype=np.float64)
-        logits -= logits.max(-1, keepdims=True)
-        log_norm = np.log(np.exp(logits).sum(-1))
-        picked = np.take_along_axis(logits, y[..., None], -1)[..., 0]
-        return float((log_norm - picked).sum())
+        return -float(target_log_probs(model.predict_on_batch(x), y).sum())
 
     model.reset_state()
     return evaluation_loop(ids, model.batch_size, bptt, segment_loss, progress)
@@ -172,6 +167,23 @@ def load_trained_weights(config, vocab_size, path):
     model = build_model(config, vocab_size, config.eval_batch_size)
     _load_keras_weights(model, path)
     return [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+
+
+def load_checkpoint_weights(config, vocab_size, path):
+    """The weights a run's checkpoint evaluates with (the averages once NT-ASGD
+    averages), as `load_trained_weights` gives them."""
+    model = build_model(config, vocab_size, config.batch_size)
+    load_checkpoint(model, path)
+    return [keras.ops.convert_to_numpy(v) for v in evaluation_weights(model)]
+
+
+def loss_summary(split, loss, level="word"):
+    """`{split}_loss`, `{split}_ppl` and, at character level, `{split}_bpc` of a mean
+    per-token loss in nats."""
+    summary = {f"{split}_loss": loss, f"{split}_ppl": math.exp(min(loss, 700))}
+    if level == "char":
+        summary[f"{split}_bpc"] = loss / math.log(2)
+    return summary
 
 
 def _load_keras_weights(model, path):
@@ -292,32 +304,135 @@ def train(
     max_seconds=None,
     resume=False,
     distribution=None,
+    test=True,
+    callbacks=None,
 ):
-    """Trains a language model on `corpus` with `config`; writes to `run_dir`.
+    """Trains a language model on `corpus` with `config`; writes the run to `run_dir`.
 
-    Stops after `config.epochs` epochs, or at the end of the epoch after which another
-    one would pass `max_seconds` of training. With `resume=True` it continues from the
+    The folder becomes a complete run (`awd_lstm.runs.Run`): made here if it holds
+    none yet (the corpus is read again from the files `corpus` was read from), its
+    settings and vocabulary checked if it does. Training stops after `config.epochs`
+    epochs, or at the end of the epoch after which another one would pass
+    `max_seconds` of training; then, with `test=True`, the best weights are tested
+    with batch 1 and `final.json` is written. With `resume=True` it continues from the
     folder's checkpoint (if any) and ends exactly as an uninterrupted run would.
     With a `distribution` (`awd_lstm.distribute.create`) the training steps run data
     parallel, each replica on its share of the batch's streams; every process of a
     multi-worker run calls `train`, only the chief writes to `run_dir` (the others
     write to a temporary folder, removed at the end) and evaluation runs on one
-    device in each. Returns an evaluation model holding the best weights and the list
-    of epoch records.
+    device in each.
+
+    `callbacks`: Keras callbacks (`keras.callbacks.Callback`: `CSVLogger`,
+    `EarlyStopping`, `TerminateOnNaN`, `LearningRateScheduler`, your own), called
+    with the training model and Keras' usual hooks: `on_train_begin`/`end`,
+    `on_epoch_begin`/`end` (0-based epochs; the end's `logs` hold the epoch's
+    record, with `loss` the training loss and `val_loss` the validation loss) and
+    `on_train_batch_begin`/`end` (`logs`: the step's `loss`, `ce` and learning rate
+    `lr`). A learning rate set in `on_epoch_begin` is the epoch's base rate, scaled by
+    each segment's length; `model.stop_training = True` ends the run after the epoch.
+
+    Returns an evaluation model holding the best weights and the list of epoch
+    records.
     """
     return _run(
-        config, corpus, run_dir, "train", log, progress, max_seconds, resume, None, distribution
+        config,
+        corpus,
+        run_dir,
+        "train",
+        log,
+        progress,
+        max_seconds,
+        resume,
+        None,
+        distribution,
+        test,
+        callbacks,
     )
 
 
 def finetune(
-    config, corpus, run_dir, weights, log=print, progress=True, max_seconds=None, resume=False
+    config,
+    corpus,
+    run_dir,
+    weights,
+    log=print,
+    progress=True,
+    max_seconds=None,
+    resume=False,
+    test=True,
+    callbacks=None,
 ):
     """The reference's fine-tuning stage: from the trained `weights` (a list, one per
     trainable variable) averaging starts at the first step; the run stops when the
     non-monotone rule fires (or after `config.epochs`). The starting weights'
-    validation loss is the one to beat, so the best checkpoint never gets worse."""
-    return _run(config, corpus, run_dir, "finetune", log, progress, max_seconds, resume, weights)
+    validation loss is the one to beat, so the best checkpoint never gets worse.
+    `run_dir` becomes a complete fine-tuning run, as in `train` (make it with
+    `Run.create_finetune` to record the trained run it starts from); `callbacks` as in
+    `train`."""
+    return _run(
+        config,
+        corpus,
+        run_dir,
+        "finetune",
+        log,
+        progress,
+        max_seconds,
+        resume,
+        weights,
+        None,
+        test,
+        callbacks,
+    )
+
+
+def _open_or_create_run(run_dir, config, corpus, stage, resume):
+    """The run in `run_dir`, made if the folder holds none; checked against the
+    settings and the vocabulary of this call."""
+    if not os.path.exists(os.path.join(run_dir, CONFIG)):
+        return Run.create(run_dir, config, corpus.vocab, data=corpus, stage=stage)
+    run = Run.open(run_dir)
+    if run.stage != stage:
+        raise RunError(f"{run_dir} holds a {run.stage!r} run, not a {stage!r} one")
+    if run.config != config:
+        raise RunError(
+            f"{run_dir} holds a run with other settings; continue it with its own "
+            "config (Run.open(path).config) or choose another folder"
+        )
+    if run.vocabulary.fingerprint() != corpus.vocab.fingerprint():
+        raise RunError(f"{run_dir} holds a run of another vocabulary than this corpus's")
+    started = any(os.path.exists(os.path.join(run_dir, f)) for f in (CHECKPOINT, FINAL))
+    if started and not resume:
+        raise RunError(
+            f"{run_dir} already holds a run that has trained; resume it (resume=True) "
+            "or choose another folder"
+        )
+    if resume and run.finished:
+        raise RunError(f"the run in {run_dir} has finished; nothing to resume")
+    return run
+
+
+def final_test(run, model, corpus, log=print, progress=False):
+    """Tests `model`'s weights on the test split with batch 1 (as the reference) and
+    writes the run's `final.json`; returns its contents."""
+    log("testing with batch 1")
+    test_loss = split_loss(
+        run.config, len(corpus.vocab), corpus.test, 1, model.trainable_variables, progress
+    )
+    final = loss_summary("test", test_loss, corpus.vocab.level)
+    line = f"test perplexity {final['test_ppl']:.2f}"
+    if "test_bpc" in final:
+        line += f" ({final['test_bpc']:.3f} bpc)"
+    source = run.synthetic_source()
+    if source is not None:
+        final["optimal_ppl"] = source.optimal_perplexity(np.asarray(corpus.test))
+        final["unigram_ppl"] = source.unigram_perplexity(corpus.train, corpus.test)
+        gap = final["test_ppl"] / final["optimal_ppl"] - 1
+        line += (
+            f" (optimum {final['optimal_ppl']:.2f}, {gap:+.1%}; unigram {final['unigram_ppl']:.2f})"
+        )
+    run.write_final(final)
+    log(line)
+    return final
 
 
 @contextlib.contextmanager
@@ -348,9 +463,14 @@ def _run(
     resume,
     weights=None,
     distribution=None,
+    test=True,
+    callbacks=None,
 ):
     distribution = distribution or Distribution()
     distribution.check_batch(config.batch_size)
+    run = None
+    if distribution.is_chief:
+        run = _open_or_create_run(run_dir, config, corpus, stage, resume)
     with _output_folder(run_dir, distribution) as out_dir:
         vocab_size = len(corpus.vocab)
         char_level = corpus.vocab.level == "char"
@@ -393,14 +513,22 @@ def _run(
                 log(f"fine-tuning from validation perplexity {math.exp(state['best']):.2f}")
         title = f"{stage}: {os.path.basename(os.path.abspath(run_dir))}"
         write_run_logs(out_dir, state["records"], state["start_time"], title)
+        hooks = keras.callbacks.CallbackList(
+            callbacks, model=model, epochs=config.epochs, verbose=0, steps=None
+        )
+        model.stop_training = False
+        hooks.on_train_begin()
         while state["stop"] is None:
             epoch = state["epoch"] + 1
-            base_lr = config.learning_rate(epoch)
+            optimizer.learning_rate.assign(config.learning_rate(epoch))
+            hooks.on_epoch_begin(epoch - 1)
+            # The epoch's base rate, as the recipe's --when or a callback's schedule set it.
+            base_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
             averaging = bool(getattr(optimizer, "averaging", False))
             try:
                 with distribution.scope():
                     train_loss, tokens, started = _train_epoch(
-                        model, train_data, config, epoch, base_lr, stage, progress
+                        model, train_data, config, epoch, base_lr, stage, progress, hooks
                     )
             except FloatingPointError as e:
                 if state["epoch"]:
@@ -426,25 +554,24 @@ def _run(
                 log(f"epoch {epoch}: switching to averaged SGD (NT-ASGD)")
             state["history"].append(val_loss)
             seconds = time.perf_counter() - started
+            level = corpus.vocab.level
             record = {
                 "epoch": epoch,
-                "train_loss": train_loss,
-                "train_ppl": math.exp(min(train_loss, 700)),
-                "val_loss": val_loss,
-                "val_ppl": math.exp(min(val_loss, 700)),
+                **loss_summary("train", train_loss, level),
+                **loss_summary("val", val_loss, level),
                 "lr": base_lr,
                 "averaging": averaging,
                 "tokens_per_sec": tokens / seconds,
                 "seconds": seconds,
             }
-            if char_level:
-                record["train_bpc"] = train_loss / math.log(2)
-                record["val_bpc"] = val_loss / math.log(2)
             state["records"].append(record)
             state["epoch"] = epoch
             state["seconds"] += seconds
+            hooks.on_epoch_end(epoch - 1, {**record, "loss": train_loss})
             if stage == "finetune" and triggered:
                 state["stop"] = "the non-monotone rule fired"
+            elif model.stop_training:
+                state["stop"] = "a callback stopped training"
             elif epoch >= config.epochs:
                 state["stop"] = f"{config.epochs} epochs done"
             elif max_seconds is not None and state["seconds"] + seconds > max_seconds:
@@ -462,7 +589,10 @@ def _run(
                 line += f" ({record['val_bpc']:.3f} bpc)"
             log(f"{line}, {record['tokens_per_sec']:,.0f} tokens/s")
         log(f"{stage} stopped after epoch {state['epoch']}: {state['stop']}")
+        hooks.on_train_end({"stop": state["stop"]})
         _load_keras_weights(evaluator, best_path)
+        if run is not None and test:
+            final_test(run, evaluator, corpus, log, progress)
         return evaluator, state["records"]
 
 
@@ -477,7 +607,7 @@ def _write_failed(error, epoch):
     )
 
 
-def _train_epoch(model, train_data, config, epoch, base_lr, stage, progress):
+def _train_epoch(model, train_data, config, epoch, base_lr, stage, progress, hooks):
     """One pass over the training streams; returns (mean loss, tokens, start time)."""
     start_time = time.perf_counter()
     optimizer = model.optimizer
@@ -497,11 +627,15 @@ def _train_epoch(model, train_data, config, epoch, base_lr, stage, progress):
     )
     loss_sum, tokens = 0.0, 0
     for step, (start, length) in enumerate(schedule, 1):
+        hooks.on_train_batch_begin(step - 1)
         # The reference scales the step size with the segment length.
-        optimizer.learning_rate.assign(base_lr * length / config.bptt)
+        lr = base_lr * length / config.bptt
+        optimizer.learning_rate.assign(lr)
         x, y = segment(train_data, start, length)
         result = model.train_on_batch(x, y, return_dict=True)
-        ce = float(result["ce"])
+        logs = {name: float(value) for name, value in result.items()}
+        hooks.on_train_batch_end(step - 1, {**logs, "lr": lr})
+        ce = logs["ce"]
         if not math.isfinite(ce):
             raise FloatingPointError(f"the loss became {ce} at step {step} of epoch {epoch}")
         loss_sum += ce * length

@@ -308,9 +308,10 @@ def _jax_padded():
 
 
 def _jax_recurrent_product(kernel):
-    """`h -> h @ kernel`, in column blocks of at most `_JAX_COLUMNS`: XLA's CPU dot of
-    a narrow left operand runs at about 60% of the rate of the same product so split
-    (measured at (80, 1150) x (1150, 4600): 62 vs 89 GFLOP/s over a 70-step scan)."""
+    """`h -> h @ kernel`, in column blocks of at most `_JAX_COLUMNS`."""
+    # XLA's CPU dot of a narrow left operand runs at about 60% of the rate of the
+    # same product so split (benchmarks/RESULTS.md: (80, 1150) x (1150, 4600), 62 vs
+    # 89 GFLOP/s over a 70-step scan).
     import jax.numpy as jnp
 
     blocks = -(-kernel.shape[1] // _JAX_COLUMNS)

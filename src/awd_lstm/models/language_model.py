@@ -460,6 +460,15 @@ class AWDLSTMLanguageModel(keras.Model):
             self._predict_outputs = kind
             self.predict_function = None
 
+    @classmethod
+    def from_run(cls, path, batch_size=1, stateful=True, weights="best"):
+        """The language model of a run folder, holding its trained weights (see
+        `awd_lstm.runs.Run.load_model`); the run's vocabulary is
+        `awd_lstm.load_run(path).vocabulary`."""
+        from awd_lstm.runs import Run
+
+        return Run.open(path).load_model(batch_size=batch_size, stateful=stateful, weights=weights)
+
     def get_config(self):
         encoder = self.encoder
         return {

@@ -1,0 +1,363 @@
+"""Run folders as objects: the one place that creates, opens and loads them.
+
+A run folder holds:
+
+- `config.json`: the settings (`TrainingConfig`), the corpus's location, the backend,
+  the vocabulary's fingerprint. Written last when the run is created, atomically: a
+  folder with a `config.json` holds a complete vocabulary (and built-in corpus).
+- `vocab.json`, and `corpus/` for the built-in corpus.
+- After each epoch: `metrics.jsonl`, `best.weights.h5` (the best validated weights),
+  `checkpoint.weights.h5` (what a resumed run continues from), `tensorboard/`,
+  `learning_curves.png`.
+- `final.json` when the run has ended: the test split's loss and perplexity.
+
+`awd-lstm` and Python users go through the same `Run`, so a run made in a notebook
+with `awd_lstm.training.train` opens with every command, and the other way round:
+
+    run = awd_lstm.load_run("runs/ptb")
+    run.config.hidden_size, run.final["test_ppl"], run.history[-1]["val_ppl"]
+    model = run.load_model(batch_size=1)          # stateful, the best weights
+"""
+
+import dataclasses
+import json
+import os
+
+from awd_lstm._files import write_json_atomic
+from awd_lstm.config import TrainingConfig
+
+CONFIG = "config.json"
+VOCAB = "vocab.json"
+FINAL = "final.json"
+BEST = "best.weights.h5"
+CHECKPOINT = "checkpoint.weights.h5"
+METRICS = "metrics.jsonl"
+CURVES = "learning_curves.png"
+CORPUS = "corpus"
+
+# Hyperparameters a fine-tuning may change; the others are the trained model's.
+FINETUNE_FIELDS = ("epochs", "lr", "nonmono", "seed")
+STAGES = ("train", "finetune")
+
+
+class RunError(ValueError):
+    """A run folder that cannot be used as asked; the message is one sentence."""
+
+
+class Run:
+    """A run folder: its settings, vocabulary, history and models.
+
+    Make one with `Run.create` (or let `awd_lstm.training.train` make it) and reopen
+    it with `Run.open` / `awd_lstm.load_run`.
+
+    Attributes:
+        path: The folder.
+        info: Everything `config.json` holds (a dict).
+        config: The run's `TrainingConfig`.
+        stage: `"train"` or `"finetune"`.
+        vocabulary: The run's `Vocabulary`, checked against `config.json`.
+    """
+
+    def __init__(self, path, info, config, vocabulary):
+        self.path = os.fspath(path)
+        self.info = info
+        self.config = config
+        self.vocabulary = vocabulary
+
+    # -- making and opening -------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path,
+        config,
+        vocabulary,
+        *,
+        data=None,
+        stage="train",
+        preset=None,
+        max_minutes=None,
+        synthetic=None,
+        finetuned_from=None,
+        backend=None,
+    ):
+        """Writes a new run's `vocab.json` and, last, `config.json`.
+
+        Args:
+            path: The run folder (made if missing); it must not hold a run yet.
+            config: The run's `TrainingConfig`.
+            vocabulary: The corpus's `Vocabulary`.
+            data: Where the corpus is read again from (to resume, fine-tune,
+                evaluate): a corpus folder, a `Corpus` (read from files; their paths
+                are kept), or None for the built-in corpus in `path/corpus`.
+            stage: `"train"` or `"finetune"`.
+            preset: The preset's name, if any (the cache pointer's defaults follow it).
+            max_minutes: The time limit, kept for a resumed run.
+            synthetic: `{"tokens": N, "seed": S}` for the built-in corpus, whose
+                source then gives `final.json` the exact optimum perplexity.
+            finetuned_from: The trained run a fine-tuning starts from.
+            backend: The Keras backend; default: the one in use.
+        """
+        path = os.fspath(path)
+        if not isinstance(config, TrainingConfig):
+            raise RunError(f"config must be a TrainingConfig; got {type(config).__name__}")
+        if stage not in STAGES:
+            raise RunError(f"stage must be one of {', '.join(STAGES)}; got {stage!r}")
+        if os.path.exists(os.path.join(path, CONFIG)):
+            raise RunError(f"{path} already holds a run (it has a {CONFIG})")
+        if backend is None:
+            import keras
+
+            backend = keras.backend.backend()
+        info = {
+            "stage": stage,
+            "preset": preset,
+            "level": vocabulary.level,
+            "backend": backend,
+            "vocab_size": len(vocabulary),
+            "vocab_fingerprint": vocabulary.fingerprint(),
+            "max_minutes": max_minutes,
+            "synthetic_tokens": None,
+            "synthetic_seed": None,
+            "config": dataclasses.asdict(config),
+        }
+        info.update(_data_location(data))
+        if synthetic is not None:
+            info["synthetic_tokens"] = synthetic["tokens"]
+            info["synthetic_seed"] = synthetic["seed"]
+        if finetuned_from is not None:
+            info["finetuned_from"] = os.path.abspath(os.fspath(finetuned_from))
+        os.makedirs(path, exist_ok=True)
+        vocabulary.save(os.path.join(path, VOCAB))
+        # Written last: a folder with config.json holds a complete vocabulary.
+        write_json_atomic(os.path.join(path, CONFIG), info)
+        return cls(path, info, config, vocabulary)
+
+    @classmethod
+    def open(cls, path):
+        """Opens a run folder, checking its `config.json` and its vocabulary."""
+        from awd_lstm.data import CorpusError, Vocabulary
+
+        path = os.fspath(path)
+        config_path = os.path.join(path, CONFIG)
+        if not os.path.isfile(config_path):
+            raise RunError(f"{path} is not a run folder (it has no {CONFIG})")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                info = json.load(f)
+            config = TrainingConfig(**info["config"])
+            if info.get("stage", "train") not in STAGES:
+                raise ValueError(f"unknown stage {info.get('stage')!r}")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise RunError(f"{config_path} is not a valid run configuration: {reason}") from None
+        vocab_path = os.path.join(path, VOCAB)
+        try:
+            vocabulary = Vocabulary.load(vocab_path)
+        except CorpusError as e:
+            raise RunError(str(e)) from None
+        expected = info.get("vocab_fingerprint")
+        if expected is not None and vocabulary.fingerprint() != expected:
+            raise RunError(
+                f"{vocab_path} is not the vocabulary this run was trained with (its "
+                f"fingerprint differs from {CONFIG}'s)"
+            )
+        return cls(path, info, config, vocabulary)
+
+    # -- what it holds --------------------------------------------------------------
+
+    @property
+    def stage(self):
+        return self.info.get("stage", "train")
+
+    @property
+    def finished(self):
+        """Whether the run has ended (it has a `final.json`)."""
+        return os.path.exists(os.path.join(self.path, FINAL))
+
+    @property
+    def history(self):
+        """The epoch records of `metrics.jsonl` (a list of dicts; empty before the
+        first epoch)."""
+        path = os.path.join(self.path, METRICS)
+        if not os.path.exists(path):
+            return []
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    @property
+    def final(self):
+        """`final.json` (test loss and perplexity), or None before the run ends."""
+        path = os.path.join(self.path, FINAL)
+        if not os.path.exists(path):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+
+    def write_final(self, final):
+        """Writes `final.json`, atomically: the run has ended."""
+        write_json_atomic(os.path.join(self.path, FINAL), final)
+
+    def corpus(self):
+        """The run's corpus, read with the run's vocabulary."""
+        from awd_lstm.data import load_corpus
+
+        level = self.info.get("level", "word")
+        if self.info.get("data_paths"):
+            return load_corpus(paths=self.info["data_paths"], level=level, vocab=self.vocabulary)
+        data = self.info.get("data") or os.path.join(self.path, CORPUS)
+        return load_corpus(data, level=level, vocab=self.vocabulary)
+
+    def synthetic_source(self):
+        """The `HiddenMarkovSource` of the built-in corpus, or None for other corpora."""
+        from awd_lstm.data import HiddenMarkovSource
+        from awd_lstm.presets import SYNTHETIC_SOURCE
+
+        if self.info.get("synthetic_tokens") is None:
+            return None
+        seed = self.info.get("synthetic_seed", self.config.seed)
+        return HiddenMarkovSource(**SYNTHETIC_SOURCE, seed=seed)
+
+    def weights_path(self, weights="best"):
+        """The file of the `"best"` (validated) or `"last"` (checkpoint) weights."""
+        names = {"best": BEST, "last": CHECKPOINT}
+        if weights not in names:
+            raise RunError(f"weights must be 'best' or 'last'; got {weights!r}")
+        path = os.path.join(self.path, names[weights])
+        if not os.path.isfile(path):
+            raise RunError(
+                f"{self.path} has no {names[weights]}: its training did not finish an epoch"
+            )
+        return path
+
+    def trained_weights(self, weights="best"):
+        """The trainable weights (one array per variable) of the best validated
+        model (`"best"`) or of the last checkpoint (`"last"`: what it evaluates
+        with, the averages once NT-ASGD averages)."""
+        from awd_lstm import training
+
+        path = self.weights_path(weights)
+        vocab_size = len(self.vocabulary)
+        if weights == "best":
+            return training.load_trained_weights(self.config, vocab_size, path)
+        return training.load_checkpoint_weights(self.config, vocab_size, path)
+
+    def load_model(self, batch_size=1, stateful=True, weights="best"):
+        """A language model holding the run's weights.
+
+        Args:
+            batch_size: Streams of the stateful model.
+            stateful: True: a stateful model of `batch_size` streams that carries its
+                state from call to call (evaluation, generation). False: a model for
+                any batch, from a zero state at every call (scoring, export).
+            weights: `"best"` (the best validated weights) or `"last"` (the last
+                checkpoint's).
+        """
+        from awd_lstm import training
+
+        values = self.trained_weights(weights)
+        vocab_size = len(self.vocabulary)
+        if not stateful:
+            from awd_lstm.export import inference_model
+
+            return inference_model(self.config, vocab_size, values)
+        model = training.build_model(self.config, vocab_size, batch_size)
+        training.copy_weights(values, model)
+        return model
+
+    # -- fine-tuning ----------------------------------------------------------------
+
+    def finetune_config(self, **overrides):
+        """The fine-tuning's `TrainingConfig`: this run's, with averaged SGD and the
+        `overrides` among `FINETUNE_FIELDS` (a run trained with Adam needs `lr`)."""
+        unknown = sorted(set(overrides) - set(FINETUNE_FIELDS))
+        if unknown:
+            raise RunError(
+                f"a fine-tuning can change only {', '.join(FINETUNE_FIELDS)}; got {unknown[0]}"
+            )
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if self.config.optimizer == "adam" and "lr" not in overrides:
+            raise RunError(
+                f"{self.path} trained with Adam (lr {self.config.lr}); fine-tuning is "
+                "averaged SGD: give its learning rate with --lr (lr= in Python)"
+            )
+        try:
+            return dataclasses.replace(self.config, optimizer="ntasgd", **overrides)
+        except ValueError as e:
+            raise RunError(str(e)) from None
+
+    def create_finetune(self, path, config, max_minutes=None):
+        """Creates the run folder of a fine-tuning of this run (see `finetune_config`)."""
+        data = self.info.get("data_paths") or self.info.get("data")
+        if data is None:
+            data = os.path.abspath(os.path.join(self.path, CORPUS))
+        synthetic = None
+        if self.info.get("synthetic_tokens") is not None:
+            synthetic = {
+                "tokens": self.info["synthetic_tokens"],
+                "seed": self.info.get("synthetic_seed", self.config.seed),
+            }
+        return Run.create(
+            path,
+            config,
+            self.vocabulary,
+            data=data,
+            stage="finetune",
+            preset=self.info.get("preset"),
+            max_minutes=max_minutes,
+            synthetic=synthetic,
+            finetuned_from=self.path,
+            backend=self.info.get("backend"),
+        )
+
+    def __repr__(self):
+        return f"Run({self.path!r}, stage={self.stage!r}, finished={self.finished})"
+
+
+def write_builtin_corpus(folder, seed, tokens=200_000):
+    """Samples the built-in corpus (the seeded hidden Markov source: `tokens` training
+    tokens, a tenth of that each for validation and test) into `folder`; returns it
+    as a `Corpus`. A run of it keeps it in `RUN/corpus` (`Run.create(...,
+    data=None, synthetic={"tokens": tokens, "seed": seed})`)."""
+    from awd_lstm.data import HiddenMarkovSource, Vocabulary, load_corpus
+    from awd_lstm.presets import SYNTHETIC_SOURCE
+
+    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1000:
+        raise RunError(f"the built-in corpus needs at least 1000 training tokens; got {tokens!r}")
+    source = HiddenMarkovSource(**SYNTHETIC_SOURCE, seed=seed)
+    source.write_corpus(folder, tokens, tokens // 10, tokens // 10, seed=seed)
+    return load_corpus(folder, vocab=Vocabulary(source.words()))
+
+
+def saved_backend(path):
+    """The backend recorded in a run folder's `config.json`, or None (no run, or
+    unreadable: the command that opens the run reports that). Reads JSON only, so
+    that the backend can be chosen before Keras is imported."""
+    try:
+        with open(os.path.join(os.fspath(path), CONFIG), encoding="utf-8") as f:
+            backend = json.load(f).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return backend if isinstance(backend, str) else None
+
+
+def load_run(path):
+    """Opens a run folder: `Run.open(path)`."""
+    return Run.open(path)
+
+
+def _data_location(data):
+    """`config.json`'s entries for where the corpus is read again from."""
+    if data is None:
+        return {"data": None}
+    if isinstance(data, dict):
+        return {"data": None, "data_paths": {k: os.path.abspath(v) for k, v in data.items()}}
+    if isinstance(data, (str, os.PathLike)):
+        return {"data": os.path.abspath(os.fspath(data))}
+    paths = getattr(data, "paths", None)  # a Corpus
+    if not paths:
+        raise RunError(
+            "the corpus was not read from files, so the run could not read it again: "
+            "write it to a folder and read it with awd_lstm.data.load_corpus"
+        )
+    return _data_location(dict(paths))

@@ -1,0 +1,171 @@
+"""Run folders as objects (awd_lstm.runs): a run made from Python opens with every
+command, a run made by the command opens from Python, and bad folders are refused in
+one sentence."""
+
+import dataclasses
+import json
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+import awd_lstm
+from awd_lstm.cli import main
+from awd_lstm.models import AWDLSTMLanguageModel
+from awd_lstm.runs import FINAL, Run, RunError
+from awd_lstm.training import train
+from tests.conftest import to_numpy
+
+
+@pytest.fixture(scope="module")
+def notebook_run(run, tmp_path_factory):
+    """A run trained from Python with `training.train`, on the command's corpus files
+    (the built-in corpus of the shared `run`), one epoch."""
+    source = Run.open(run)
+    config = dataclasses.replace(source.config, epochs=1, seed=5)
+    folder = tmp_path_factory.mktemp("notebook") / "run"
+    lines = []
+    train(config, source.corpus(), str(folder), log=lines.append, progress=False)
+    return folder, lines
+
+
+def test_a_run_from_python_is_complete_and_opens_with_every_command(notebook_run, tmp_path, capsys):
+    folder, lines = notebook_run
+    run = awd_lstm.load_run(folder)
+    assert run.stage == "train" and run.finished
+    assert run.final["test_ppl"] > 1 and len(run.history) == 1
+    assert any(line.startswith("test perplexity") for line in lines)
+    assert run.info["data_paths"]["train"].endswith("train.txt")
+    assert main(["evaluate", "--run", str(folder), "--split", "valid", "--no-progress"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ppl"] == pytest.approx(run.history[-1]["val_ppl"], rel=1e-4)
+    assert main(["generate", "--run", str(folder), "--tokens", "5"]) == 0
+    text = tmp_path / "text.txt"
+    text.write_text("w0661 w0164\n")
+    assert main(["score", "--run", str(folder), str(text), "--no-progress"]) == 0
+    assert main(["export", "--run", str(folder), "--out", str(tmp_path / "m.keras")]) == 0
+    assert main(["train", "--resume", str(folder)]) == 2
+    assert "has finished; nothing to resume" in capsys.readouterr().err
+
+
+def test_a_command_run_opens_from_python(run):
+    opened = Run.open(run)
+    assert opened.finished and opened.stage == "train"
+    assert opened.final["test_ppl"] == pytest.approx(
+        json.loads((run / FINAL).read_text())["test_ppl"]
+    )
+    assert [r["epoch"] for r in opened.history] == [1, 2]
+    assert len(opened.vocabulary) == opened.info["vocab_size"]
+    assert opened.synthetic_source() is not None
+    corpus = opened.corpus()
+    assert corpus.vocab.fingerprint() == opened.vocabulary.fingerprint()
+    stateful = opened.load_model(batch_size=2)
+    assert stateful.stateful and stateful.batch_size == 2
+    same = AWDLSTMLanguageModel.from_run(run, batch_size=2)
+    free = opened.load_model(stateful=False)
+    last = opened.load_model(stateful=False, weights="last")
+    ids = np.arange(12, dtype="int32").reshape(2, 6) % len(opened.vocabulary)
+    best_logits = to_numpy(free(ids))
+    for model in (stateful, same):
+        model.reset_state()
+        np.testing.assert_allclose(to_numpy(model(ids)), best_logits, atol=1e-5)
+    # The last checkpoint: what the last epoch evaluated with (the best here, or not).
+    assert to_numpy(last(ids)).shape == best_logits.shape
+
+
+def test_last_weights_are_the_checkpoint_evaluation_weights(run):
+    opened = Run.open(run)
+    best = opened.trained_weights("best")
+    last = opened.trained_weights("last")
+    assert len(best) == len(last)
+    history = opened.history
+    if history[-1]["val_loss"] <= min(r["val_loss"] for r in history):
+        for a, b in zip(best, last):
+            np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("no-config", r"is not a run folder \(it has no config.json\)"),
+        ("bad-json", r"config.json is not a valid run configuration"),
+        ("bad-value", r"config.json is not a valid run configuration: .*positive integer"),
+        ("other-vocab", r"vocab.json is not the vocabulary this run was trained with"),
+        ("no-vocab", r"vocab.json"),
+    ],
+)
+def test_open_refuses_a_damaged_run_in_one_sentence(run, tmp_path, damage, message):
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    config = folder / "config.json"
+    info = json.loads(config.read_text())
+    if damage == "no-config":
+        config.unlink()
+    elif damage == "bad-json":
+        config.write_text("{not json")
+    elif damage == "bad-value":
+        info["config"]["num_layers"] = 0
+        config.write_text(json.dumps(info))
+    elif damage == "other-vocab":
+        info["vocab_fingerprint"] = "0" * 16
+        config.write_text(json.dumps(info))
+    else:
+        (folder / "vocab.json").unlink()
+    with pytest.raises(RunError, match=message) as caught:
+        Run.open(folder)
+    assert "\n" not in str(caught.value)
+
+
+def test_weights_that_do_not_exist_are_named(run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    (folder / "best.weights.h5").unlink()
+    with pytest.raises(RunError, match="has no best.weights.h5: its training did not finish"):
+        Run.open(folder).load_model()
+    with pytest.raises(RunError, match="weights must be 'best' or 'last'; got 'middle'"):
+        Run.open(folder).weights_path("middle")
+
+
+def test_train_checks_a_folder_that_holds_a_run(run, notebook_run, tmp_path):
+    folder, _ = notebook_run
+    trained = Run.open(folder)
+    corpus = trained.corpus()
+    with pytest.raises(RunError, match="already holds a run that has trained; resume it"):
+        train(trained.config, corpus, str(folder), log=lambda _: None, progress=False)
+    other = dataclasses.replace(trained.config, hidden_size=7)
+    with pytest.raises(RunError, match="holds a run with other settings"):
+        train(other, corpus, str(folder), log=lambda _: None, progress=False, resume=True)
+    with pytest.raises(RunError, match="already holds a run"):
+        Run.create(folder, trained.config, trained.vocabulary)
+    assert Run.open(folder).final == trained.final  # nothing changed
+
+
+def test_finetune_config_changes_only_the_finetuning_fields(run):
+    opened = Run.open(run)
+    config = opened.finetune_config(epochs=3, lr=None)
+    assert config.optimizer == "ntasgd" and config.epochs == 3 and config.lr == opened.config.lr
+    with pytest.raises(RunError, match="a fine-tuning can change only epochs, lr, nonmono, seed"):
+        opened.finetune_config(hidden_size=3)
+    adam = Run(opened.path, opened.info, dataclasses.replace(opened.config, optimizer="adam"), None)
+    with pytest.raises(RunError, match="trained with Adam .* give its learning rate"):
+        adam.finetune_config()
+    assert adam.finetune_config(lr=5.0).lr == 5.0
+
+
+def test_create_needs_a_corpus_it_can_read_again(run, tmp_path):
+    from awd_lstm.data import Corpus
+
+    opened = Run.open(run)
+    corpus = opened.corpus()
+    in_memory = Corpus(corpus.vocab, corpus.train, corpus.valid, corpus.test)
+    with pytest.raises(RunError, match="the corpus was not read from files"):
+        Run.create(tmp_path / "run", opened.config, corpus.vocab, data=in_memory)
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_keras_is_not_needed_to_read_the_backend(run):
+    from awd_lstm.runs import saved_backend
+
+    assert saved_backend(run) == keras.backend.backend()
+    assert saved_backend("/nonexistent") is None
