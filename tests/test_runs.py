@@ -4,6 +4,7 @@ one sentence."""
 
 import dataclasses
 import json
+import os
 import shutil
 
 import keras
@@ -70,19 +71,32 @@ def test_a_command_run_opens_from_python(run):
     for model in (stateful, same):
         model.reset_state()
         np.testing.assert_allclose(to_numpy(model(ids)), best_logits, atol=1e-5)
-    # The last checkpoint: what the last epoch evaluated with (the best here, or not).
-    assert to_numpy(last(ids)).shape == best_logits.shape
-
-
-def test_last_weights_are_the_checkpoint_evaluation_weights(run):
-    opened = Run.open(run)
-    best = opened.trained_weights("best")
-    last = opened.trained_weights("last")
-    assert len(best) == len(last)
+    # The shared run's last epoch is its best: the last checkpoint evaluates with the
+    # best weights.
     history = opened.history
-    if history[-1]["val_loss"] <= min(r["val_loss"] for r in history):
-        for a, b in zip(best, last):
-            np.testing.assert_allclose(a, b, atol=1e-6)
+    assert history[-1]["val_loss"] == min(r["val_loss"] for r in history)
+    np.testing.assert_allclose(to_numpy(last(ids)), best_logits, atol=1e-5)
+
+
+def test_last_weights_are_the_checkpoints_not_the_best(notebook_run, tmp_path):
+    """A run whose last epoch was not its best: "last" gives the checkpoint's
+    evaluation weights, "best" the best validated ones."""
+    import h5py
+
+    folder = tmp_path / "run"
+    shutil.copytree(notebook_run[0], folder)
+    opened = Run.open(folder)
+    best = opened.trained_weights("best")
+    # Another model's weights in best.weights.h5: "last" must not read that file.
+    with h5py.File(folder / "best.weights.h5", "a") as f:
+        f.visititems(
+            lambda name, obj: obj.__setitem__((), obj[()] * 0) if hasattr(obj, "shape") else None
+        )
+    zeros = opened.trained_weights("best")
+    assert all(not np.any(z) for z in zeros)
+    last = opened.trained_weights("last")
+    for a, b in zip(best, last):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -92,7 +106,7 @@ def test_last_weights_are_the_checkpoint_evaluation_weights(run):
         ("bad-json", r"config.json is not a valid run configuration"),
         ("bad-value", r"config.json is not a valid run configuration: .*positive integer"),
         ("other-vocab", r"vocab.json is not the vocabulary this run was trained with"),
-        ("no-vocab", r"vocab.json"),
+        ("no-vocab", r"vocabulary file .*vocab.json does not exist"),
     ],
 )
 def test_open_refuses_a_damaged_run_in_one_sentence(run, tmp_path, damage, message):
@@ -169,3 +183,58 @@ def test_keras_is_not_needed_to_read_the_backend(run):
 
     assert saved_backend(run) == keras.backend.backend()
     assert saved_backend("/nonexistent") is None
+
+
+def test_damaged_history_or_final_is_named(run, tmp_path):
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder)
+    (folder / "metrics.jsonl").write_text('{"epoch": 1}\n{broken\n')
+    (folder / "final.json").write_text("[")
+    opened = Run.open(folder)
+    with pytest.raises(RunError, match=r"metrics.jsonl cannot be read"):
+        _ = opened.history
+    with pytest.raises(RunError, match=r"final.json cannot be read"):
+        _ = opened.final
+
+
+def test_a_moved_run_tree_still_finds_its_corpus_and_parent(run, tmp_path, capsys):
+    """Paths inside the tree are also recorded relative to the run: a fine-tuning
+    moved with its trained run (and the built-in corpus) still opens."""
+    tree = tmp_path / "tree"
+    shutil.copytree(run, tree / "run")
+    assert main(["finetune", "--run", str(tree / "run"), "--epochs", "1", "--no-progress"]) == 0
+    moved = tmp_path / "moved"
+    shutil.move(str(tree), str(moved))
+    finetuned = Run.open(moved / "run" / "finetune")
+    assert os.path.samefile(finetuned.trained_from(), moved / "run")
+    assert len(finetuned.corpus().test) == len(Run.open(run).corpus().test)
+    capsys.readouterr()
+    assert main(["evaluate", "--run", str(moved / "run" / "finetune"), "--no-progress"]) == 0
+
+
+def test_create_without_a_corpus_location_needs_the_builtin_folder(run, tmp_path):
+    opened = Run.open(run)
+    with pytest.raises(RunError, match=r"give the corpus's location \(data=\)"):
+        Run.create(tmp_path / "new", opened.config, opened.vocabulary)
+
+
+@pytest.mark.parametrize("damage", ["no-best", "damaged-best", "no-valid-split"])
+def test_finetune_writes_nothing_when_its_parent_cannot_serve(run, tmp_path, capsys, damage):
+    parent = tmp_path / "run"
+    shutil.copytree(run, parent)
+    if damage == "no-best":
+        (parent / "best.weights.h5").unlink()
+    elif damage == "damaged-best":
+        (parent / "best.weights.h5").write_bytes(b"not hdf5")
+    else:
+        (parent / "corpus" / "valid.txt").unlink()
+    assert main(["finetune", "--run", str(parent), "--no-progress"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (parent / "finetune").exists()
+
+
+def test_a_character_preset_needs_a_corpus(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "ptb-char", "--out", str(out)]) == 2
+    assert "built-in synthetic corpus is word level" in capsys.readouterr().err
+    assert not out.exists()

@@ -433,11 +433,12 @@ def command_train(args):
         raise UsageError(str(e)) from None
     if args.synthetic_tokens is not None and args.synthetic_tokens < 1000:
         raise UsageError(f"--synthetic-tokens must be at least 1000; got {args.synthetic_tokens}")
-    if args.data is None and args.level not in (None, "word"):
-        raise UsageError("the built-in synthetic corpus is word level; drop --level char")
     max_seconds = _max_seconds(args.max_minutes)
     _check_distributed_batch(args, config)
     level = args.level or PRESET_LEVELS.get(preset, "word")
+    if args.data is None and level != "word":
+        given = "--level char" if args.level else f"--preset {preset} (character level)"
+        raise UsageError(f"the built-in synthetic corpus is word level; give --data with {given}")
     run_dir = args.out or os.path.join("runs", preset)
     if not _is_chief(args):
         # A multi-worker run's other workers prepare and train in a folder of their
@@ -549,10 +550,11 @@ def _train(args, run, corpus, max_seconds, resume, weights=None):
 
 def command_finetune(args):
     from awd_lstm.presets import config_fields
-    from awd_lstm.runs import FINETUNE_FIELDS
+    from awd_lstm.runs import CHECKPOINT, FINETUNE_FIELDS
 
-    parent = _open_run(args.run)
     run_dir = args.out or os.path.join(args.run, "finetune")
+    import keras
+
     if args.resume:
         given = [
             "--" + f.name.replace("_", "-")
@@ -562,29 +564,39 @@ def command_finetune(args):
         if given or args.max_minutes is not None:
             raise UsageError("--resume continues a fine-tuning with its own settings")
         run = _open_run(run_dir)
+        if run.stage != "finetune":
+            raise UsageError(f"{run_dir} is not a fine-tuning; resume it with awd-lstm train")
         if run.finished:
             raise UsageError(f"the fine-tuning in {run_dir} has finished; nothing to resume")
-        # The trained run's weights: needed when the fine-tuning died before its
-        # first checkpoint.
-        parent = _open_run(run.info.get("finetuned_from", args.run))
+        keras.utils.set_random_seed(run.config.seed)
+        corpus = run.corpus()
+        weights = None
+        if not os.path.exists(os.path.join(run_dir, CHECKPOINT)):
+            # It died before its first checkpoint: it starts again from the trained
+            # run's weights (where it was made from, or --run).
+            weights = _open_run(run.trained_from(args.run)).trained_weights("best")
         _check_writable(run_dir)
     else:
-        _max_seconds(args.max_minutes)  # checked before anything is written
+        parent = _open_run(args.run)
+        _max_seconds(args.max_minutes)  # everything checked before anything is written
         if os.path.exists(os.path.join(run_dir, "config.json")):
             raise UsageError(
                 f"{run_dir} already holds a fine-tuning; continue it with --resume "
                 "or choose another --out"
             )
         config = parent.finetune_config(**{name: getattr(args, name) for name in FINETUNE_FIELDS})
+        keras.utils.set_random_seed(config.seed)
+        corpus = parent.corpus()
+        weights = parent.trained_weights("best")
+        created = not os.path.exists(run_dir)
         _check_writable(run_dir)
-        parent.weights_path("best")  # before any file is written
-        run = parent.create_finetune(run_dir, config, max_minutes=args.max_minutes)
+        try:
+            run = parent.create_finetune(run_dir, config, max_minutes=args.max_minutes)
+        except BaseException:
+            if created:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
     max_seconds = _max_seconds(run.info.get("max_minutes"))
-    import keras
-
-    keras.utils.set_random_seed(run.config.seed)
-    corpus = run.corpus()
-    weights = parent.trained_weights("best")
     print(f"awd-lstm finetune: {args.run} -> {run_dir}", flush=True)
     return _train(args, run, corpus, max_seconds, resume=args.resume, weights=weights)
 

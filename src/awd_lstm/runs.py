@@ -121,12 +121,16 @@ class Run:
             "synthetic_seed": None,
             "config": dataclasses.asdict(config),
         }
-        info.update(_data_location(data))
+        if data is None and not os.path.isdir(os.path.join(path, CORPUS)):
+            raise RunError(
+                f"give the corpus's location (data=): {path} has no {CORPUS}/ folder of its own"
+            )
+        info.update(_data_location(data, path))
         if synthetic is not None:
             info["synthetic_tokens"] = synthetic["tokens"]
             info["synthetic_seed"] = synthetic["seed"]
         if finetuned_from is not None:
-            info["finetuned_from"] = os.path.abspath(os.fspath(finetuned_from))
+            info.update(_located("finetuned_from", os.fspath(finetuned_from), path))
         os.makedirs(path, exist_ok=True)
         vocabulary.save(os.path.join(path, VOCAB))
         # Written last: a folder with config.json holds a complete vocabulary.
@@ -182,8 +186,7 @@ class Run:
         path = os.path.join(self.path, METRICS)
         if not os.path.exists(path):
             return []
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return _read_json(path, lines=True)
 
     @property
     def final(self):
@@ -191,8 +194,7 @@ class Run:
         path = os.path.join(self.path, FINAL)
         if not os.path.exists(path):
             return None
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return _read_json(path)
 
     def write_final(self, final):
         """Writes `final.json`, atomically: the run has ended."""
@@ -204,9 +206,37 @@ class Run:
 
         level = self.info.get("level", "word")
         if self.info.get("data_paths"):
-            return load_corpus(paths=self.info["data_paths"], level=level, vocab=self.vocabulary)
-        data = self.info.get("data") or os.path.join(self.path, CORPUS)
+            paths = {
+                split: self._resolve(path, self.info.get("data_paths_relative", {}).get(split))
+                for split, path in self.info["data_paths"].items()
+            }
+            return load_corpus(paths=paths, level=level, vocab=self.vocabulary)
+        data = self.info.get("data")
+        if data is None:
+            data = os.path.join(self.path, CORPUS)
+        else:
+            data = self._resolve(data, self.info.get("data_relative"))
         return load_corpus(data, level=level, vocab=self.vocabulary)
+
+    def trained_from(self, default=None):
+        """The folder of the trained run a fine-tuning started from (`default` when
+        the fine-tuning does not say, or the folder is no longer where it says)."""
+        recorded = self.info.get("finetuned_from")
+        if recorded is None:
+            return default
+        path = self._resolve(recorded, self.info.get("finetuned_from_relative"))
+        if os.path.exists(os.path.join(path, CONFIG)) or default is None:
+            return path
+        return default
+
+    def _resolve(self, absolute, relative):
+        """A recorded path: relative to the run folder where it still exists there (a
+        folder moved or copied with what it refers to), else as recorded."""
+        if relative is not None:
+            candidate = os.path.normpath(os.path.join(self.path, relative))
+            if os.path.exists(candidate):
+                return candidate
+        return absolute
 
     def synthetic_source(self):
         """The `HiddenMarkovSource` of the built-in corpus, or None for other corpora."""
@@ -279,7 +309,7 @@ class Run:
         if self.config.optimizer == "adam" and "lr" not in overrides:
             raise RunError(
                 f"{self.path} trained with Adam (lr {self.config.lr}); fine-tuning is "
-                "averaged SGD: give its learning rate with --lr (lr= in Python)"
+                "averaged SGD: give its learning rate with --lr (lr in Python)"
             )
         try:
             return dataclasses.replace(self.config, optimizer="ntasgd", **overrides)
@@ -288,8 +318,14 @@ class Run:
 
     def create_finetune(self, path, config, max_minutes=None):
         """Creates the run folder of a fine-tuning of this run (see `finetune_config`)."""
-        data = self.info.get("data_paths") or self.info.get("data")
-        if data is None:
+        if self.info.get("data_paths"):
+            data = {
+                split: self._resolve(path, self.info.get("data_paths_relative", {}).get(split))
+                for split, path in self.info["data_paths"].items()
+            }
+        elif self.info.get("data") is not None:
+            data = self._resolve(self.info["data"], self.info.get("data_relative"))
+        else:
             data = os.path.abspath(os.path.join(self.path, CORPUS))
         synthetic = None
         if self.info.get("synthetic_tokens") is not None:
@@ -346,18 +382,42 @@ def load_run(path):
     return Run.open(path)
 
 
-def _data_location(data):
-    """`config.json`'s entries for where the corpus is read again from."""
+def _data_location(data, run_dir):
+    """`config.json`'s entries for where the corpus is read again from: absolute
+    paths, and the same relative to the run folder (used first, where they exist)."""
     if data is None:
         return {"data": None}
     if isinstance(data, dict):
-        return {"data": None, "data_paths": {k: os.path.abspath(v) for k, v in data.items()}}
+        located = {k: _located("path", os.fspath(v), run_dir) for k, v in data.items()}
+        return {
+            "data": None,
+            "data_paths": {k: v["path"] for k, v in located.items()},
+            "data_paths_relative": {k: v["path_relative"] for k, v in located.items()},
+        }
     if isinstance(data, (str, os.PathLike)):
-        return {"data": os.path.abspath(os.fspath(data))}
+        return _located("data", os.fspath(data), run_dir)
     paths = getattr(data, "paths", None)  # a Corpus
     if not paths:
         raise RunError(
             "the corpus was not read from files, so the run could not read it again: "
             "write it to a folder and read it with awd_lstm.data.load_corpus"
         )
-    return _data_location(dict(paths))
+    return _data_location(dict(paths), run_dir)
+
+
+def _located(key, path, run_dir):
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute, os.path.abspath(run_dir))
+    return {key: absolute, f"{key}_relative": relative}
+
+
+def _read_json(path, lines=False):
+    """A run file's JSON (one value per line with `lines`); `RunError` if damaged."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            if lines:
+                return [json.loads(line) for line in f if line.strip()]
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RunError(f"{path} cannot be read: {reason}") from None

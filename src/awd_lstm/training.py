@@ -36,6 +36,7 @@ from awd_lstm._files import (  # noqa: F401 (CheckpointError re-exported)
     remove_stale_temporaries,
     write_text_atomic,
 )
+from awd_lstm._seeds import derived_seed
 from awd_lstm.config import TrainingConfig  # noqa: F401 (re-exported)
 from awd_lstm.data import BPTTSchedule, CorpusError, batchify, max_segment_length, segment
 from awd_lstm.distribute import Distribution
@@ -328,8 +329,16 @@ def train(
     `on_epoch_begin`/`end` (0-based epochs; the end's `logs` hold the epoch's
     record, with `loss` the training loss and `val_loss` the validation loss) and
     `on_train_batch_begin`/`end` (`logs`: the step's `loss`, `ce` and learning rate
-    `lr`). A learning rate set in `on_epoch_begin` is the epoch's base rate, scaled by
-    each segment's length; `model.stop_training = True` ends the run after the epoch.
+    `lr`). A learning rate set in `on_epoch_begin` is the epoch's base rate (kept in
+    the checkpoint, and the next epoch's starting point), scaled by each segment's
+    length; one set in `on_train_batch_begin` is that step's. `model.stop_training =
+    True` ends the run after the epoch. A non-finite loss still stops the run with
+    `FloatingPointError` (after `on_train_batch_end`, so `TerminateOnNaN` reports it).
+    The callbacks' own state (an `EarlyStopping`'s patience count...) is not in the
+    checkpoint: a resumed run starts them afresh, so a run resumed with callbacks need
+    not end where an uninterrupted one would. `EarlyStopping(restore_best_weights=...)`
+    acts on the training model; the run's best weights are `best.weights.h5` whatever
+    the callbacks do.
 
     Returns an evaluation model holding the best weights and the list of epoch
     records.
@@ -468,13 +477,13 @@ def _run(
 ):
     distribution = distribution or Distribution()
     distribution.check_batch(config.batch_size)
+    train_data = check_splits(config, corpus)  # before anything is written
     run = None
     if distribution.is_chief:
         run = _open_or_create_run(run_dir, config, corpus, stage, resume)
     with _output_folder(run_dir, distribution) as out_dir:
         vocab_size = len(corpus.vocab)
         char_level = corpus.vocab.level == "char"
-        train_data = check_splits(config, corpus)
         with distribution.scope():
             model = build_model(config, vocab_size, config.batch_size)
             # Built here, inside the strategy's scope: its variables are distributed too.
@@ -520,10 +529,15 @@ def _run(
         hooks.on_train_begin()
         while state["stop"] is None:
             epoch = state["epoch"] + 1
-            optimizer.learning_rate.assign(config.learning_rate(epoch))
+            # The epoch's base rate: the last epoch's (as a callback may have set it)
+            # times the recipe's own drop (`when`), then whatever `on_epoch_begin` sets.
+            last_epoch = max(epoch - 1, 1)
+            drop = config.learning_rate(epoch) / config.learning_rate(last_epoch)
+            last_rate = state.get("base_lr", config.learning_rate(last_epoch))
+            optimizer.learning_rate.assign(last_rate * drop)
             hooks.on_epoch_begin(epoch - 1)
-            # The epoch's base rate, as the recipe's --when or a callback's schedule set it.
             base_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+            state["base_lr"] = base_lr
             averaging = bool(getattr(optimizer, "averaging", False))
             try:
                 with distribution.scope():
@@ -567,7 +581,8 @@ def _run(
             state["records"].append(record)
             state["epoch"] = epoch
             state["seconds"] += seconds
-            hooks.on_epoch_end(epoch - 1, {**record, "loss": train_loss})
+            logs = {k: v for k, v in record.items() if k != "epoch"}  # Keras passes it apart
+            hooks.on_epoch_end(epoch - 1, {**logs, "loss": train_loss})
             if stage == "finetune" and triggered:
                 state["stop"] = "the non-monotone rule fired"
             elif model.stop_training:
@@ -616,7 +631,7 @@ def _train_epoch(model, train_data, config, epoch, base_lr, stage, progress, hoo
         train_data.shape[1],
         config.bptt,
         # Fine-tuning draws its own segment lengths, not a replay of training's.
-        seed=config.seed * 100_003 + epoch + (50_000 if stage == "finetune" else 0),
+        seed=derived_seed(config.seed, stage, "segment_lengths", epoch),
         length_quantum=config.length_quantum,
     )
     bar = keras.utils.Progbar(
@@ -627,10 +642,11 @@ def _train_epoch(model, train_data, config, epoch, base_lr, stage, progress, hoo
     )
     loss_sum, tokens = 0.0, 0
     for step, (start, length) in enumerate(schedule, 1):
+        # The reference scales the step size with the segment length; a callback's
+        # on_train_batch_begin may set this step's rate after it.
+        optimizer.learning_rate.assign(base_lr * length / config.bptt)
         hooks.on_train_batch_begin(step - 1)
-        # The reference scales the step size with the segment length.
-        lr = base_lr * length / config.bptt
-        optimizer.learning_rate.assign(lr)
+        lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         x, y = segment(train_data, start, length)
         result = model.train_on_batch(x, y, return_dict=True)
         logs = {name: float(value) for name, value in result.items()}

@@ -9,11 +9,8 @@ import math
 
 import keras
 
+from awd_lstm._seeds import derived_seed
 from awd_lstm.layers import EmbeddingDropout, LockedDropout, WeightDropLSTM
-
-
-def _seed(seed, offset):
-    return None if seed is None else seed + offset
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -88,19 +85,23 @@ class AWDLSTMEncoder(keras.layers.Layer):
             vocab_size,
             embedding_size,
             embedding_dropout=embedding_dropout,
-            seed=_seed(seed, 1),
-            embeddings_initializer=keras.initializers.RandomUniform(-0.1, 0.1, seed=seed),
+            seed=derived_seed(seed, "embedding", "dropout"),
+            embeddings_initializer=keras.initializers.RandomUniform(
+                -0.1, 0.1, seed=derived_seed(seed, "embedding", "initializer")
+            ),
             name="embedding",
         )
         self.input_locked_dropout = LockedDropout(
-            input_dropout, seed=_seed(seed, 2), name="input_dropout"
+            input_dropout, seed=derived_seed(seed, "input_dropout"), name="input_dropout"
         )
         self.lstms = []
         self.hidden_locked_dropouts = []
         for layer in range(num_layers):
             units = self.output_size if layer == num_layers - 1 else hidden_size
             bound = 1.0 / math.sqrt(units)
-            init = keras.initializers.RandomUniform(-bound, bound, seed=_seed(seed, 10 + layer))
+            init = keras.initializers.RandomUniform(
+                -bound, bound, seed=derived_seed(seed, "lstm", layer, "initializer")
+            )
             self.lstms.append(
                 WeightDropLSTM(
                     units,
@@ -111,14 +112,16 @@ class AWDLSTMEncoder(keras.layers.Layer):
                     recurrent_initializer=init,
                     bias_initializer=init,
                     unit_forget_bias=False,
-                    seed=_seed(seed, 20 + layer),
+                    seed=derived_seed(seed, "lstm", layer, "weight_dropout"),
                     name=f"lstm_{layer}",
                 )
             )
             if layer < num_layers - 1:
                 self.hidden_locked_dropouts.append(
                     LockedDropout(
-                        hidden_dropout, seed=_seed(seed, 30 + layer), name=f"hidden_dropout_{layer}"
+                        hidden_dropout,
+                        seed=derived_seed(seed, "hidden_dropout", layer),
+                        name=f"hidden_dropout_{layer}",
                     )
                 )
 

@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 
 from awd_lstm import distribute
+from awd_lstm._seeds import derived_seed
 from awd_lstm.layers import LockedDropout
 from awd_lstm.layers.adaptive_softmax import AdaptiveSoftmax, check_cutoffs
 from awd_lstm.models._padded import padded_cross_entropy, padded_steps
@@ -117,7 +118,7 @@ class AWDLSTMLanguageModel(keras.Model):
             name="encoder",
         )
         self.output_locked_dropout = LockedDropout(
-            output_dropout, seed=None if seed is None else seed + 3, name="output_dropout"
+            output_dropout, seed=derived_seed(seed, "output_dropout"), name="output_dropout"
         )
         self.vocab_size = vocab_size
         self.output_dropout = output_dropout
@@ -140,7 +141,7 @@ class AWDLSTMLanguageModel(keras.Model):
                 vocab_size,
                 cutoffs,
                 tail_capacity=tail_capacity,
-                seed=None if seed is None else seed + 5,
+                seed=derived_seed(seed, "adaptive_softmax"),
                 name="adaptive_softmax",
             )
         # Replicas of the TensorFlow strategy the model is built under (tf.distribute):
