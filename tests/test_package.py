@@ -37,3 +37,42 @@ def test_importing_the_package_imports_no_backend():
         "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
     )
     assert setting_after_import(code, None) == "[]"
+
+
+PACKAGE = os.path.join(os.path.dirname(__file__), "..", "src", "awd_lstm")
+
+
+def _sources(outside_backend=True):
+    for folder, _, files in os.walk(PACKAGE):
+        if outside_backend and os.path.basename(folder) == "backend":
+            continue
+        for name in files:
+            if name.endswith(".py") and name != "legacy.py":  # legacy: TF1's own API
+                path = os.path.join(folder, name)
+                with open(path, encoding="utf-8") as f:
+                    yield os.path.relpath(path, PACKAGE), f.read()
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"keras\.src",
+        r"keras\.(config|backend)\.backend\(\)",
+        r"\._(track_variable|tracker|flatten_metrics_in_order)\b",
+        r"torch\._VF",
+    ],
+)
+def test_backend_code_and_keras_internals_live_in_the_backend_package(pattern):
+    import re
+
+    found = [path for path, text in _sources() if re.search(pattern, text)]
+    assert found == [], f"{pattern} outside awd_lstm/backend: {found}"
+
+
+def test_every_private_keras_use_says_why():
+    with open(os.path.join(PACKAGE, "backend", "_keras.py"), encoding="utf-8") as f:
+        text = f.read()
+    doc, body = text.split('"""', 2)[1], text.split('"""', 2)[2]
+    for function in ("fused_lstm", "backend_rnn", "training_of_current_call", "untrack"):
+        assert f"def {function}(" in body
+    assert doc.count("\n1. ") == 1 and "\n8. " in doc

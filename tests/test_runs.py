@@ -19,6 +19,11 @@ from awd_lstm.training import train
 from tests.conftest import to_numpy
 
 
+def _copy_run(run, folder):
+    """A copy of the shared run without the fine-tunings other tests made in it."""
+    shutil.copytree(run, folder, ignore=shutil.ignore_patterns("finetune*"))
+
+
 @pytest.fixture(scope="module")
 def notebook_run(run, tmp_path_factory):
     """A run trained from Python with `training.train`, on the command's corpus files
@@ -201,7 +206,7 @@ def test_a_moved_run_tree_still_finds_its_corpus_and_parent(run, tmp_path, capsy
     """Paths inside the tree are also recorded relative to the run: a fine-tuning
     moved with its trained run (and the built-in corpus) still opens."""
     tree = tmp_path / "tree"
-    shutil.copytree(run, tree / "run")
+    _copy_run(run, tree / "run")
     assert main(["finetune", "--run", str(tree / "run"), "--epochs", "1", "--no-progress"]) == 0
     moved = tmp_path / "moved"
     shutil.move(str(tree), str(moved))
@@ -221,7 +226,7 @@ def test_create_without_a_corpus_location_needs_the_builtin_folder(run, tmp_path
 @pytest.mark.parametrize("damage", ["no-best", "damaged-best", "no-valid-split"])
 def test_finetune_writes_nothing_when_its_parent_cannot_serve(run, tmp_path, capsys, damage):
     parent = tmp_path / "run"
-    shutil.copytree(run, parent)
+    _copy_run(run, parent)
     if damage == "no-best":
         (parent / "best.weights.h5").unlink()
     elif damage == "damaged-best":

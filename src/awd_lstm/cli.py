@@ -400,12 +400,13 @@ def command_export(args):
         raise UsageError(f"the folder of --out, {parent}, does not exist")
     if not os.access(parent, os.W_OK):
         raise UsageError(f"the folder of --out, {parent}, is not writable")
-    import keras
 
-    if args.format == "savedmodel" and keras.backend.backend() != "tensorflow":
+    from awd_lstm import backend
+
+    if args.format == "savedmodel" and backend.name() != "tensorflow":
         raise UsageError(
             "a SavedModel is a TensorFlow graph: export with --backend tensorflow "
-            f"(this run uses {keras.backend.backend()})"
+            f"(this run uses {backend.name()})"
         )
     from awd_lstm.export import export_keras, export_savedmodel
 

@@ -8,6 +8,7 @@ import tempfile
 
 import keras
 
+from awd_lstm import backend
 from awd_lstm._files import atomic_path
 
 
@@ -38,10 +39,10 @@ def export_savedmodel(model, path):
     one endpoint, `serve(ids)`: int32 token ids `(batch, time)` in,
     `{"log_probs": (batch, time, vocab)}` out, the log-probabilities of the next token
     after each position (from a zero state; dropout off)."""
-    if keras.backend.backend() != "tensorflow":
+    if backend.name() != "tensorflow":
         raise ValueError(
             "a SavedModel is a TensorFlow graph: export it with the TensorFlow backend "
-            f"(this process runs {keras.backend.backend()})"
+            f"(this process runs {backend.name()})"
         )
     import tensorflow as tf
 

@@ -13,6 +13,8 @@ in the model after the last epoch, and training that continues would start from 
 import keras
 from keras import ops
 
+from awd_lstm import backend
+
 
 class _SumOverReplicasFirst:
     """Under a TensorFlow strategy, sums the replicas' gradients before clipping.
@@ -32,7 +34,7 @@ class _SumOverReplicasFirst:
 
 
 def _sum_over_replicas(grads):
-    if keras.backend.backend() != "tensorflow":
+    if backend.name() != "tensorflow":
         return grads
     import tensorflow as tf
 

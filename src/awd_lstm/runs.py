@@ -106,9 +106,9 @@ class Run:
         if os.path.exists(os.path.join(path, CONFIG)):
             raise RunError(f"{path} already holds a run (it has a {CONFIG})")
         if backend is None:
-            import keras
+            from awd_lstm import backend as backends
 
-            backend = keras.backend.backend()
+            backend = backends.name()
         info = {
             "stage": stage,
             "preset": preset,

@@ -19,7 +19,7 @@ Gate order and activations are Keras' LSTM's: `i, f, c, o`; sigmoid gates, tanh 
 Every tensor here is time-major: `zx` is `(time, batch, 4 units)`.
 """
 
-import keras
+from awd_lstm import backend
 
 _CACHE = {}
 _JAX_COLUMNS = 2560
@@ -33,11 +33,11 @@ def recurrence_with_gradient():
     """`f(zx, h0, c0, recurrent_kernel) -> (outputs, h_T, c_T)` for the present
     backend, differentiable with the hand-written gradient, or None where the backend
     has none here (PyTorch runs its own fused kernel)."""
-    backend = keras.backend.backend()
-    if backend not in _CACHE:
-        builder = {"tensorflow": _tensorflow, "jax": _jax}.get(backend)
-        _CACHE[backend] = builder() if builder else None
-    return _CACHE[backend]
+    name = backend.name()
+    if name not in _CACHE:
+        builder = {"tensorflow": _tensorflow, "jax": _jax}.get(name)
+        _CACHE[name] = builder() if builder else None
+    return _CACHE[name]
 
 
 def _tensorflow():
@@ -177,7 +177,7 @@ def padded_recurrence():
     chunk's `dz` (the hand-written gradient of `recurrence_with_gradient`), so no
     work is spent on padded steps beyond the last chunk's.
     """
-    if keras.backend.backend() != "jax":
+    if backend.name() != "jax":
         return None
     if "jax-padded" not in _CACHE:
         _CACHE["jax-padded"] = _jax_padded()

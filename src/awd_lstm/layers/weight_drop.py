@@ -8,11 +8,11 @@ then the unmodified fused kernel runs over the whole sequence.
 """
 
 import contextlib
-import math
 
 import keras
 from keras import ops
 
+from awd_lstm import backend
 from awd_lstm._validation import check_choice, check_rate
 from awd_lstm.layers._recurrence import padded_recurrence, recurrence_with_gradient
 
@@ -23,77 +23,13 @@ def draw_weight_mask(shape, rate, seed, dtype):
     """Draws a DropConnect mask: entries are 0 with probability `rate`, else 1/(1-rate).
 
     `seed` is a `keras.random.SeedGenerator` (advanced by the draw) or, on JAX, a
-    key from `step_seeds` (a stateless draw inside a traced loop).
+    key from `backend.step_seeds` (a stateless draw inside a traced loop).
     """
-    # A uniform draw and a comparison rather than keras.random.dropout: a
-    # kernel-sized mask is the whole overhead of weight drop, and on PyTorch's CPU
-    # generator dropout (torch.bernoulli) costs twice as much. (randint would be no
-    # cheaper on PyTorch and twice as dear on JAX, which draws two words per integer.)
-    backend = keras.backend.backend()
-    if backend in ("jax", "torch"):
-        keep = _keep_mask_from_bits(backend, shape, rate, seed)
-    else:
-        keep = keras.random.uniform(shape, seed=seed) >= rate
+    # Bits and a comparison rather than keras.random.dropout: a kernel-sized mask is
+    # the whole overhead of weight drop, and on PyTorch's CPU generator dropout
+    # (torch.bernoulli) costs twice as much (awd_lstm.backend draws the bits).
+    keep = backend.keep_mask(shape, rate, seed)
     return ops.cast(keep, dtype) * ops.cast(1.0 / (1.0 - rate), dtype)
-
-
-def _keep_mask_from_bits(backend, shape, rate, seed):
-    """JAX and PyTorch: every entry of the mask from 16 random bits, kept when they
-    are at least `round(rate * 2**16)` (a drop probability within 2**-17 of `rate`;
-    exact for the paper's 0.5), several entries per random word: JAX's threefry
-    draws a 32-bit word per number whatever its width, PyTorch's generator a 64-bit
-    one, read as four 16-bit fields."""
-    # Why: a float per entry cost 5% of the small model's step on JAX; on PyTorch it
-    # took 4.6 times as long as three 16-bit fields per word, which took 2.5 times as
-    # long as four.
-    size = math.prod(shape)
-    threshold = round(rate * 2**16)
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
-
-        key = seed if isinstance(seed, jax.Array) else seed.next()
-        words = jax.random.bits(key, (-(-size // 2),), jnp.uint32)
-        fields = [words & jnp.uint32(0xFFFF), words >> jnp.uint32(16)]
-        return (jnp.concatenate(fields)[:size] >= jnp.uint32(threshold)).reshape(shape)
-    import torch
-    from keras.src.backend.torch.core import get_device
-    from keras.src.backend.torch.random import torch_seed_generator
-
-    words = torch.empty(-(-size // 4), dtype=torch.int64, device=get_device())
-    # Every 64-bit pattern but one (the range's end is exclusive): each 16-bit field
-    # is uniform to within 2**-48. As signed 16-bit numbers the fields are shifted
-    # down by 2**15, and so is the threshold.
-    words.random_(-(2**63), 2**63 - 1, generator=torch_seed_generator(seed))
-    return (words.view(torch.int16)[:size] >= threshold - 2**15).reshape(shape)
-
-
-def step_seeds(sequence_seed, tensors, count=2):
-    """JAX: `count` keys for one time step's masks, without advancing any state.
-
-    Inside a traced loop (`lax.scan`, which `keras.layers.RNN` runs on JAX) a
-    `SeedGenerator` cannot advance: its new state would leak out of the loop body,
-    and a loop counter would have to be carried as one more RNN state, which
-    `return_state` and stateful layers would expose. So the sequence's seed, drawn
-    once before the loop, is folded with a hash of the step's own values (its input
-    and the carried states): they differ from step to step, the hash mixes all of
-    their bits, and the same seed and the same inputs give the same masks. Steps can
-    only share masks if their inputs and states are bitwise equal; their masks then
-    multiply the same numbers. Each key is used for one mask, as a fresh draw would be.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    key = sequence_seed
-    for tensor in tensors:
-        value = jax.lax.stop_gradient(jnp.asarray(tensor, jnp.float32)).ravel()
-        bits = jax.lax.bitcast_convert_type(value, jnp.uint32)
-        bits = bits ^ (bits >> jnp.uint32(16))
-        # Odd multipliers (distinct for every position) keep the sum sensitive to
-        # every bit of every entry and to their order.
-        weights = jnp.arange(1, 2 * bits.size, 2, dtype=jnp.uint32) * jnp.uint32(0x9E3779B1)
-        key = jax.random.fold_in(key, jnp.sum(bits * weights, dtype=jnp.uint32))
-    return [jax.random.fold_in(key, i) for i in range(count)]
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -210,8 +146,9 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
             return self.kernel_mask, self.recurrent_kernel_mask
         if self.weight_dropout_mode == "step":
             if self._sequence_seed is not None and inputs is not None:
-                return self._draw_masks(step_seeds(self._sequence_seed, [inputs, *states]))
-            _check_seed_generator_can_advance(inputs)
+                seeds = backend.step_seeds(self._sequence_seed, [inputs, *states])
+                return self._draw_masks(seeds)
+            backend.check_seed_generator_can_advance(inputs)
             return self._draw_masks()
         if self._call_masks is None:
             self._call_masks = self._draw_masks()
@@ -286,9 +223,9 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
         once, so that the loop body neither draws random numbers nor repeats the
         element-wise product at every step. In "step" mode on JAX it draws the
         sequence's seed, from which every step's masks are drawn statelessly (see
-        `step_seeds`), so that the loop can run inside `lax.scan` or `jit`; call it
-        before a loop of your own over the cell there, and `reset_weight_masks()`
-        after. Nothing to fix when not training.
+        `awd_lstm.backend.jax.step_seeds`), so that the loop can run inside
+        `lax.scan` or `jit`; call it before a loop of your own over the cell there,
+        and `reset_weight_masks()` after. Nothing to fix when not training.
         """
         self.reset_weight_masks()
         self._sequence_prepared = True
@@ -296,7 +233,7 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
             return
         if self.weight_dropout_mode != "step":
             self._sequence_kernels = self.dropped_kernels()
-        elif keras.backend.backend() == "jax":
+        elif backend.name() == "jax":
             self._sequence_seed = self.seed_generator.next()
 
     # `keras.layers.RNN` calls these two hooks of `DropoutRNNCell` right before and
@@ -305,7 +242,7 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
     # its weight masks for the whole sequence.
     def get_recurrent_dropout_mask(self, step_input):
         if not self._sequence_prepared:
-            self.prepare_sequence(training=_training_of_current_call())
+            self.prepare_sequence(training=backend.training_of_current_call())
         return super().get_recurrent_dropout_mask(step_input)
 
     def reset_recurrent_dropout_mask(self):
@@ -339,12 +276,11 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
         """
         if self._sequence_seed is None:
             return step(inputs, states, *self.step_kernels(inputs, states))
-        import jax
 
         def drawn_step(inputs, states):
             return step(inputs, states, *self.step_kernels(inputs, states))
 
-        return jax.checkpoint(drawn_step)(inputs, states)
+        return backend.rematerialized(drawn_step)(inputs, states)
 
     def call(self, inputs, states, training=False):
         self._stepped = True
@@ -369,45 +305,13 @@ def _weight_drop_config(layer):
     }
 
 
-def _check_seed_generator_can_advance(inputs):
-    """JAX: a step traced outside Keras' stateless scope (a loop of the user's own,
-    `lax.scan` or `jit`) cannot advance the seed generator: the new state would leak
-    out of the trace and every step would get the same mask."""
-    if keras.backend.backend() != "jax":
-        return
-    import jax
-    from keras.src.backend.common.stateless_scope import in_stateless_scope
-
-    if isinstance(inputs, jax.core.Tracer) and not in_stateless_scope():
-        raise ValueError(
-            "weight_dropout_mode='step' draws each step's masks from a seed of the "
-            "sequence inside a traced JAX loop: call cell.prepare_sequence(training=True) "
-            "before the loop and cell.reset_weight_masks() after it (keras.layers.RNN "
-            "does this itself)"
-        )
-
-
 def training_flag(training):
     """`training` as a bool: an explicit value as given (NumPy and backend booleans
     too), None as the `training` flag of the Keras layer call under way (inference
     inside `predict` and `evaluate`, training inside `fit`), True outside any call."""
     if training is None:
-        return _training_of_current_call()
+        return backend.training_of_current_call()
     return bool(training)
-
-
-def _training_of_current_call():
-    """The `training` flag of the Keras layer call under way (True if unknown).
-
-    `keras.layers.RNN` does not pass `training` to the cell's pre-loop hook, but
-    Keras records it in the call context of the outermost layer call, which nested
-    calls inherit; reading it there avoids drawing masks for inference.
-    """
-    from keras.src.backend.common import global_state
-
-    context = global_state.get_global_attribute("current_call_ctx")
-    training = context.get_value("training") if context is not None else None
-    return training if isinstance(training, bool) else True
 
 
 def _is_activation(function, name, *modules):
@@ -426,7 +330,7 @@ class WeightDropLSTM(keras.layers.LSTM):
     """LSTM layer with weight drop that keeps the fused backend kernel.
 
     The masked kernels are computed once per call and handed to Keras' fused
-    backend LSTM (`keras.src.backend.<backend>.lstm`, the function
+    backend LSTM (the function
     `keras.layers.LSTM` uses: cuDNN on GPU for TensorFlow, JAX and PyTorch), so
     weight drop costs one element-wise product per call. Where no fused kernel runs
     (TensorFlow and JAX on CPU), the layer's own loop projects the inputs of all time
@@ -488,7 +392,7 @@ class WeightDropLSTM(keras.layers.LSTM):
         # keras.layers.LSTM builds a plain LSTMCell; swap in the weight-dropped one
         # with the same configuration, keeping every other part of LSTM.__init__.
         plain_cell = self.cell
-        self._tracker.untrack(plain_cell)
+        backend.untrack(self, plain_cell)
         cell_config = plain_cell.get_config()
         cell_config.update(
             weight_dropout=weight_dropout,
@@ -537,9 +441,9 @@ class WeightDropLSTM(keras.layers.LSTM):
         """Whether calls can take padded sequences with a `length` (JAX on a device
         without cuDNN; the standard activations, a bias, all outputs, forwards, no
         recurrent dropout and not `unroll`)."""
-        if keras.backend.backend() != "jax":
+        if backend.name() != "jax":
             return False
-        import jax
+        import jax  # the padded segments are JAX's (awd_lstm.models._padded)
 
         return (
             jax.default_backend() != "gpu"
@@ -566,44 +470,6 @@ class WeightDropLSTM(keras.layers.LSTM):
             implementation = "step" if self.cell._stepped else "fused"
         self.last_call_implementation = implementation
         return result
-
-    def _torch_native_lstm(self, sequences, h0, c0):
-        """PyTorch's own fused LSTM (`torch._VF.lstm`, what `torch.nn.LSTM` runs: cuDNN
-        on a GPU, its C++ kernel on CPU) with the layer's (dropped) kernels, or None
-        where it does not apply (other activations, `unroll`, no bias, tracing)."""
-        import torch
-
-        cell = self.cell
-        standard = self._standard(torch)
-        compiling = hasattr(torch.compiler, "is_compiling") and torch.compiler.is_compiling()
-        if not standard or self.unroll or not cell.use_bias or compiling:
-            return None
-        if torch.jit.is_tracing():
-            return None
-        as_tensor = keras.ops.convert_to_tensor
-        kernel = as_tensor(cell.kernel)
-        dtype = kernel.dtype
-        recurrent_kernel = as_tensor(cell.recurrent_kernel).to(dtype)
-        bias = as_tensor(cell.bias).to(dtype)
-        inputs = as_tensor(sequences).to(dtype)
-        if self.go_backwards:
-            inputs = torch.flip(inputs, dims=[1])
-        # torch's layout: (4 units, inputs) with the same gate order i, f, c, o; one bias.
-        params = [kernel.T.contiguous(), recurrent_kernel.T.contiguous(), bias]
-        params.append(torch.zeros_like(bias))
-        state = (
-            as_tensor(h0).to(dtype).unsqueeze(0).contiguous(),
-            as_tensor(c0).to(dtype).unsqueeze(0).contiguous(),
-        )
-        # (input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
-        # batch_first)
-        outputs, h, c = torch._VF.lstm(
-            inputs, state, params, True, 1, 0.0, torch.is_grad_enabled(), False, True
-        )
-        last = outputs[:, -1]
-        if not self.return_sequences:
-            outputs = last.unsqueeze(1)
-        return last, outputs, [h.squeeze(0), c.squeeze(0)]
 
     def _standard(self, *modules):
         """Whether the cell has the activations of the standard LSTM (tanh, sigmoid:
@@ -645,13 +511,28 @@ class WeightDropLSTM(keras.layers.LSTM):
                 length,
             )
             return (h, ops.transpose(outputs, (1, 0, 2)), [h, c]), "padded"
-        if self.use_cudnn == "auto" and keras.backend.backend() == "torch":
-            native = self._torch_native_lstm(sequences, h0, c0)
+        if (
+            self.use_cudnn == "auto"
+            and backend.name() == "torch"
+            and self._standard(*backend.activation_modules())
+            and not self.unroll
+            and cell.use_bias
+        ):
+            native = backend.native_lstm(
+                sequences,
+                h0,
+                c0,
+                cell.kernel,
+                cell.recurrent_kernel,
+                cell.bias,
+                self.go_backwards,
+                self.return_sequences,
+            )
             if native is not None:
                 return native, "fused"
         if self.use_cudnn == "auto":
             try:
-                fused = keras.src.backend.lstm(
+                fused = backend.fused_lstm(
                     sequences,
                     h0,
                     c0,
@@ -665,7 +546,7 @@ class WeightDropLSTM(keras.layers.LSTM):
                     go_backwards=self.go_backwards,
                     unroll=self.unroll,
                 )
-                if keras.backend.backend() == "tensorflow":
+                if backend.name() == "tensorflow":
                     self.supports_jit = False  # as keras.layers.LSTM: cuDNN is not XLA
                 return fused, "fused"
             except NotImplementedError:
@@ -697,7 +578,7 @@ class WeightDropLSTM(keras.layers.LSTM):
             h = recurrent_activation(z_o) * activation(c)
             return h, [h, c]
 
-        result = keras.src.backend.rnn(
+        result = backend.backend_rnn(
             step,
             projected,
             [h0, c0],

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from awd_lstm import distribute
+from awd_lstm import backend, distribute
 from awd_lstm._seeds import derived_seed
 from awd_lstm.layers import LockedDropout
 from awd_lstm.layers.adaptive_softmax import AdaptiveSoftmax, check_cutoffs
@@ -185,7 +185,7 @@ class AWDLSTMLanguageModel(keras.Model):
                 aggregation="only_first_replica",
                 name=name,
             )
-        self._track_variable(variable)
+        backend.track_variable(self, variable)
         return variable
 
     def build(self, input_shape):
@@ -294,7 +294,7 @@ class AWDLSTMLanguageModel(keras.Model):
         return {"ids": ids, "targets": targets, "length": length}, targets
 
     def _own_tf_steps(self):
-        return keras.backend.backend() == "tensorflow" and self.compiled and not self.run_eagerly
+        return backend.name() == "tensorflow" and self.compiled and not self.run_eagerly
 
     def _tf_step(self, kind, x, y, sample_weight, return_dict):
         # TensorFlow: the model's own step functions (`distribute.StepFunctions`),
@@ -322,7 +322,7 @@ class AWDLSTMLanguageModel(keras.Model):
             functions[kind] = distribute.StepFunctions(strategy, step, bool(self.jit_compile))
         self.reset_metrics()
         logs = {k: float(v) for k, v in functions[kind](data, shape).items()}
-        return logs if return_dict else self._flatten_metrics_in_order(logs)
+        return logs if return_dict else backend.flatten_metrics(self, logs)
 
     def reset_state(self):
         """Zeroes the carried hidden state (a stateful model's)."""
@@ -396,10 +396,10 @@ class AWDLSTMLanguageModel(keras.Model):
             if targets is not None:
                 return logits
         else:
-            logits = matmul_transposed(dropped, table)
+            logits = backend.matmul_transposed(dropped, table)
             logits = logits + ops.cast(self.decoder_bias, logits.dtype)
             if targets is not None:
-                return target_cross_entropy(logits, targets)
+                return backend.target_cross_entropy(logits, targets)
         if getattr(self, "_predicting_hidden", False):
             return {"logits": logits, "hidden": raw}
         if not return_hidden:
@@ -492,51 +492,6 @@ class AWDLSTMLanguageModel(keras.Model):
             "cutoffs": None if self.cutoffs is None else list(self.cutoffs),
             "tail_capacity": None if self.tail_capacity is None else list(self.tail_capacity),
         }
-
-
-def matmul_transposed(inputs, table):
-    """`inputs @ table^T` over the last axis of `inputs` (the tied decoder).
-
-    On TensorFlow one `MatMul(transpose_b=True)` on the flattened inputs: both of its
-    gradients are then products without a transposed copy of the table.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return ops.matmul(inputs, ops.transpose(table))
-    import tensorflow as tf
-
-    flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
-    logits = tf.matmul(flat, table, transpose_b=True)
-    logits = tf.reshape(logits, tf.concat([tf.shape(inputs)[:-1], tf.shape(table)[:1]], 0))
-    logits.set_shape(inputs.shape[:-1] + table.shape[:1])
-    return logits
-
-
-def target_cross_entropy(logits, targets):
-    """The cross-entropy of every token: `-log softmax(logits)[target]`.
-
-    TensorFlow and PyTorch compute it with their fused sparse softmax cross-entropy
-    (whose gradient is `softmax - one_hot`; PyTorch's on the flattened logits);
-    picking the target's log-probability with a gather instead costs TensorFlow a
-    scatter of the gradient over the whole `(tokens, vocabulary)` array, a quarter of
-    a small model's training step.
-    """
-    targets = ops.cast(targets, "int32")
-    backend = keras.backend.backend()
-    if backend == "jax":
-        log_probs = ops.log_softmax(logits, axis=-1)
-        picked = ops.expand_dims(targets, -1)
-        return -ops.take_along_axis(log_probs, picked, axis=-1)[..., 0]
-    if backend == "torch":
-        # On the flattened `(tokens, vocabulary)` logits: Keras' PyTorch loss moves the
-        # vocabulary axis to position 1 for `cross_entropy`, and the softmax and its
-        # gradient over that strided axis copy the whole array (10% of a small step).
-        import torch
-
-        flat = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1).long(), reduction="none"
-        )
-        return flat.reshape(targets.shape)
-    return ops.sparse_categorical_crossentropy(targets, logits, from_logits=True)
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")

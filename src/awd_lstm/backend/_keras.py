@@ -1,0 +1,86 @@
+"""Keras' private code that the package uses, each with the reason.
+
+1. `keras.src.backend.lstm`: the fused LSTM kernel of the backend (cuDNN on GPU), the
+   function `keras.layers.LSTM` calls with its own weights. No public function takes
+   other kernels (the weight-dropped ones); `keras.layers.LSTM` reads its variables.
+2. `keras.src.backend.rnn`: Keras' step loop, which `keras.layers.RNN` runs over a
+   cell. The weight-dropped layer runs it over a step that multiplies only the hidden
+   state (the input projections of all steps done before it); `keras.ops` has no
+   loop with Keras' masking, `go_backwards` and `unroll` semantics.
+3. The call context's `training` flag (`global_state`'s `current_call_ctx`):
+   `keras.layers.RNN` does not pass `training` to a cell's pre-loop hook, and the
+   flag decides whether masks are drawn for the sequence; there is no public reader.
+4. `stateless_scope.in_stateless_scope`: whether Keras' stateless scope (jit-compiled
+   steps) collects variable updates, which decides whether a seed generator may
+   advance inside a trace; no public reader.
+5. `Layer._tracker.untrack`: `keras.layers.LSTM.__init__` builds a plain `LSTMCell`
+   that the weight-dropped layer replaces by its own; untracking the first keeps it
+   out of the layer's weights. Keras offers no public way to swap an RNN's cell.
+6. `Layer._track_variable`: the language model's carried states are variables made
+   by hand (with distribution settings `add_weight` does not take); tracking makes
+   them part of `non_trainable_variables` and of saved weights.
+7. `Trainer._flatten_metrics_in_order`: the language model's TensorFlow step returns
+   Keras' logs dict; `train_on_batch(return_dict=False)` must return the same list
+   Keras' own would, in Keras' order.
+8. PyTorch: `keras.src.backend.torch.core.get_device` and
+   `keras.src.backend.torch.random.torch_seed_generator`: the device Keras computes
+   on, and the `torch.Generator` a `SeedGenerator`'s state stands for, for the
+   weight masks drawn with `torch.Tensor.random_` (`keras.random` has no raw bits).
+"""
+
+import keras
+
+
+def fused_lstm(*args, **kwargs):
+    """1. `keras.src.backend.lstm` (raises `NotImplementedError` where none runs)."""
+    return keras.src.backend.lstm(*args, **kwargs)
+
+
+def backend_rnn(*args, **kwargs):
+    """2. `keras.src.backend.rnn`."""
+    return keras.src.backend.rnn(*args, **kwargs)
+
+
+def training_of_current_call():
+    """3. The `training` flag of the Keras layer call under way (True if unknown)."""
+    from keras.src.backend.common import global_state
+
+    context = global_state.get_global_attribute("current_call_ctx")
+    training = context.get_value("training") if context is not None else None
+    return training if isinstance(training, bool) else True
+
+
+def in_stateless_scope():
+    """4. Whether Keras' stateless scope is active."""
+    from keras.src.backend.common.stateless_scope import in_stateless_scope as active
+
+    return active()
+
+
+def untrack(layer, value):
+    """5. Drops `value` from `layer`'s tracked attributes."""
+    layer._tracker.untrack(value)
+
+
+def track_variable(layer, variable):
+    """6. Makes a hand-made variable one of `layer`'s."""
+    layer._track_variable(variable)
+
+
+def flatten_metrics(model, logs):
+    """7. `logs` as the list `train_on_batch(return_dict=False)` returns."""
+    return model._flatten_metrics_in_order(logs)
+
+
+def torch_device():
+    """8. The device Keras' PyTorch backend computes on."""
+    from keras.src.backend.torch.core import get_device
+
+    return get_device()
+
+
+def torch_generator(seed_generator):
+    """8. The `torch.Generator` of a `SeedGenerator`'s present state (advancing it)."""
+    from keras.src.backend.torch.random import torch_seed_generator
+
+    return torch_seed_generator(seed_generator)
