@@ -166,7 +166,8 @@ def _final_weights(run_dir):
     return arrays
 
 
-RESUMED = dataclasses.replace(TINY, epochs=3)
+# The learning rate drops after epoch 2 (`when`): a resumed run must carry it over.
+RESUMED = dataclasses.replace(TINY, epochs=3, when=(2,))
 
 
 def _switch_after_epoch_2(patch):
@@ -183,6 +184,7 @@ def uninterrupted(corpus, tmp_path_factory):
         _switch_after_epoch_2(patch)
         _, records = train(RESUMED, corpus, str(run), log=lambda _: None, progress=False)
     assert [r["averaging"] for r in records] == [False, False, True]
+    assert [r["lr"] for r in records] == pytest.approx([TINY.lr, TINY.lr, TINY.lr / 10])
     return run, records
 
 

@@ -6,6 +6,25 @@ import math
 OPTIMIZERS = ("ntasgd", "sgd", "adam")
 
 
+def step_decay(boundaries, factor=0.1):
+    """A `keras.callbacks.LearningRateScheduler` schedule: the learning rate is
+    multiplied by `factor` at each (0-based) epoch in `boundaries`, that is after
+    each of those (1-based) epochs: the reference's `--when`.
+
+    Example:
+
+    >>> schedule = step_decay([2, 4])
+    >>> [round(schedule(epoch, 1.0), 6) for epoch in range(5)]
+    [1.0, 1.0, 0.1, 1.0, 0.1]
+    """
+    boundaries = set(boundaries)
+
+    def schedule(epoch, learning_rate):
+        return learning_rate * factor if epoch in boundaries else learning_rate
+
+    return schedule
+
+
 def _field(default, metadata):
     # `paper`: the reference code's name for the setting; `help`: one line for --help.
     return dataclasses.field(default=default, metadata=metadata)
@@ -125,8 +144,12 @@ class TrainingConfig:
 
     def learning_rate(self, epoch):
         """The base learning rate of `epoch` (1-based): `lr` divided by 10 once for
-        every epoch of `when` already completed, as the reference's `--when`."""
-        return self.lr * 0.1 ** sum(1 for e in self.when if e < epoch)
+        every epoch of `when` already completed, as the reference's `--when` (the
+        rule of `step_decay`, applied from the first epoch on)."""
+        schedule, rate = step_decay(self.when), self.lr
+        for index in range(epoch):  # Keras' 0-based epochs
+            rate = schedule(index, rate)
+        return rate
 
     def model_kwargs(self):
         keys = (

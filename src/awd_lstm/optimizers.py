@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from awd_lstm import backend
+from awd_lstm.config import step_decay  # noqa: F401 (the recipe's `when`, re-exported)
 
 
 class _SumOverReplicasFirst:
@@ -205,25 +206,6 @@ class NonMonotoneTrigger(keras.callbacks.Callback):
             if self.stop_on_trigger:
                 self.model.stop_training = True
         self.history.append(value)
-
-
-def step_decay(boundaries, factor=0.1):
-    """A `keras.callbacks.LearningRateScheduler` schedule: the learning rate is
-    multiplied by `factor` at each epoch in `boundaries` (the reference's `--when`
-    for its character-level Adam runs).
-
-    Example:
-
-    >>> schedule = step_decay([2, 4])
-    >>> [round(schedule(epoch, 1.0), 6) for epoch in range(5)]
-    [1.0, 1.0, 0.1, 1.0, 0.1]
-    """
-    boundaries = set(boundaries)
-
-    def schedule(epoch, learning_rate):
-        return learning_rate * factor if epoch in boundaries else learning_rate
-
-    return schedule
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")

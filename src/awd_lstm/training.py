@@ -37,7 +37,7 @@ from awd_lstm._files import (  # noqa: F401 (CheckpointError re-exported)
     write_text_atomic,
 )
 from awd_lstm._seeds import derived_seed
-from awd_lstm.config import TrainingConfig  # noqa: F401 (re-exported)
+from awd_lstm.config import TrainingConfig, step_decay  # noqa: F401 (re-exported)
 from awd_lstm.data import BPTTSchedule, CorpusError, batchify, max_segment_length, segment
 from awd_lstm.distribute import Distribution
 from awd_lstm.log_probs import target_log_probs
@@ -522,19 +522,20 @@ def _run(
                 log(f"fine-tuning from validation perplexity {math.exp(state['best']):.2f}")
         title = f"{stage}: {os.path.basename(os.path.abspath(run_dir))}"
         write_run_logs(out_dir, state["records"], state["start_time"], title)
+        # The recipe's learning-rate drop (`when`) is a schedule like any user's, and
+        # runs first: a user's schedule sees (and may change) the recipe's rate.
+        when = keras.callbacks.LearningRateScheduler(step_decay(config.when))
         hooks = keras.callbacks.CallbackList(
-            callbacks, model=model, epochs=config.epochs, verbose=0, steps=None
+            [when, *(callbacks or [])], model=model, epochs=config.epochs, verbose=0, steps=None
         )
         model.stop_training = False
         hooks.on_train_begin()
         while state["stop"] is None:
             epoch = state["epoch"] + 1
-            # The epoch's base rate: the last epoch's (as a callback may have set it)
-            # times the recipe's own drop (`when`), then whatever `on_epoch_begin` sets.
-            last_epoch = max(epoch - 1, 1)
-            drop = config.learning_rate(epoch) / config.learning_rate(last_epoch)
-            last_rate = state.get("base_lr", config.learning_rate(last_epoch))
-            optimizer.learning_rate.assign(last_rate * drop)
+            # The epoch's base rate: the last epoch's (as the schedules set it; from a
+            # checkpoint without it, the recipe's), then what `on_epoch_begin` sets.
+            last_rate = state.get("base_lr", config.learning_rate(epoch - 1))
+            optimizer.learning_rate.assign(last_rate)
             hooks.on_epoch_begin(epoch - 1)
             base_lr = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
             state["base_lr"] = base_lr
