@@ -33,6 +33,18 @@ class DistributionError(ValueError):
     """A strategy this backend or machine cannot run; the message is one sentence."""
 
 
+def check_even_split(batch_size, replicas, strategy=None):
+    """Raises `DistributionError` unless `batch_size` streams split evenly over
+    `replicas` (each replica trains its own share of the streams and keeps their
+    states)."""
+    if batch_size % replicas:
+        named = f" ({strategy})" if strategy else ""
+        raise DistributionError(
+            f"the batch of {batch_size} streams does not split evenly over {replicas} "
+            f"replicas{named}; choose a multiple of {replicas}"
+        )
+
+
 def _backend():
     from awd_lstm import backend  # imports Keras: not before the command picked one
 
@@ -153,11 +165,7 @@ class Distribution:
 
     def check_batch(self, batch_size):
         """Raises `DistributionError` unless `batch_size` streams split evenly."""
-        if batch_size % self.replicas:
-            raise DistributionError(
-                f"the batch of {batch_size} streams does not split evenly over "
-                f"{self.replicas} replicas ({self.name}); choose a multiple of {self.replicas}"
-            )
+        check_even_split(batch_size, self.replicas, self.name)
 
     def describe(self):
         if self.name is None:

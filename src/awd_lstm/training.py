@@ -312,7 +312,10 @@ def train(
 
     The folder becomes a complete run (`awd_lstm.runs.Run`): made here if it holds
     none yet (the corpus is read again from the files `corpus` was read from), its
-    settings and vocabulary checked if it does. Training stops after `config.epochs`
+    settings and vocabulary checked if it does. (For the built-in corpus, make the
+    run first, as the command does: `runs.write_builtin_corpus(RUN/corpus, seed)`,
+    then `Run.create(RUN, config, corpus.vocab, data=None, synthetic={"tokens": N,
+    "seed": seed})`, so that `final.json` also gets the exact optimum.) Training stops after `config.epochs`
     epochs, or at the end of the epoch after which another one would pass
     `max_seconds` of training; then, with `test=True`, the best weights are tested
     with batch 1 and `final.json` is written. With `resume=True` it continues from the

@@ -147,11 +147,8 @@ class AWDLSTMLanguageModel(keras.Model):
         # Replicas of the TensorFlow strategy the model is built under (tf.distribute):
         # each one trains `batch_size / replicas` of the streams.
         self.replicas = distribute.tf_strategy_replicas()
-        if self.stateful and batch_size % self.replicas:
-            raise ValueError(
-                f"a stateful model's batch of {batch_size} streams must split evenly over "
-                f"the strategy's {self.replicas} replicas"
-            )
+        if self.stateful:
+            distribute.check_even_split(batch_size, self.replicas)
         # JAX: the time steps `train_on_batch` pads segments to (None: the first
         # segment's); a longer segment grows it (one more compilation).
         self.segment_capacity = None
@@ -304,10 +301,7 @@ class AWDLSTMLanguageModel(keras.Model):
         # gets rows `i * b` to `(i + 1) * b` of the batch (`b = batch / replicas`), the
         # streams whose states it keeps.
         batch = np.shape(x[0] if isinstance(x, (tuple, list)) else x)[0]
-        if batch % self.replicas:
-            raise ValueError(
-                f"a batch of {batch} does not split evenly over {self.replicas} replicas"
-            )
+        distribute.check_even_split(batch, self.replicas)
         data = (self._with_targets(x, y), y, sample_weight)
         shape = tuple(np.shape(a) for a in keras.tree.flatten(data) if a is not None)
         strategy = self.distribute_strategy
