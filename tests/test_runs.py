@@ -243,3 +243,21 @@ def test_a_character_preset_needs_a_corpus(tmp_path, capsys):
     assert main(["train", "--preset", "ptb-char", "--out", str(out)]) == 2
     assert "built-in synthetic corpus is word level" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_evaluate_from_python_is_the_commands(run, capsys):
+    opened = Run.open(run)
+    plain = opened.evaluate("valid")
+    assert plain["ppl"] == pytest.approx(opened.history[-1]["val_ppl"], rel=1e-4)
+    settings = opened.pointer_settings(window=50)
+    assert settings == {"window": 50, "theta": 1.0, "lambdah": 0.1}  # PTB's, window given
+    pointed = opened.evaluate("valid", cache_pointer=settings)
+    assert pointed["cache_pointer"] == {"window": 50, "theta": 1.0, "lambda": 0.1}
+    assert pointed["loss"] != plain["loss"]
+    assert main(["evaluate", "--run", str(run), "--split", "valid", "--cache-pointer",
+                 "--window", "50", "--no-progress"]) == 0  # fmt: skip
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["cache_pointer"] == pointed["cache_pointer"]
+    assert printed["loss"] == pytest.approx(pointed["loss"], rel=1e-6)
+    with pytest.raises(RunError, match="cannot be combined"):
+        opened.evaluate(cache_pointer=settings, dynamic_eval={"learning_rate": 1e-5})

@@ -604,57 +604,17 @@ def command_finetune(args):
 
 def command_evaluate(args):
     run = _open_run(args.run)
-    config, saved = run.config, run.info
-    from awd_lstm.training import loss_summary, split_loss
-
-    values = run.trained_weights("best")
-    corpus = run.corpus()
-    batch = config.eval_batch_size if args.split == "valid" else 1
-    progress = not args.no_progress and sys.stdout.isatty()
-    pointer = _cache_pointer(args, saved, batch)
+    pointer = _cache_pointer(args, run)
     dynamic = _dynamic_settings(args)
     if pointer is not None and dynamic is not None:
         raise UsageError("--cache-pointer and --dynamic-eval cannot be combined")
-    result = {"split": args.split}
-    if dynamic is not None:
-        from awd_lstm.dynamic_eval import dynamic_evaluate, gradient_rms
-
-        print("gradient statistics over the training split", file=sys.stderr, flush=True)
-        streams = max(1, min(100, len(corpus.train) // 20))
-        rms = gradient_rms(config, len(corpus.vocab), values, corpus.train, batch_size=streams)
-        loss = dynamic_evaluate(
-            config,
-            len(corpus.vocab),
-            values,
-            corpus.split(args.split),
-            rms,
-            batch_size=batch,
-            progress=progress,
-            **dynamic,
-        )
-        result["dynamic_eval"] = dynamic
-    elif pointer is None:
-        loss = split_loss(
-            config, len(corpus.vocab), corpus.split(args.split), batch, values, progress=progress
-        )
-    else:
-        from awd_lstm.pointer import evaluate_with_cache
-        from awd_lstm.training import build_model, copy_weights
-
-        model = build_model(config, len(corpus.vocab), batch)
-        copy_weights(values, model)
-        loss = evaluate_with_cache(
-            model, corpus.split(args.split), config.bptt, pointer, progress=progress
-        )
-        result["cache_pointer"] = {
-            "window": pointer.window,
-            "theta": pointer.theta,
-            "lambda": pointer.lambdah,
-        }
-    summary = loss_summary(args.split, loss, corpus.vocab.level)
-    result.update(loss=loss, ppl=summary[f"{args.split}_ppl"])
-    if f"{args.split}_bpc" in summary:
-        result["bpc"] = summary[f"{args.split}_bpc"]
+    result = run.evaluate(
+        args.split,
+        cache_pointer=pointer,
+        dynamic_eval=dynamic,
+        progress=not args.no_progress and sys.stdout.isatty(),
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
     print(json.dumps(result))
     return 0
 
@@ -682,8 +642,8 @@ def _dynamic_settings(args):
     return settings
 
 
-def _cache_pointer(args, saved, batch):
-    """The CachePointer the flags ask for (None without --cache-pointer)."""
+def _cache_pointer(args, run):
+    """The cache pointer's settings the flags ask for (None without --cache-pointer)."""
     given = [
         flag
         for flag, value in (
@@ -697,19 +657,15 @@ def _cache_pointer(args, saved, batch):
         if given:
             raise UsageError(f"{given[0]} needs --cache-pointer")
         return None
-    from awd_lstm.pointer import POINTER_PRESETS, CachePointer
-
-    settings = dict(POINTER_PRESETS.get(saved.get("preset"), POINTER_PRESETS["ptb"]))
-    for key in ("window", "theta", "lambdah"):
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
+    settings = run.pointer_settings(window=args.window, theta=args.theta, lambdah=args.lambdah)
+    # The flags' names in the messages (CachePointer checks the same with its own).
     if settings["window"] < 1:
         raise UsageError(f"--window must be a positive integer; got {settings['window']}")
     if not (math.isfinite(settings["theta"]) and settings["theta"] >= 0):
         raise UsageError(f"--theta must be a finite number >= 0; got {settings['theta']}")
     if not 0.0 <= settings["lambdah"] <= 1.0:
         raise UsageError(f"--lambda must be in [0, 1]; got {settings['lambdah']}")
-    return CachePointer(**settings, num_streams=batch)
+    return settings
 
 
 def command_data(args):

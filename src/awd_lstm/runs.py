@@ -295,6 +295,79 @@ class Run:
         training.copy_weights(values, model)
         return model
 
+    # -- evaluation -----------------------------------------------------------------
+
+    def pointer_settings(self, **overrides):
+        """The cache pointer's settings for this run: the reference's for its preset's
+        corpus (PTB's for other presets), with `overrides` (`window`, `theta`,
+        `lambdah`) that are not None."""
+        from awd_lstm.pointer import POINTER_PRESETS
+
+        settings = dict(POINTER_PRESETS.get(self.info.get("preset"), POINTER_PRESETS["ptb"]))
+        settings.update({k: v for k, v in overrides.items() if v is not None})
+        return settings
+
+    def evaluate(
+        self, split="test", cache_pointer=None, dynamic_eval=None, progress=False, log=None
+    ):
+        """The best weights' loss on `split`, as the reference evaluates: validation
+        with `eval_batch_size` streams, test with 1, the state carried over the split.
+
+        Args:
+            split: `"valid"` or `"test"`.
+            cache_pointer: None, or the cache pointer's settings (a dict of
+                `window`, `theta`, `lambdah`; see `pointer_settings`).
+            dynamic_eval: None, or dynamic evaluation's settings (`learning_rate`,
+                `decay`); the run's files are not changed.
+            progress: A progress bar over the split.
+            log: Called with a line before long preparatory work.
+
+        Returns:
+            `{"split", "loss", "ppl"}` (and `"bpc"` at character level, and the
+            pointer's or dynamic evaluation's settings).
+        """
+        from awd_lstm import training
+
+        if cache_pointer is not None and dynamic_eval is not None:
+            raise RunError("the cache pointer and dynamic evaluation cannot be combined")
+        config, vocab_size = self.config, len(self.vocabulary)
+        values = self.trained_weights("best")
+        corpus = self.corpus()
+        ids = corpus.split(split)
+        batch = config.eval_batch_size if split == "valid" else 1
+        result = {"split": split}
+        if dynamic_eval is not None:
+            from awd_lstm.dynamic_eval import dynamic_evaluate, gradient_rms
+
+            if log is not None:
+                log("gradient statistics over the training split")
+            streams = max(1, min(100, len(corpus.train) // 20))
+            rms = gradient_rms(config, vocab_size, values, corpus.train, batch_size=streams)
+            loss = dynamic_evaluate(
+                config, vocab_size, values, ids, rms, batch_size=batch, progress=progress,
+                **dynamic_eval,
+            )  # fmt: skip
+            result["dynamic_eval"] = dict(dynamic_eval)
+        elif cache_pointer is not None:
+            from awd_lstm.pointer import CachePointer, evaluate_with_cache
+
+            pointer = CachePointer(**cache_pointer, num_streams=batch)
+            model = training.build_model(config, vocab_size, batch)
+            training.copy_weights(values, model)
+            loss = evaluate_with_cache(model, ids, config.bptt, pointer, progress=progress)
+            result["cache_pointer"] = {
+                "window": pointer.window,
+                "theta": pointer.theta,
+                "lambda": pointer.lambdah,
+            }
+        else:
+            loss = training.split_loss(config, vocab_size, ids, batch, values, progress=progress)
+        summary = training.loss_summary(split, loss, self.vocabulary.level)
+        result.update(loss=loss, ppl=summary[f"{split}_ppl"])
+        if f"{split}_bpc" in summary:
+            result["bpc"] = summary[f"{split}_bpc"]
+        return result
+
     # -- fine-tuning ----------------------------------------------------------------
 
     def finetune_config(self, **overrides):

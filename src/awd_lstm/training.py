@@ -315,11 +315,12 @@ def train(
     settings and vocabulary checked if it does. (For the built-in corpus, make the
     run first, as the command does: `runs.write_builtin_corpus(RUN/corpus, seed)`,
     then `Run.create(RUN, config, corpus.vocab, data=None, synthetic={"tokens": N,
-    "seed": seed})`, so that `final.json` also gets the exact optimum.) Training stops after `config.epochs`
-    epochs, or at the end of the epoch after which another one would pass
-    `max_seconds` of training; then, with `test=True`, the best weights are tested
-    with batch 1 and `final.json` is written. With `resume=True` it continues from the
-    folder's checkpoint (if any) and ends exactly as an uninterrupted run would.
+    "seed": seed})`, so that `final.json` also gets the exact optimum.) Training
+    stops after `config.epochs` epochs, or at the end of the epoch after which
+    another one would pass `max_seconds` of training; then, with `test=True`, the
+    best weights are tested with batch 1 and `final.json` is written. With
+    `resume=True` it continues from the folder's checkpoint (if any) and ends
+    exactly as an uninterrupted run would.
     With a `distribution` (`awd_lstm.distribute.create`) the training steps run data
     parallel, each replica on its share of the batch's streams; every process of a
     multi-worker run calls `train`, only the chief writes to `run_dir` (the others
