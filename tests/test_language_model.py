@@ -194,10 +194,11 @@ def test_config_round_trip_and_bad_sizes():
     keras.backend.backend() != "tensorflow", reason="the model's own TensorFlow step functions"
 )
 def test_tensorflow_steps_equal_keras_own_and_bound_the_traces(rng, monkeypatch):
-    """On TensorFlow `train_on_batch` runs the model's own step functions (a trace per
-    segment length, up to `EXACT_SHAPES`, then one shape-generic trace): the same
-    losses and weights as Keras' own `train_on_batch`. By default every length shares
-    the generic trace."""
+    """On TensorFlow under a strategy `train_on_batch` runs the model's own step
+    functions (a trace per segment length, up to `EXACT_SHAPES`, then one
+    shape-generic trace): the same losses and weights as Keras' own `train_on_batch`,
+    which serves a model built on one device. By default every length shares the
+    generic trace."""
     from awd_lstm import distribute
     from awd_lstm.config import TrainingConfig
     from awd_lstm.training import build_model
@@ -205,6 +206,8 @@ def test_tensorflow_steps_equal_keras_own_and_bound_the_traces(rng, monkeypatch)
     monkeypatch.setattr(distribute, "EXACT_SHAPES", 2)
     config = TrainingConfig(embedding_size=8, hidden_size=12, num_layers=2, lr=5.0, seed=2)
     ours, theirs = (build_model(config, 30, 3) for _ in range(2))
+    assert not ours.own_tf_steps  # one device: Keras' own step
+    ours.own_tf_steps = True  # as under a strategy (tests/test_distribute.py runs one)
     theirs.set_weights(ours.get_weights())
     for length in (5, 6, 5, 7, 8, 6):
         x = rng.integers(0, 30, size=(3, length)).astype("int32")
@@ -223,6 +226,7 @@ def test_tensorflow_steps_equal_keras_own_and_bound_the_traces(rng, monkeypatch)
     monkeypatch.undo()
     assert distribute.EXACT_SHAPES == 0
     model = build_model(config, 30, 3)
+    model.own_tf_steps = True
     for length in (5, 6, 5, 7, 8, 6, 9, 10):
         x = rng.integers(0, 30, size=(3, length)).astype("int32")
         model.train_on_batch(x, x, return_dict=True)

@@ -224,6 +224,15 @@ def tf_replica():
     return 1, 0
 
 
+def in_tf_strategy():
+    """Whether a TensorFlow strategy's scope is active (never on other backends)."""
+    if _backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return tf.distribute.has_strategy()
+
+
 def tf_strategy_replicas():
     """Replicas of the TensorFlow strategy whose scope is active (1 outside one)."""
     if _backend() != "tensorflow":

@@ -147,6 +147,9 @@ class AWDLSTMLanguageModel(keras.Model):
         # Replicas of the TensorFlow strategy the model is built under (tf.distribute):
         # each one trains `batch_size / replicas` of the streams.
         self.replicas = distribute.tf_strategy_replicas()
+        # The model's own TensorFlow step functions serve models built under a
+        # strategy; on one device Keras' own step is as fast (benchmarks/RESULTS.md).
+        self.own_tf_steps = distribute.in_tf_strategy()
         if self.stateful:
             distribute.check_even_split(batch_size, self.replicas)
         # JAX: the time steps `train_on_batch` pads segments to (None: the first
@@ -291,7 +294,12 @@ class AWDLSTMLanguageModel(keras.Model):
         return {"ids": ids, "targets": targets, "length": length}, targets
 
     def _own_tf_steps(self):
-        return backend.name() == "tensorflow" and self.compiled and not self.run_eagerly
+        return (
+            self.own_tf_steps
+            and backend.name() == "tensorflow"
+            and self.compiled
+            and not self.run_eagerly
+        )
 
     def _tf_step(self, kind, x, y, sample_weight, return_dict):
         # TensorFlow: the model's own step functions (`distribute.StepFunctions`),
