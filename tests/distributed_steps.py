@@ -58,7 +58,7 @@ def main(backend, strategy):
                     states.append(np.concatenate(rows))
                 else:
                     states.append(keras.ops.convert_to_numpy(value))
-        return losses, weights, states
+        return losses, weights, states, model.own_tf_steps
 
     one = run(distribute.Distribution())
     distribution = distribute.create(strategy, backend)
@@ -73,6 +73,7 @@ def main(backend, strategy):
                 "weight_scale": max(float(np.abs(a).max()) for a in one[1]),
                 "states": max(float(np.abs(a - b).max()) for a, b in zip(one[2], two[2])),
                 "state_shape": list(two[2][0].shape),
+                "own_tf_steps": [one[3], two[3]],
             }
         )
     )

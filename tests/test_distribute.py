@@ -134,6 +134,8 @@ def test_two_devices_take_the_same_steps_as_one():
     assert result["weights"] < 1e-5 * result["weight_scale"] + 1e-6
     assert result["states"] < 1e-5
     assert result["state_shape"] == [4, 12]
+    # TensorFlow: Keras' own step on one device, the model's own under the strategy.
+    assert result["own_tf_steps"] == ([False, True] if BACKEND == "tensorflow" else [False, False])
 
 
 def _free_ports(n):
