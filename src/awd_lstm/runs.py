@@ -205,18 +205,23 @@ class Run:
         from awd_lstm.data import load_corpus
 
         level = self.info.get("level", "word")
+        data = self._corpus_location()
+        if isinstance(data, dict):
+            return load_corpus(paths=data, level=level, vocab=self.vocabulary)
+        return load_corpus(data, level=level, vocab=self.vocabulary)
+
+    def _corpus_location(self):
+        """Where the corpus is: a `{split: path}` dict or a folder (the run's own
+        `corpus/` for the built-in corpus)."""
         if self.info.get("data_paths"):
-            paths = {
-                split: self._resolve(path, self.info.get("data_paths_relative", {}).get(split))
+            relative = self.info.get("data_paths_relative", {})
+            return {
+                split: self._resolve(path, relative.get(split))
                 for split, path in self.info["data_paths"].items()
             }
-            return load_corpus(paths=paths, level=level, vocab=self.vocabulary)
-        data = self.info.get("data")
-        if data is None:
-            data = os.path.join(self.path, CORPUS)
-        else:
-            data = self._resolve(data, self.info.get("data_relative"))
-        return load_corpus(data, level=level, vocab=self.vocabulary)
+        if self.info.get("data") is None:
+            return os.path.abspath(os.path.join(self.path, CORPUS))
+        return self._resolve(self.info["data"], self.info.get("data_relative"))
 
     def trained_from(self, default=None):
         """The folder of the trained run a fine-tuning started from (`default` when
@@ -391,15 +396,7 @@ class Run:
 
     def create_finetune(self, path, config, max_minutes=None):
         """Creates the run folder of a fine-tuning of this run (see `finetune_config`)."""
-        if self.info.get("data_paths"):
-            data = {
-                split: self._resolve(path, self.info.get("data_paths_relative", {}).get(split))
-                for split, path in self.info["data_paths"].items()
-            }
-        elif self.info.get("data") is not None:
-            data = self._resolve(self.info["data"], self.info.get("data_relative"))
-        else:
-            data = os.path.abspath(os.path.join(self.path, CORPUS))
+        data = self._corpus_location()
         synthetic = None
         if self.info.get("synthetic_tokens") is not None:
             synthetic = {
