@@ -86,24 +86,24 @@ def resume(backend, strategy, folder):
     import shutil
 
     os.environ["KERAS_BACKEND"] = backend
-    from awd_lstm import training
+    from awd_lstm import checkpoints
     from awd_lstm.cli import main as cli
     from tests.conftest import TINY_FLAGS
 
     distributed = ["--distribute", strategy, "--virtual-cpu-devices", "2"]
-    original = training.save_checkpoint
+    original = checkpoints.save_checkpoint
 
     def save_then_stop(model, state, path):
         original(model, state, path)
         raise KeyboardInterrupt
 
-    training.save_checkpoint = save_then_stop
+    checkpoints.save_checkpoint = save_then_stop
     runs = {name: os.path.join(folder, name) for name in ("again", "alone", "single")}
     assert (
         cli(["--backend", backend, "train", "--out", runs["again"], *distributed, *TINY_FLAGS])
         == 130
     )
-    training.save_checkpoint = original
+    checkpoints.save_checkpoint = original
     # A copy of the interrupted run, resumed on one device.
     shutil.copytree(runs["again"], runs["alone"])
     assert cli(["train", "--resume", runs["again"], "--no-progress", *distributed]) == 0

@@ -223,7 +223,8 @@ def test_full_softmax_model_also_returns_token_losses(rng):
 
 
 def test_training_lowers_the_loss_and_a_checkpoint_keeps_the_budgets(tmp_path):
-    from awd_lstm.training import build_model, load_checkpoint, save_checkpoint
+    from awd_lstm.checkpoints import load_checkpoint, save_checkpoint
+    from awd_lstm.recipe import build_model
     from tests.test_training import TINY
 
     config = dataclasses.replace(TINY, cutoffs=(4, 12), optimizer="adam", lr=1e-2)

@@ -106,17 +106,17 @@ def _epochs(run_dir):
 
 
 def test_interrupted_then_resumed_equals_the_uninterrupted_run(run, tmp_path, monkeypatch, capsys):
-    import awd_lstm.training as training
+    import awd_lstm.checkpoints as checkpoints
 
     out = tmp_path / "interrupted"
-    original = training.save_checkpoint
+    original = checkpoints.save_checkpoint
 
     def save_then_die(model, state, path):
         original(model, state, path)
         raise KeyboardInterrupt  # Ctrl-C right after the first epoch's checkpoint
 
     with monkeypatch.context() as patch:
-        patch.setattr(training, "save_checkpoint", save_then_die)
+        patch.setattr(checkpoints, "save_checkpoint", save_then_die)
         assert main(["train", "--out", str(out), *TINY_FLAGS]) == 130
     assert "interrupted" in capsys.readouterr().err
     # Killed between the checkpoint and metrics.jsonl: resuming rewrites the metrics
@@ -161,10 +161,10 @@ def test_finetune_a_run_then_evaluate_it(run, tuned, capsys):
 
 
 def test_an_interrupted_finetuning_resumes_to_the_same_end(run, tuned, tmp_path, monkeypatch):
-    import awd_lstm.training as training
+    import awd_lstm.checkpoints as checkpoints
 
     out = tmp_path / "tuning"
-    original = training.save_checkpoint
+    original = checkpoints.save_checkpoint
 
     def save_then_die(model, state, path):
         original(model, state, path)
@@ -172,7 +172,7 @@ def test_an_interrupted_finetuning_resumes_to_the_same_end(run, tuned, tmp_path,
 
     argv = ["finetune", "--run", str(run), "--out", str(out), "--no-progress"]
     with monkeypatch.context() as patch:
-        patch.setattr(training, "save_checkpoint", save_then_die)
+        patch.setattr(checkpoints, "save_checkpoint", save_then_die)
         assert main([*argv, "--epochs", "2"]) == 130
     assert main([*argv, "--resume"]) == 0
     assert _epochs(out) == _epochs(tuned)

@@ -148,14 +148,14 @@ def test_an_out_folder_that_cannot_be_made_is_reported_before_training(tmp_path,
 def test_too_little_disk_is_reported_before_training(tmp_path, monkeypatch, capsys):
     import shutil
 
-    from awd_lstm import training
+    from awd_lstm import checkpoints
 
     real = shutil.disk_usage
 
     def almost_full(path):
         return real(path)._replace(free=4096)
 
-    monkeypatch.setattr(training.shutil, "disk_usage", almost_full)
+    monkeypatch.setattr(checkpoints.shutil, "disk_usage", almost_full)
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *TINY_FLAGS]) == 1
     err = capsys.readouterr().err.strip()

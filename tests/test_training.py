@@ -107,13 +107,13 @@ def test_training_lowers_the_loss_and_writes_its_outputs(corpus, tmp_path):
 
 
 def test_nt_asgd_switches_by_the_rule_and_evaluates_the_average(corpus, tmp_path, monkeypatch):
-    import awd_lstm.training as training
+    import awd_lstm.recipe as recipe
 
     # Scripted validation losses: with nonmono=1 the rule first holds at epoch 4
     # (2.6 > min(3.0, 2.0)); from epoch 5 on, validation uses the averaged weights.
     scripted = iter([3.0, 2.0, 2.5, 2.6, 2.7])
     evaluated_with = []
-    real_copy = training.copy_weights
+    real_copy = recipe.copy_weights
 
     def scripted_evaluate(model, ids, bptt):
         return next(scripted)
@@ -122,8 +122,8 @@ def test_nt_asgd_switches_by_the_rule_and_evaluates_the_average(corpus, tmp_path
         evaluated_with.append(all(v.path.endswith("_average") for v in values))
         return real_copy(values, target)
 
-    monkeypatch.setattr(training, "evaluate", scripted_evaluate)
-    monkeypatch.setattr(training, "copy_weights", recording_copy)
+    monkeypatch.setattr(recipe, "evaluate", scripted_evaluate)
+    monkeypatch.setattr(recipe, "copy_weights", recording_copy)
     lines = []
     _, records = train(
         dataclasses.replace(TINY, epochs=5),
@@ -172,9 +172,9 @@ RESUMED = dataclasses.replace(TINY, epochs=3, when=(2,))
 
 def _switch_after_epoch_2(patch):
     # NT-ASGD switches after epoch 2, so the averaging state is part of what resumes.
-    import awd_lstm.training as training
+    import awd_lstm.optimizers as optimizers
 
-    patch.setattr(training, "should_trigger", lambda history, value, n: len(history) == 1)
+    patch.setattr(optimizers, "should_trigger", lambda history, value, n: len(history) == 1)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def uninterrupted(corpus, tmp_path_factory):
 def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(
     corpus, uninterrupted, tmp_path, monkeypatch, kill_at
 ):
-    import awd_lstm.training as training
+    import awd_lstm.checkpoints as checkpoints
 
     config = RESUMED
     _switch_after_epoch_2(monkeypatch)
@@ -212,7 +212,7 @@ def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(
             if kill_at == "mid_epoch":
                 killer = {"log": _kill_steps_after(patch, "epoch 2: train", 3)}
             else:
-                original_save = training.save_checkpoint
+                original_save = checkpoints.save_checkpoint
 
                 def dying_save(model, state, path):
                     if state["epoch"] == 2:
@@ -222,7 +222,7 @@ def test_a_resumed_run_ends_exactly_like_an_uninterrupted_one(
                         patch.setattr(h5py.File, "create_group", _raise_killed)
                     return original_save(model, state, path)
 
-                patch.setattr(training, "save_checkpoint", dying_save)
+                patch.setattr(checkpoints, "save_checkpoint", dying_save)
         with pytest.raises(_Killed):
             train(config, corpus, str(run), progress=False, **killer)
     assert not list(run.glob(".tmp-*")) or kill_at == "in_checkpoint_write"
@@ -287,7 +287,7 @@ class h5py_state:
 def test_finetuning_averages_from_the_start_and_stops_when_the_rule_fires(
     corpus, tmp_path, monkeypatch
 ):
-    import awd_lstm.training as training
+    import awd_lstm.recipe as recipe
     from awd_lstm.training import finetune
 
     model = build_model(TINY, len(corpus.vocab), batch_size=4)
@@ -295,7 +295,7 @@ def test_finetuning_averages_from_the_start_and_stops_when_the_rule_fires(
     # The starting weights score 3.0; with nonmono=1 the rule fires at the third
     # epoch (2.9 > min(2.8)); the best stays 2.8.
     scripted = iter([3.0, 2.8, 2.7, 2.9, 1.0])
-    monkeypatch.setattr(training, "evaluate", lambda *args, **kwargs: next(scripted))
+    monkeypatch.setattr(recipe, "evaluate", lambda *args, **kwargs: next(scripted))
     lines = []
     _, records = finetune(
         dataclasses.replace(TINY, epochs=10, nonmono=1),
@@ -447,10 +447,10 @@ def test_user_callbacks_get_keras_hooks_with_the_epoch_records(corpus, tmp_path)
 def test_early_stopping_ends_the_run_after_its_epoch(corpus, tmp_path, monkeypatch):
     import keras
 
-    from awd_lstm import training
+    from awd_lstm import recipe
 
     scripted = iter([3.0, 3.5, 4.0, 4.5, 5.0])
-    monkeypatch.setattr(training, "evaluate", lambda model, ids, bptt, **kw: next(scripted))
+    monkeypatch.setattr(recipe, "evaluate", lambda model, ids, bptt, **kw: next(scripted))
     lines = []
     _, records = train(
         dataclasses.replace(TINY, epochs=5, nonmono=5),
@@ -520,3 +520,112 @@ def test_terminate_on_nan_sees_the_bad_step(corpus, tmp_path, monkeypatch, capsy
             callbacks=[keras.callbacks.TerminateOnNaN()],
         )
     assert "Invalid loss" in capsys.readouterr().out
+
+
+def test_a_resumed_run_keeps_its_callbacks_state(corpus, tmp_path, monkeypatch):
+    import keras
+
+    from awd_lstm import checkpoints, recipe
+
+    class Counter(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = 0
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs += 1
+
+        def get_state(self):
+            return {"epochs": self.epochs}
+
+        def set_state(self, state):
+            self.epochs = state["epochs"]
+
+    def callbacks():
+        return [keras.callbacks.EarlyStopping(monitor="val_loss", patience=2), Counter()]
+
+    config = dataclasses.replace(TINY, epochs=6, nonmono=5)
+    # Validation losses: the best after epoch 1, so EarlyStopping(patience=2) stops
+    # after epoch 3; one that forgot its count on resuming would stop after epoch 4.
+    scripted = iter([3.0, 3.5, 4.0, 4.5, 5.0, 5.5])
+    monkeypatch.setattr(recipe, "evaluate", lambda model, ids, bptt, **kw: next(scripted))
+    original = checkpoints.save_checkpoint
+
+    def save_then_die(model, state, path):
+        original(model, state, path)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoints, "save_checkpoint", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train(
+                config,
+                corpus,
+                str(tmp_path),
+                log=lambda _: None,
+                progress=False,
+                test=False,
+                callbacks=callbacks(),
+            )
+    resumed = callbacks()
+    lines = []
+    _, records = train(
+        config,
+        corpus,
+        str(tmp_path),
+        log=lines.append,
+        progress=False,
+        test=False,
+        resume=True,
+        callbacks=resumed,
+    )
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert "a callback stopped training" in lines[-1]
+    assert resumed[0].stopped_epoch == 2 and resumed[1].epochs == 3  # 1 before, 2 after
+
+
+def test_checkpoint_states_are_keyed_by_where_they_sit(corpus, tmp_path):
+    import keras
+
+    from awd_lstm.checkpoints import load_checkpoint, save_checkpoint, state_keys
+
+    model = build_model(TINY, len(corpus.vocab), batch_size=4)
+    model.optimizer.build(model.trainable_variables)
+    keys = state_keys(model)
+    assert {"state_variables.0.0", "state_variables.1.1"} <= set(keys)
+    assert {
+        "encoder.embedding.seed_generator",
+        "encoder.lstms.0.cell.seed_generator",
+        "encoder.hidden_locked_dropouts.0.seed_generator",
+        "output_locked_dropout.seed_generator",
+    } <= set(keys)
+    assert len(keys) == len(model.non_trainable_variables)
+    for variable in keys.values():
+        variable.assign(keras.ops.convert_to_numpy(variable) + 7)
+    save_checkpoint(model, {"epoch": 1}, tmp_path / "c.weights.h5")
+    # Another model, after other variables were made: Keras numbers its variables
+    # (seed_generator_12/...) otherwise, the keys are the same.
+    keras.random.SeedGenerator(0)
+    other = build_model(TINY, len(corpus.vocab), batch_size=4)
+    assert [v.path for v in other.non_trainable_variables] != [
+        v.path for v in model.non_trainable_variables
+    ]
+    assert load_checkpoint(other, tmp_path / "c.weights.h5") == {"epoch": 1}
+    for key, variable in state_keys(other).items():
+        np.testing.assert_array_equal(to_numpy(variable), to_numpy(keys[key]))
+
+
+def test_the_segment_rate_needs_the_segment_length(corpus):
+    from awd_lstm.callbacks import SegmentScaledLearningRate
+
+    callback = SegmentScaledLearningRate(10)
+    callback.set_model(build_model(TINY, len(corpus.vocab), batch_size=4))
+    callback.on_epoch_begin(0)
+    with pytest.raises(ValueError, match=r"logs\['seq_len'\]"):
+        callback.on_train_batch_begin(0, {})
+    callback.on_train_batch_begin(0, {"seq_len": 5})
+    assert to_numpy(callback.model.optimizer.learning_rate) == pytest.approx(TINY.lr / 2)
+    callback.on_epoch_end(0, {})
+    assert to_numpy(callback.model.optimizer.learning_rate) == pytest.approx(TINY.lr)
+    with pytest.raises(ValueError, match="positive integer"):
+        SegmentScaledLearningRate(0)

@@ -479,8 +479,8 @@ def _create_run(args, run_dir, config, preset, level):
     import keras
 
     from awd_lstm.data import load_corpus
+    from awd_lstm.recipe import check_splits
     from awd_lstm.runs import CORPUS, Run, write_builtin_corpus
-    from awd_lstm.training import check_splits
 
     keras.utils.set_random_seed(config.seed)
     synthetic = None

@@ -20,6 +20,7 @@ from keras import ops
 
 from awd_lstm.data import BPTTSchedule, batchify, segment
 from awd_lstm.presets import DYNAMIC_EVAL
+from awd_lstm.recipe import build_model, copy_weights, evaluation_loop
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -104,8 +105,6 @@ class DynamicEvaluation(keras.optimizers.Optimizer):
 def _adaptation_model(config, vocab_size, weights, batch_size, optimizer):
     """A stateful model with the trained weights, dropout and AR/TAR off, compiled
     with `optimizer`."""
-    from awd_lstm.training import build_model, copy_weights
-
     plain = dataclasses.replace(
         config,
         embedding_dropout=0.0,
@@ -156,7 +155,6 @@ def dynamic_evaluate(
     scored, then learned from. `weights` (the trained ones) are not modified."""
     optimizer = DynamicEvaluation(rms, learning_rate, decay, epsilon)
     model = _adaptation_model(config, vocab_size, weights, batch_size, optimizer)
-    from awd_lstm.training import evaluation_loop
 
     def segment_loss(x, y):
         # The loss of the forward pass, before this segment's update.

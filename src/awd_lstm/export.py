@@ -10,13 +10,13 @@ import keras
 
 from awd_lstm import backend
 from awd_lstm._files import atomic_path
+from awd_lstm.recipe import copy_weights
 
 
 def inference_model(config, vocab_size, weights):
     """A non-stateful `AWDLSTMLanguageModel` (any batch, zero initial state) holding
     `weights` (one array per trainable variable, as `load_trained_weights` gives)."""
     from awd_lstm.models import AWDLSTMLanguageModel
-    from awd_lstm.training import copy_weights
 
     model = AWDLSTMLanguageModel(vocab_size, seed=config.seed, **config.model_kwargs())
     model.build((None, None))

@@ -1,6 +1,6 @@
 """Using a trained language model: sampling text and scoring sentences.
 
-Both take a run's weights (`awd_lstm.training.load_trained_weights`) and vocabulary.
+Both take a run's weights (`awd_lstm.runs.Run.trained_weights`) and vocabulary.
 Randomness comes from a NumPy generator seeded by the caller, never a global seed.
 """
 

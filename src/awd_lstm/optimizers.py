@@ -171,24 +171,30 @@ class NonMonotoneTrigger(keras.callbacks.Callback):
 
     After each epoch's validation, compares the monitored value with the log of the
     earlier ones (`should_trigger`), starts averaging when the rule fires, then
-    appends the value to the log.
+    appends the value to the log. `triggered_epoch` is the (0-based) epoch after
+    which averaging started, `stopped_epoch` the one after which it stopped training.
+    Its state (the log) is what `get_state()` gives and `set_state()` takes back, as
+    the training loop's checkpoints keep it.
 
     Args:
         monitor: The validation metric (`"val_loss"`).
         nonmono: The non-monotone interval (5).
         stop_on_trigger: Stop training when the rule fires (the fine-tuning stage,
             which averages from its first step, stops there).
+        log: Called with one line when averaging starts (default: silent).
     """
 
-    def __init__(self, monitor="val_loss", nonmono=5, stop_on_trigger=False):
+    def __init__(self, monitor="val_loss", nonmono=5, stop_on_trigger=False, log=None):
         super().__init__()
         if isinstance(nonmono, bool) or not isinstance(nonmono, int) or nonmono < 1:
             raise ValueError(f"`nonmono` must be a positive integer; Received: nonmono={nonmono!r}")
         self.monitor = monitor
         self.nonmono = nonmono
         self.stop_on_trigger = stop_on_trigger
+        self.log = log
         self.history = []
         self.triggered_epoch = None
+        self.stopped_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -203,9 +209,24 @@ class NonMonotoneTrigger(keras.callbacks.Callback):
             if not getattr(optimizer, "averaging", True):
                 optimizer.start_averaging()
                 self.triggered_epoch = epoch
+                if self.log is not None:
+                    self.log(f"epoch {epoch + 1}: switching to averaged SGD (NT-ASGD)")
             if self.stop_on_trigger:
                 self.model.stop_training = True
+                self.stopped_epoch = epoch
         self.history.append(value)
+
+    def get_state(self):
+        return {
+            "history": list(self.history),
+            "triggered_epoch": self.triggered_epoch,
+            "stopped_epoch": self.stopped_epoch,
+        }
+
+    def set_state(self, state):
+        self.history = list(state["history"])
+        self.triggered_epoch = state.get("triggered_epoch")
+        self.stopped_epoch = state.get("stopped_epoch")
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 from awd_lstm.log_probs import target_log_probs
+from awd_lstm.recipe import evaluation_loop
 
 # The reference's pointer settings per corpus (Merity et al. 2017, section 5.3).
 POINTER_PRESETS = {
@@ -120,10 +121,9 @@ class CachePointer:
 
 def evaluate_with_cache(model, ids, bptt, pointer, progress=False):
     """Per-token cross-entropy (nats) of a stateful `model` over a split, with the
-    cache pointer mixed in. Like `awd_lstm.training.evaluate` (state and cache carried
+    cache pointer mixed in. Like `awd_lstm.recipe.evaluate` (state and cache carried
     over the whole split, segments of `bptt`), with `pointer.num_streams` equal to the
     model's batch."""
-    from awd_lstm.training import evaluation_loop
 
     def segment_loss(x, y):
         outputs = model.predict_hidden_on_batch(x)

@@ -269,13 +269,13 @@ class Run:
         """The trainable weights (one array per variable) of the best validated
         model (`"best"`) or of the last checkpoint (`"last"`: what it evaluates
         with, the averages once NT-ASGD averages)."""
-        from awd_lstm import training
+        from awd_lstm import checkpoints
 
         path = self.weights_path(weights)
         vocab_size = len(self.vocabulary)
         if weights == "best":
-            return training.load_trained_weights(self.config, vocab_size, path)
-        return training.load_checkpoint_weights(self.config, vocab_size, path)
+            return checkpoints.load_trained_weights(self.config, vocab_size, path)
+        return checkpoints.load_checkpoint_weights(self.config, vocab_size, path)
 
     def load_model(self, batch_size=1, stateful=True, weights="best"):
         """A language model holding the run's weights.
@@ -288,7 +288,7 @@ class Run:
             weights: `"best"` (the best validated weights) or `"last"` (the last
                 checkpoint's).
         """
-        from awd_lstm import training
+        from awd_lstm import recipe
 
         values = self.trained_weights(weights)
         vocab_size = len(self.vocabulary)
@@ -296,8 +296,8 @@ class Run:
             from awd_lstm.export import inference_model
 
             return inference_model(self.config, vocab_size, values)
-        model = training.build_model(self.config, vocab_size, batch_size)
-        training.copy_weights(values, model)
+        model = recipe.build_model(self.config, vocab_size, batch_size)
+        recipe.copy_weights(values, model)
         return model
 
     # -- evaluation -----------------------------------------------------------------
@@ -331,7 +331,7 @@ class Run:
             `{"split", "loss", "ppl"}` (and `"bpc"` at character level, and the
             pointer's or dynamic evaluation's settings).
         """
-        from awd_lstm import training
+        from awd_lstm import recipe
 
         if cache_pointer is not None and dynamic_eval is not None:
             raise RunError("the cache pointer and dynamic evaluation cannot be combined")
@@ -357,8 +357,8 @@ class Run:
             from awd_lstm.pointer import CachePointer, evaluate_with_cache
 
             pointer = CachePointer(**cache_pointer, num_streams=batch)
-            model = training.build_model(config, vocab_size, batch)
-            training.copy_weights(values, model)
+            model = recipe.build_model(config, vocab_size, batch)
+            recipe.copy_weights(values, model)
             loss = evaluate_with_cache(model, ids, config.bptt, pointer, progress=progress)
             result["cache_pointer"] = {
                 "window": pointer.window,
@@ -366,8 +366,8 @@ class Run:
                 "lambda": pointer.lambdah,
             }
         else:
-            loss = training.split_loss(config, vocab_size, ids, batch, values, progress=progress)
-        summary = training.loss_summary(split, loss, self.vocabulary.level)
+            loss = recipe.split_loss(config, vocab_size, ids, batch, values, progress=progress)
+        summary = recipe.loss_summary(split, loss, self.vocabulary.level)
         result.update(loss=loss, ppl=summary[f"{split}_ppl"])
         if f"{split}_bpc" in summary:
             result["bpc"] = summary[f"{split}_bpc"]
