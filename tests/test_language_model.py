@@ -199,11 +199,11 @@ def test_tensorflow_steps_equal_keras_own_and_bound_the_traces(rng, monkeypatch)
     shape-generic trace): the same losses and weights as Keras' own `train_on_batch`,
     which serves a model built on one device. By default every length shares the
     generic trace."""
-    from awd_lstm import distribute
+    from awd_lstm.backend import tensorflow as tf_backend
     from awd_lstm.config import TrainingConfig
     from awd_lstm.training import build_model
 
-    monkeypatch.setattr(distribute, "EXACT_SHAPES", 2)
+    monkeypatch.setattr(tf_backend, "EXACT_SHAPES", 2)
     config = TrainingConfig(embedding_size=8, hidden_size=12, num_layers=2, lr=5.0, seed=2)
     ours, theirs = (build_model(config, 30, 3) for _ in range(2))
     assert not ours.own_tf_steps  # one device: Keras' own step
@@ -224,7 +224,7 @@ def test_tensorflow_steps_equal_keras_own_and_bound_the_traces(rng, monkeypatch)
     assert steps.exact.experimental_get_tracing_count() <= 2 + 1
     assert steps.generic.experimental_get_tracing_count() >= 1
     monkeypatch.undo()
-    assert distribute.EXACT_SHAPES == 0
+    assert tf_backend.EXACT_SHAPES == 0
     model = build_model(config, 30, 3)
     model.own_tf_steps = True
     for length in (5, 6, 5, 7, 8, 6, 9, 10):

@@ -269,12 +269,13 @@ def test_gradients_through_states_equal_torch_lstm(rng, go_backwards, steps, mon
     """Every gradient of a training call (inputs, initial state, W, U, b), with
     upstream gradients on the outputs and on the final state, against torch.nn.LSTM
     in float64. On TensorFlow and JAX this is the hand-written gradient of
-    `awd_lstm.layers._recurrence` (checked to be the one that runs); on JAX with the
+    `awd_lstm.backend.recurrence_with_gradient` (checked to be the one that runs); on JAX with the
     recurrent product in uneven column blocks (7 columns at most here: 24 columns in
     4 blocks), which the other golden tests run whole."""
-    from awd_lstm.layers import _recurrence
+    if BACKEND == "jax":
+        import awd_lstm.backend.jax
 
-    monkeypatch.setattr(_recurrence, "_JAX_COLUMNS", 7)
+        monkeypatch.setattr(awd_lstm.backend.jax, "RECURRENT_COLUMNS", 7)
     units, features, batch = 6, 4, 3
     x = _inputs(rng, batch=batch, steps=steps, features=features)
     h0, c0 = (rng.standard_normal((batch, units)).astype("float32") for _ in range(2))
@@ -302,9 +303,9 @@ def test_gradients_through_states_equal_torch_lstm(rng, go_backwards, steps, mon
 def test_hand_written_gradient_runs_where_no_fused_kernel(rng, monkeypatch):
     """TensorFlow and JAX without cuDNN train through the recurrence with the
     hand-written gradient; inference and non-standard activations do not."""
-    from awd_lstm.layers import _recurrence, weight_drop
+    from awd_lstm import backend
 
-    available = _recurrence.recurrence_with_gradient()
+    available = backend.recurrence_with_gradient()
     assert (available is not None) == (BACKEND in ("tensorflow", "jax"))
     if available is None or _fused_available():
         pytest.skip("the backend runs a fused kernel")
@@ -314,7 +315,7 @@ def test_hand_written_gradient_runs_where_no_fused_kernel(rng, monkeypatch):
         calls.append(1)
         return available(*args)
 
-    monkeypatch.setattr(weight_drop, "recurrence_with_gradient", lambda: counted)
+    monkeypatch.setattr(backend, "recurrence_with_gradient", lambda: counted)
     x = _inputs(rng)
     layer = WeightDropLSTM(5, weight_dropout=0.5, return_sequences=True, seed=1)
     layer(x, training=True)
@@ -335,9 +336,9 @@ def test_padded_sequences_equal_torch_lstm_on_their_first_steps(rng, length, mon
     upstream gradients on the padded outputs hold."""
     if BACKEND != "jax" or _fused_available():
         pytest.skip("padded sequences are JAX's without cuDNN")
-    from awd_lstm.layers import _recurrence
+    import awd_lstm.backend.jax
 
-    monkeypatch.setattr(_recurrence, "_JAX_COLUMNS", 7)
+    monkeypatch.setattr(awd_lstm.backend.jax, "RECURRENT_COLUMNS", 7)
     units, features, batch, capacity = 6, 4, 3, 15
     x = _inputs(rng, batch=batch, steps=capacity, features=features)
     h0, c0 = (rng.standard_normal((batch, units)).astype("float32") for _ in range(2))

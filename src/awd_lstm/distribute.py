@@ -211,57 +211,13 @@ def _tf_devices(tf):
     return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
-def tf_replica():
-    """`(replicas, replica_id)` inside a TensorFlow replica function of a strategy with
-    more than one replica (the id a Python int or a scalar tensor), else `(1, 0)`."""
-    if _backend() != "tensorflow":
-        return 1, 0
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        return context.num_replicas_in_sync, context.replica_id_in_sync_group
-    return 1, 0
-
-
-def in_tf_strategy():
-    """Whether a TensorFlow strategy's scope is active (never on other backends)."""
-    if _backend() != "tensorflow":
-        return False
-    import tensorflow as tf
-
-    return tf.distribute.has_strategy()
-
-
-def tf_strategy_replicas():
-    """Replicas of the TensorFlow strategy whose scope is active (1 outside one)."""
-    if _backend() != "tensorflow":
-        return 1
-    import tensorflow as tf
-
-    if not tf.distribute.has_strategy():
-        return 1
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def split_per_replica(strategy, data):
-    """Distributed values giving each replica its rows of every `(batch, ...)` array in
-    the structure `data` (replica `i` of `R`: rows `i * batch / R` to
-    `(i + 1) * batch / R`; `None` stays `None`)."""
-    replicas = strategy.num_replicas_in_sync
-
-    def rows(context):
-        return _rows(data, context.replica_id_in_sync_group, replicas)
-
-    return strategy.experimental_distribute_values_from_function(rows)
-
-
 def first_replica_rows(data, replicas):
     """The first replica's rows of every array in `data` (see `split_per_replica`)."""
-    return _rows(data, 0, replicas)
+    return rows_of_replica(data, 0, replicas)
 
 
-def _rows(data, i, replicas):
+def rows_of_replica(data, i, replicas):
+    """Replica `i`'s rows of every array in `data` (`None` stays `None`)."""
     from keras import tree
 
     def take(a):
@@ -271,41 +227,6 @@ def _rows(data, i, replicas):
         return a[i * per : (i + 1) * per]
 
     return tree.map_structure(take, data, none_is_leaf=True)
-
-
-# Input shapes a TensorFlow step is traced for exactly; later ones share one
-# shape-generic trace. 0: every shape after the first shares the generic trace. Since
-# the LSTM recurrence has its own gradient (`layers/_recurrence.py`), the generic graph
-# trains as fast as per-length ones, and a trace per length (about 2 s each for the
-# `small` model) cost 20% of a first 100,000-token epoch (benchmarks/RESULTS.md).
-EXACT_SHAPES = 0
-
-
-class StepFunctions:
-    """TensorFlow functions running `step` (a Keras `train_step` or `test_step`) on
-    every replica of `strategy` and averaging the replicas' logs (the replicas hold
-    equal shares of the batch). The first `EXACT_SHAPES` input shapes get a trace
-    each; any further shape runs one shape-generic trace (`reduce_retracing`: traced
-    for the first shape it sees, then once more for any shape)."""
-
-    def __init__(self, strategy, step, jit_compile=False):
-        import tensorflow as tf
-        from keras import tree
-
-        def run(data):
-            logs = strategy.run(step, args=(data,))
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), logs)
-
-        self.exact = tf.function(run, jit_compile=jit_compile)
-        self.generic = tf.function(run, jit_compile=jit_compile, reduce_retracing=True)
-        self.shapes = set()
-
-    def __call__(self, data, shape):
-        """Runs the step on `data`, whose arrays have the shapes `shape` (a key)."""
-        if shape in self.shapes or len(self.shapes) < EXACT_SHAPES:
-            self.shapes.add(shape)
-            return self.exact(data)
-        return self.generic(data)
 
 
 def replica_rows(value, replica, replicas):

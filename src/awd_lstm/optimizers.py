@@ -16,38 +16,7 @@ from keras import ops
 from awd_lstm import backend
 from awd_lstm.config import step_decay  # noqa: F401 (the recipe's `when`, re-exported)
 
-
-class _SumOverReplicasFirst:
-    """Under a TensorFlow strategy, sums the replicas' gradients before clipping.
-
-    Keras' TensorFlow optimizers clip each replica's share of the gradient and sum
-    after: with global-norm clipping that is not the step one device would take on the
-    whole batch. These optimizers sum first, then clip, decay and update as on one
-    device. Elsewhere (one device, JAX, PyTorch) nothing changes.
-    """
-
-    def _backend_apply_gradients(self, grads, trainable_variables):
-        super()._backend_apply_gradients(_sum_over_replicas(grads), trainable_variables)
-
-    def _all_reduce_sum_gradients(self, grads_and_vars):
-        # TensorFlow's update step would sum again: the gradients are summed already.
-        return list(grads_and_vars)
-
-
-def _sum_over_replicas(grads):
-    if backend.name() != "tensorflow":
-        return grads
-    import tensorflow as tf
-
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync == 1:
-        return grads
-    present = [i for i, g in enumerate(grads) if g is not None]
-    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
-    grads = list(grads)
-    for i, g in zip(present, summed):
-        grads[i] = g
-    return grads
+_SumOverReplicasFirst = backend.SumOverReplicasFirst
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -57,7 +26,7 @@ class SGD(_SumOverReplicasFirst, keras.optimizers.SGD):
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
-class NTASGD(_SumOverReplicasFirst, keras.optimizers.SGD):
+class NTASGD(_SumOverReplicasFirst, backend.AverageUpdateHook, keras.optimizers.SGD):
     """SGD that switches to iterate averaging when `start_averaging()` is called.
 
     Before the switch, `average == weights` after every step; from the switch on, the
@@ -131,12 +100,12 @@ class NTASGD(_SumOverReplicasFirst, keras.optimizers.SGD):
         # holding one buffer would be donated twice to the compiled step.
         self.averaging_start.assign(int(ops.convert_to_numpy(self.iterations)))
 
-    def _update_model_variables_moving_average(self, trainable_variables):
+    def update_averages(self, trainable_variables, averages):
         # Called by every backend after each step, before `iterations` grows: the step
         # under way is number `iterations - averaging_start + 1` since the switch.
         started = ops.greater_equal(self.averaging_start, 0)
         count = ops.maximum(self.iterations - self.averaging_start + 1, 1)
-        for variable, average in zip(trainable_variables, self._model_variables_moving_average):
+        for variable, average in zip(trainable_variables, averages):
             if average is None:
                 continue
             weight = ops.where(started, 1.0 / ops.cast(count, "float32"), 1.0)
@@ -145,7 +114,7 @@ class NTASGD(_SumOverReplicasFirst, keras.optimizers.SGD):
 
     def average_values(self):
         """The averaged weights, in the order of the trainable variables."""
-        return list(self._model_variables_moving_average)
+        return self.moving_averages()
 
     def finalize_variable_values(self, var_list):
         # Keras calls this at the end of fit() to overwrite the weights with the EMA.

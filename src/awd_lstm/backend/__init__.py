@@ -6,28 +6,44 @@ backend that runs (`jax.py`, `torch.py`, `tensorflow.py`), imported on first use
 that no backend is imported before it is needed. Every use of private Keras code is
 a function of `_keras.py`, listed at its top with the reason no public API serves.
 
-The recurrences with hand-written gradients (`awd_lstm.layers._recurrence`), the JAX
-padded segments (`awd_lstm.models._padded`), TensorFlow's per-shape step functions
-and the distribution strategies (`awd_lstm.distribute`) still live with their layers;
-they ask `name()` which backend runs.
+The LSTM recurrences with hand-written gradients live with their backends
+(`tensorflow.py`, `jax.py`; the math they share in `_lstm_gradient.py`), as do JAX's
+padded segments and what runs under a TensorFlow strategy (the replica's place, the
+gradients summed over replicas, the language model's own per-shape step functions).
+`awd_lstm.distribute` makes the strategies (`tf.distribute`, `keras.distribution`)
+and asks `name()` which backend runs.
+
+Padded segments (JAX): XLA compiles a training step for each input shape it meets,
+about 3 s for the small model on CPU, so the variable segment lengths of AWD-LSTM's
+BPTT would each cost a compilation. On JAX, `AWDLSTMLanguageModel.train_on_batch`
+therefore pads a segment to a fixed number of steps (`segment_capacity`, a multiple
+of `CHUNK_STEPS`) and passes its true length along; the LSTMs (`padded_recurrence`)
+and the tied decoder's cross-entropy (`padded_cross_entropy`) loop over chunks of
+`CHUNK_STEPS` steps up to that length only, so the padding costs no matrix products.
 """
 
 import importlib
+import math
 
 import keras
 from keras import ops
 
 from awd_lstm.backend._keras import (  # noqa: F401 (re-exported)
+    AverageUpdateHook,
+    SumOverReplicasFirst,
     backend_rnn,
     flatten_metrics,
     fused_lstm,
     in_stateless_scope,
+    symbolic_build,
     track_variable,
     training_of_current_call,
     untrack,
 )
+from awd_lstm.backend._lstm_gradient import CHUNK_STEPS  # noqa: F401 (re-exported)
 
 BACKENDS = ("tensorflow", "jax", "torch")
+_BUILT = {}
 
 
 def name():
@@ -104,3 +120,96 @@ def activation_modules():
     """Modules whose `tanh` and `sigmoid` count as the standard LSTM activations
     besides Keras' (PyTorch's own on the PyTorch backend)."""
     return _module().activation_modules() if name() == "torch" else ()
+
+
+def replica():
+    """`(replicas, replica_id)` inside a replica function of a TensorFlow strategy with
+    more than one replica (the id a Python int or a scalar tensor), else `(1, 0)`."""
+    return _module().replica() if name() == "tensorflow" else (1, 0)
+
+
+def in_strategy():
+    """Whether a TensorFlow strategy's scope is active (never on other backends)."""
+    return name() == "tensorflow" and _module().in_strategy()
+
+
+def strategy_replicas():
+    """Replicas of the TensorFlow strategy whose scope is active (1 outside one)."""
+    return _module().strategy_replicas() if name() == "tensorflow" else 1
+
+
+def sum_over_replicas(grads):
+    """The gradients summed over a TensorFlow strategy's replicas (inside a replica
+    function of several); elsewhere `grads` as they are."""
+    return _module().sum_over_replicas(grads) if name() == "tensorflow" else grads
+
+
+def step_masks_from_sequence_seed():
+    """Whether a cell's per-step masks come from a seed drawn once per sequence (JAX,
+    whose traced loops cannot advance a seed generator; see `step_seeds`)."""
+    return name() == "jax"
+
+
+def runs_padded_segments():
+    """Whether padded segments run here (JAX on a device without cuDNN)."""
+    return name() == "jax" and _module().runs_padded_segments()
+
+
+def fused_lstm_blocks_jit():
+    """Whether a layer that ran Keras' fused LSTM cannot be XLA-compiled (TensorFlow's
+    cuDNN kernel), as `keras.layers.LSTM` marks itself."""
+    return name() == "tensorflow"
+
+
+def _built(function):
+    """The function the running backend's module builds with `function()`, built once."""
+    key = (name(), function)
+    if key not in _BUILT:
+        _BUILT[key] = getattr(_module(), function)()
+    return _BUILT[key]
+
+
+def recurrence_with_gradient():
+    """`f(zx, h0, c0, recurrent_kernel) -> (outputs, h_T, c_T)`, the LSTM recurrence over
+    time-major projected inputs, differentiable with the hand-written gradient
+    (`_lstm_gradient`), on TensorFlow and JAX; None on PyTorch (which runs its own
+    fused kernel)."""
+    if name() == "torch":
+        return None
+    return _built("recurrence_with_gradient")
+
+
+def padded_recurrence():
+    """JAX: `f(inputs, kernel, bias, recurrent_kernel, h0, c0, length) -> (outputs,
+    h, c)`, the LSTM over time-major `inputs` padded to a multiple of `CHUNK_STEPS`
+    steps of which the first `length` (a traced integer) count; None on the other
+    backends.
+
+    One compiled step then serves every segment length up to the padded one: the
+    loop runs `ceil(length / CHUNK_STEPS)` chunks, each one input projection of
+    `CHUNK_STEPS x batch` rows and that many recurrent steps (steps past `length`, in
+    the last chunk only, leave the state as it is). `outputs` are zero past `length`,
+    `(h, c)` the state after step `length`. The backward loop, chunk by chunk in
+    reverse, forms the gradients of the inputs, both kernels and the bias from each
+    chunk's `dz` (the hand-written gradient of `recurrence_with_gradient`), so no
+    work is spent on padded steps beyond the last chunk's.
+    """
+    if name() != "jax":
+        return None
+    return _built("padded_recurrence")
+
+
+def padded_cross_entropy():
+    """JAX: `f(hidden, table, bias, targets, length) -> losses`: the cross-entropy of
+    `softmax(hidden @ table^T + bias)` at the targets, time-major (`hidden`
+    `(time, batch, features)`, `targets` and `losses` `(time, batch)`), computed for
+    the first `length` steps (a traced integer) in chunks of `CHUNK_STEPS` steps;
+    `losses` are zero past `length`. The forward keeps each chunk's softmax for the
+    backward (`(softmax - one_hot) * d_loss`), which forms the gradients of `hidden`,
+    the table and the bias chunk by chunk."""
+    return _built("padded_cross_entropy")
+
+
+def padded_steps(steps):
+    """`steps` rounded up to a multiple of `CHUNK_STEPS`."""
+    return CHUNK_STEPS * math.ceil(steps / CHUNK_STEPS)

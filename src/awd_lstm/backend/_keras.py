@@ -26,6 +26,17 @@
    `keras.src.backend.torch.random.torch_seed_generator`: the device Keras computes
    on, and the `torch.Generator` a `SeedGenerator`'s state stands for, for the
    weight masks drawn with `torch.Tensor.random_` (`keras.random` has no raw bits).
+9. `Trainer._maybe_symbolic_build`: the language model's own TensorFlow step under a
+   strategy builds the model's metrics and optimizer on one replica's rows before the
+   first step, as Keras' `train_on_batch` does; no public method builds them.
+10. `Optimizer._backend_apply_gradients` and `_all_reduce_sum_gradients`: under a
+   TensorFlow strategy the replicas' gradients are summed before global-norm
+   clipping (Keras clips each replica's share); no public hook sits between the
+   gradients and the clipping.
+11. `Optimizer._update_model_variables_moving_average` and
+   `_model_variables_moving_average`: NT-ASGD's uniform average rides on Keras' EMA
+   machinery (updated after every step on every backend, swapped in by
+   `SwapEMAWeights`); the averaging rule has no public hook.
 """
 
 import keras
@@ -84,3 +95,40 @@ def torch_generator(seed_generator):
     from keras.src.backend.torch.random import torch_seed_generator
 
     return torch_seed_generator(seed_generator)
+
+
+def symbolic_build(model, data_batch):
+    """9. Builds `model`'s metrics and optimizer from one batch, as `fit` would."""
+    model._maybe_symbolic_build(data_batch=data_batch)
+
+
+class SumOverReplicasFirst:
+    """10. An optimizer mixin: under a TensorFlow strategy, sums the replicas'
+    gradients before clipping.
+
+    Keras' TensorFlow optimizers clip each replica's share of the gradient and sum
+    after: with global-norm clipping that is not the step one device would take on the
+    whole batch. These optimizers sum first, then clip, decay and update as on one
+    device. Elsewhere (one device, JAX, PyTorch) nothing changes.
+    """
+
+    def _backend_apply_gradients(self, grads, trainable_variables):
+        from awd_lstm import backend
+
+        super()._backend_apply_gradients(backend.sum_over_replicas(grads), trainable_variables)
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        # TensorFlow's update step would sum again: the gradients are summed already.
+        return list(grads_and_vars)
+
+
+class AverageUpdateHook:
+    """11. An optimizer mixin (with `use_ema=True`): after every step Keras calls
+    `self.update_averages(trainable_variables, averages)` instead of its exponential
+    update; `moving_averages()` lists the averages."""
+
+    def _update_model_variables_moving_average(self, trainable_variables):
+        self.update_averages(trainable_variables, self._model_variables_moving_average)
+
+    def moving_averages(self):
+        return list(self._model_variables_moving_average)

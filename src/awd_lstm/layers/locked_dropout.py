@@ -9,7 +9,7 @@ sequence, the same at every time step.
 import keras
 from keras import ops
 
-from awd_lstm import distribute
+from awd_lstm import backend
 from awd_lstm._validation import check_rate
 
 
@@ -57,7 +57,7 @@ class LockedDropout(keras.layers.Layer):
         if not training or self.rate == 0:
             return inputs
         shape = ops.shape(inputs)
-        replicas, replica = distribute.tf_replica()
+        replicas, replica = backend.replica()
         if replicas > 1:
             # Under a TensorFlow strategy each replica holds `batch / replicas` of the
             # streams: it draws the whole batch's masks, as one device would, and

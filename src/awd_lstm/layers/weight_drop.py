@@ -14,7 +14,6 @@ from keras import ops
 
 from awd_lstm import backend
 from awd_lstm._validation import check_choice, check_rate
-from awd_lstm.layers._recurrence import padded_recurrence, recurrence_with_gradient
 
 WEIGHT_DROPOUT_MODES = ("call", "manual", "step")
 
@@ -233,7 +232,7 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
             return
         if self.weight_dropout_mode != "step":
             self._sequence_kernels = self.dropped_kernels()
-        elif backend.name() == "jax":
+        elif backend.step_masks_from_sequence_seed():
             self._sequence_seed = self.seed_generator.next()
 
     # `keras.layers.RNN` calls these two hooks of `DropoutRNNCell` right before and
@@ -441,12 +440,8 @@ class WeightDropLSTM(keras.layers.LSTM):
         """Whether calls can take padded sequences with a `length` (JAX on a device
         without cuDNN; the standard activations, a bias, all outputs, forwards, no
         recurrent dropout and not `unroll`)."""
-        if backend.name() != "jax":
-            return False
-        import jax  # the padded segments are JAX's (awd_lstm.models._padded)
-
         return (
-            jax.default_backend() != "gpu"
+            backend.runs_padded_segments()
             and self._can_hoist(None)
             and self._standard()
             and self.cell.use_bias
@@ -501,7 +496,7 @@ class WeightDropLSTM(keras.layers.LSTM):
         h0, c0 = initial_state
         length = getattr(self, "_padded_length", None)
         if length is not None:
-            outputs, h, c = padded_recurrence()(
+            outputs, h, c = backend.padded_recurrence()(
                 ops.transpose(sequences, (1, 0, 2)),
                 ops.cast(cell.kernel, sequences.dtype),
                 ops.cast(cell.bias, sequences.dtype),
@@ -513,7 +508,6 @@ class WeightDropLSTM(keras.layers.LSTM):
             return (h, ops.transpose(outputs, (1, 0, 2)), [h, c]), "padded"
         if (
             self.use_cudnn == "auto"
-            and backend.name() == "torch"
             and self._standard(*backend.activation_modules())
             and not self.unroll
             and cell.use_bias
@@ -546,16 +540,16 @@ class WeightDropLSTM(keras.layers.LSTM):
                     go_backwards=self.go_backwards,
                     unroll=self.unroll,
                 )
-                if backend.name() == "tensorflow":
+                if backend.fused_lstm_blocks_jit():
                     self.supports_jit = False  # as keras.layers.LSTM: cuDNN is not XLA
                 return fused, "fused"
             except NotImplementedError:
                 pass
-        recurrence = recurrence_with_gradient() if training and self._standard() else None
+        recurrence = backend.recurrence_with_gradient() if training and self._standard() else None
         if recurrence is not None and not self.unroll:
             # Time-major (the inputs, narrower than their projection, are transposed),
-            # with the gradient of `_recurrence`: one `dU` product after the backward
-            # loop instead of one per step.
+            # with the hand-written gradient (`backend.recurrence_with_gradient`): one
+            # `dU` product after the backward loop instead of one per step.
             sequences = ops.transpose(sequences, (1, 0, 2))
             if self.go_backwards:
                 sequences = ops.flip(sequences, axis=0)

@@ -8,7 +8,6 @@ from awd_lstm import backend, distribute
 from awd_lstm._seeds import derived_seed
 from awd_lstm.layers import LockedDropout
 from awd_lstm.layers.adaptive_softmax import AdaptiveSoftmax, check_cutoffs
-from awd_lstm.models._padded import padded_cross_entropy, padded_steps
 from awd_lstm.models.encoder import AWDLSTMEncoder
 from awd_lstm.regularizers import activation_regularization, temporal_activation_regularization
 
@@ -146,10 +145,10 @@ class AWDLSTMLanguageModel(keras.Model):
             )
         # Replicas of the TensorFlow strategy the model is built under (tf.distribute):
         # each one trains `batch_size / replicas` of the streams.
-        self.replicas = distribute.tf_strategy_replicas()
+        self.replicas = backend.strategy_replicas()
         # The model's own TensorFlow step functions serve models built under a
         # strategy; on one device Keras' own step is as fast (benchmarks/RESULTS.md).
-        self.own_tf_steps = distribute.in_tf_strategy()
+        self.own_tf_steps = backend.in_strategy()
         if self.stateful:
             distribute.check_even_split(batch_size, self.replicas)
         # JAX: the time steps `train_on_batch` pads segments to (None: the first
@@ -285,7 +284,7 @@ class AWDLSTMLanguageModel(keras.Model):
         `segment_capacity` steps (grown to fit it)."""
         x, y = np.asarray(x), np.asarray(y)
         batch, steps = x.shape
-        capacity = padded_steps(max(steps, self.segment_capacity or 0))
+        capacity = backend.padded_steps(max(steps, self.segment_capacity or 0))
         self.segment_capacity = capacity
         ids = np.zeros((batch, capacity), x.dtype)
         targets = np.zeros((batch, capacity), y.dtype)
@@ -302,26 +301,26 @@ class AWDLSTMLanguageModel(keras.Model):
         )
 
     def _tf_step(self, kind, x, y, sample_weight, return_dict):
-        # TensorFlow: the model's own step functions (`distribute.StepFunctions`),
-        # which reduce scalar logs under every strategy and can trace the first
-        # `distribute.EXACT_SHAPES` segment lengths each on their own (by default none:
-        # one shape-generic trace serves every length). Under a strategy, replica `i`
-        # gets rows `i * b` to `(i + 1) * b` of the batch (`b = batch / replicas`), the
-        # streams whose states it keeps.
+        # TensorFlow: the model's own step functions (`StepFunctions` of
+        # `awd_lstm.backend.tensorflow`), which reduce scalar logs under every strategy
+        # and can trace the first `EXACT_SHAPES` segment lengths each on their own (by
+        # default none: one shape-generic trace serves every length). Under a
+        # strategy, replica `i` gets rows `i * b` to `(i + 1) * b` of the batch
+        # (`b = batch / replicas`), the streams whose states it keeps.
+        from awd_lstm.backend import tensorflow as tf_backend
+
         batch = np.shape(x[0] if isinstance(x, (tuple, list)) else x)[0]
         distribute.check_even_split(batch, self.replicas)
         data = (self._with_targets(x, y), y, sample_weight)
         shape = tuple(np.shape(a) for a in keras.tree.flatten(data) if a is not None)
         strategy = self.distribute_strategy
         if self.replicas > 1:
-            self._maybe_symbolic_build(
-                data_batch=distribute.first_replica_rows(data, self.replicas)
-            )
-            data = distribute.split_per_replica(strategy, data)
+            backend.symbolic_build(self, distribute.first_replica_rows(data, self.replicas))
+            data = tf_backend.split_per_replica(strategy, data)
         functions = self.__dict__.setdefault("_tf_step_functions", {})
         if kind not in functions:
             step = self.train_step if kind == "train" else self.test_step
-            functions[kind] = distribute.StepFunctions(strategy, step, bool(self.jit_compile))
+            functions[kind] = tf_backend.StepFunctions(strategy, step, bool(self.jit_compile))
         self.reset_metrics()
         logs = {k: float(v) for k, v in functions[kind](data, shape).items()}
         return logs if return_dict else backend.flatten_metrics(self, logs)
@@ -374,7 +373,7 @@ class AWDLSTMLanguageModel(keras.Model):
             ids, targets = inputs
         else:
             ids, targets = inputs, None
-        replica = distribute.tf_replica()[1]
+        replica = backend.replica()[1]
         initial = self._carried_states(ids, replica) if self.stateful else None
         padded = {} if length is None else {"length": length}
         hidden = self.encoder(ids, initial_states=initial, training=training, **padded)
@@ -429,7 +428,7 @@ class AWDLSTMLanguageModel(keras.Model):
         # The per-token losses scaled by `capacity / length` (zero on padded steps), so
         # that their mean over the padded array, what the compiled loss and metric
         # take, is the mean over the segment's tokens.
-        losses = padded_cross_entropy()(
+        losses = backend.padded_cross_entropy()(
             ops.transpose(dropped, (1, 0, 2)),
             table,
             ops.cast(self.decoder_bias, dropped.dtype),
