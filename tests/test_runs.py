@@ -261,3 +261,25 @@ def test_evaluate_from_python_is_the_commands(run, capsys):
     assert printed["loss"] == pytest.approx(pointed["loss"], rel=1e-6)
     with pytest.raises(RunError, match="cannot be combined"):
         opened.evaluate(cache_pointer=settings, dynamic_eval={"learning_rate": 1e-5})
+
+
+def test_a_training_run_is_made_whole_or_not_at_all(run, tmp_path):
+    from awd_lstm.data import CorpusError
+    from awd_lstm.runs import create_training_run
+
+    config = dataclasses.replace(Run.open(run).config, batch_size=10_000)
+    folder = tmp_path / "new"
+    # Too few tokens for 10,000 streams: refused before anything stays behind.
+    with pytest.raises(CorpusError, match="too few|streams"):
+        create_training_run(folder, config, synthetic_tokens=1000)
+    assert not folder.exists()
+    made, corpus, description = create_training_run(
+        folder, Run.open(run).config, synthetic_tokens=1000
+    )
+    assert made.synthetic_source() is not None and len(corpus.train) >= 1000
+    assert "built-in" in description and (folder / "corpus").is_dir()
+    made.check_resumable("train")
+    with pytest.raises(RunError, match="is a training run, not a fine-tuning one"):
+        made.check_resumable("finetune")
+    with pytest.raises(RunError, match="has finished; nothing to resume"):
+        Run.open(run).check_resumable("train")

@@ -629,3 +629,27 @@ def test_the_segment_rate_needs_the_segment_length(corpus):
     assert to_numpy(callback.model.optimizer.learning_rate) == pytest.approx(TINY.lr)
     with pytest.raises(ValueError, match="positive integer"):
         SegmentScaledLearningRate(0)
+
+
+def test_epoch_records_need_the_validation_loss(corpus):
+    from awd_lstm.callbacks import EpochRecords
+
+    records = EpochRecords()
+    records.set_model(build_model(TINY, len(corpus.vocab), batch_size=4))
+    records.on_epoch_begin(0)
+    with pytest.raises(ValueError, match=r"logs\['val_loss'\]"):
+        records.on_epoch_end(0, {"loss": 1.0})
+    logs = {"loss": 1.0, "val_loss": 2.0}  # as from fit(validation_data=...)
+    records.on_epoch_end(0, logs)
+    assert records.records[0]["val_ppl"] == pytest.approx(math.exp(2.0))
+    assert records.records[0]["tokens_per_sec"] is None and logs["train_ppl"] > 2
+
+
+def test_dynamic_evaluation_checks_its_settings():
+    from awd_lstm.dynamic_eval import DynamicEvaluation, check_dynamic_settings
+
+    check_dynamic_settings(0.0, 1.0)
+    with pytest.raises(ValueError, match=r"`decay` must be in \[0, 1\]; Received: decay=2"):
+        DynamicEvaluation([np.ones(2)], learning_rate=1e-4, decay=2)
+    with pytest.raises(ValueError, match="`learning_rate` must be a finite number >= 0"):
+        check_dynamic_settings(float("nan"), 0.1)

@@ -154,14 +154,23 @@ class EpochRecords(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         seconds = time.perf_counter() - self._started
-        tokens = logs.pop("tokens")
+        tokens = logs.pop("tokens", None)  # the recipe's loop gives it; `fit` does not
+        if "val_loss" not in logs:
+            raise ValueError(
+                "EpochRecords needs the epoch's validation loss, logs['val_loss'] (from an "
+                "AveragedValidation before it, or fit's validation_data)"
+            )
         record = {
             "epoch": epoch + 1,
             **recipe.loss_summary("train", logs["loss"], self.level),
-            **recipe.loss_summary("val", logs["val_loss"], self.level),
+            **(
+                recipe.loss_summary("val", logs["val_loss"], self.level)
+                if "val_loss" in logs
+                else {}
+            ),
             "lr": logs.get("lr", _current_rate(self.model)),
             "averaging": self._averaging,
-            "tokens_per_sec": tokens / seconds,
+            "tokens_per_sec": tokens / seconds if tokens is not None else None,
             "seconds": seconds,
         }
         self.records.append(record)

@@ -10,6 +10,7 @@ events and the learning-curve PNG follow each epoch; `final.json` ends the run.
 """
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -293,14 +294,9 @@ def _open_run(run_dir):
 
 
 def _check_writable(run_dir):
-    try:
-        os.makedirs(run_dir, exist_ok=True)
-        probe = os.path.join(run_dir, ".write-test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.unlink(probe)
-    except OSError as e:
-        raise UsageError(f"run folder {run_dir} is not writable: {e.strerror}") from None
+    from awd_lstm.runs import check_writable
+
+    check_writable(run_dir)
 
 
 def _max_seconds(minutes):
@@ -456,15 +452,7 @@ def command_train(args):
             f"run folder {run_dir} already holds a run; choose another --out "
             f"or continue it with --resume {run_dir}"
         )
-    created = not os.path.exists(run_dir)
-    _check_writable(run_dir)
-    try:
-        run, corpus, description = _create_run(args, run_dir, config, preset, level)
-    except BaseException:
-        # Nothing half-written: a folder this command created goes again.
-        if created:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+    run, corpus, description = _create_run(args, run_dir, config, preset, level)
     where = f"; {args.distribution.describe()}" if args.distribution else ""
     print(
         f"awd-lstm train: {description}; {len(corpus.vocab):,} {level} types; "
@@ -475,34 +463,17 @@ def command_train(args):
 
 
 def _create_run(args, run_dir, config, preset, level):
-    """Reads (or, built in, writes) the corpus and creates the run folder."""
-    import keras
+    from awd_lstm.runs import create_training_run
 
-    from awd_lstm.data import load_corpus
-    from awd_lstm.recipe import check_splits
-    from awd_lstm.runs import CORPUS, Run, write_builtin_corpus
-
-    keras.utils.set_random_seed(config.seed)
-    synthetic = None
-    if args.data is None:
-        tokens = args.synthetic_tokens if args.synthetic_tokens is not None else 200_000
-        corpus = write_builtin_corpus(os.path.join(run_dir, CORPUS), config.seed, tokens)
-        synthetic = {"tokens": tokens, "seed": config.seed}
-        description = f"built-in synthetic corpus ({os.path.join(run_dir, CORPUS)})"
-    else:
-        corpus = load_corpus(args.data, level=level)
-        description = args.data
-    check_splits(config, corpus)
-    run = Run.create(
+    return create_training_run(
         run_dir,
         config,
-        corpus.vocab,
         data=args.data,
+        level=level,
         preset=preset,
+        synthetic_tokens=args.synthetic_tokens,
         max_minutes=args.max_minutes,
-        synthetic=synthetic,
     )
-    return run, corpus, description
 
 
 def _resume_train(args):
@@ -518,10 +489,7 @@ def _resume_train(args):
         raise UsageError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
     run_dir = args.resume
     run = _open_run(run_dir)
-    if run.stage != "train":
-        raise UsageError(f"{run_dir} is a fine-tuning run; use awd-lstm finetune --resume")
-    if run.finished:
-        raise UsageError(f"the run in {run_dir} has finished; nothing to resume")
+    run.check_resumable("train")
     _check_distributed_batch(args, run.config)
     if _is_chief(args):
         _check_writable(run_dir)
@@ -551,7 +519,7 @@ def _train(args, run, corpus, max_seconds, resume, weights=None):
 
 def command_finetune(args):
     from awd_lstm.presets import config_fields
-    from awd_lstm.runs import CHECKPOINT, FINETUNE_FIELDS
+    from awd_lstm.runs import FINETUNE_FIELDS
 
     run_dir = args.out or os.path.join(args.run, "finetune")
     import keras
@@ -565,17 +533,11 @@ def command_finetune(args):
         if given or args.max_minutes is not None:
             raise UsageError("--resume continues a fine-tuning with its own settings")
         run = _open_run(run_dir)
-        if run.stage != "finetune":
-            raise UsageError(f"{run_dir} is not a fine-tuning; resume it with awd-lstm train")
-        if run.finished:
-            raise UsageError(f"the fine-tuning in {run_dir} has finished; nothing to resume")
+        run.check_resumable("finetune")
         keras.utils.set_random_seed(run.config.seed)
         corpus = run.corpus()
-        weights = None
-        if not os.path.exists(os.path.join(run_dir, CHECKPOINT)):
-            # It died before its first checkpoint: it starts again from the trained
-            # run's weights (where it was made from, or --run).
-            weights = _open_run(run.trained_from(args.run)).trained_weights("best")
+        # Before its first checkpoint it starts again from the trained run's weights.
+        weights = run.finetune_start_weights(args.run)
         _check_writable(run_dir)
     else:
         parent = _open_run(args.run)
@@ -589,14 +551,7 @@ def command_finetune(args):
         keras.utils.set_random_seed(config.seed)
         corpus = parent.corpus()
         weights = parent.trained_weights("best")
-        created = not os.path.exists(run_dir)
-        _check_writable(run_dir)
-        try:
-            run = parent.create_finetune(run_dir, config, max_minutes=args.max_minutes)
-        except BaseException:
-            if created:
-                shutil.rmtree(run_dir, ignore_errors=True)
-            raise
+        run = parent.create_finetune(run_dir, config, max_minutes=args.max_minutes)
     max_seconds = _max_seconds(run.info.get("max_minutes"))
     print(f"awd-lstm finetune: {args.run} -> {run_dir}", flush=True)
     return _train(args, run, corpus, max_seconds, resume=args.resume, weights=weights)
@@ -626,19 +581,15 @@ def _dynamic_settings(args):
             if value is not None:
                 raise UsageError(f"{flag} needs --dynamic-eval")
         return None
+    from awd_lstm.dynamic_eval import check_dynamic_settings
     from awd_lstm.presets import DYNAMIC_EVAL
 
     settings = dict(DYNAMIC_EVAL)
     for key in settings:
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    for key, value in settings.items():
-        if not (math.isfinite(value) and value >= 0):
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(f"{flag} must be a finite number >= 0; got {value}")
-    if settings["decay"] > 1:
-        # Each step moves the weights this fraction of the way back: past 1 overshoots.
-        raise UsageError(f"--decay must be in [0, 1]; got {settings['decay']}")
+    with _flags_named(learning_rate="--learning-rate", decay="--decay"):
+        check_dynamic_settings(**settings)
     return settings
 
 
@@ -657,15 +608,25 @@ def _cache_pointer(args, run):
         if given:
             raise UsageError(f"{given[0]} needs --cache-pointer")
         return None
+    from awd_lstm.pointer import check_pointer_settings
+
     settings = run.pointer_settings(window=args.window, theta=args.theta, lambdah=args.lambdah)
-    # The flags' names in the messages (CachePointer checks the same with its own).
-    if settings["window"] < 1:
-        raise UsageError(f"--window must be a positive integer; got {settings['window']}")
-    if not (math.isfinite(settings["theta"]) and settings["theta"] >= 0):
-        raise UsageError(f"--theta must be a finite number >= 0; got {settings['theta']}")
-    if not 0.0 <= settings["lambdah"] <= 1.0:
-        raise UsageError(f"--lambda must be in [0, 1]; got {settings['lambdah']}")
+    with _flags_named(window="--window", theta="--theta", lambdah="--lambda"):
+        check_pointer_settings(**settings)
     return settings
+
+
+@contextlib.contextmanager
+def _flags_named(**flags):
+    """Reports a library check's `ValueError` ("`name` must ...; Received: name=v")
+    as a usage error in the flags' names ("--flag must ...; got v")."""
+    try:
+        yield
+    except ValueError as e:
+        message = str(e)
+        for name, flag in flags.items():
+            message = message.replace(f"`{name}`", flag).replace(f"Received: {name}=", "got ")
+        raise UsageError(message) from None
 
 
 def command_data(args):

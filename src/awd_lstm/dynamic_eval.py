@@ -13,6 +13,8 @@ through each backend's compiled `train_on_batch`.
 """
 
 import dataclasses
+import math
+import numbers
 
 import keras
 import numpy as np
@@ -21,6 +23,22 @@ from keras import ops
 from awd_lstm.data import BPTTSchedule, batchify, segment
 from awd_lstm.presets import DYNAMIC_EVAL
 from awd_lstm.recipe import build_model, copy_weights, evaluation_loop
+
+
+def check_dynamic_settings(learning_rate, decay):
+    """Raises `ValueError` (one sentence naming the argument) unless `learning_rate`
+    is a finite number >= 0 and `decay` lies in [0, 1] (each step moves the weights
+    that fraction of the way back to the trained ones: past 1 overshoots)."""
+    for name, value in (("learning_rate", learning_rate), ("decay", decay)):
+        if not (
+            isinstance(value, numbers.Real)
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and value >= 0
+        ):
+            raise ValueError(f"`{name}` must be a finite number >= 0; Received: {name}={value!r}")
+    if decay > 1:
+        raise ValueError(f"`decay` must be in [0, 1]; Received: decay={decay!r}")
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -65,6 +83,7 @@ class DynamicEvaluation(keras.optimizers.Optimizer):
         epsilon=1e-3,
         name="dynamic_eval",
     ):
+        check_dynamic_settings(learning_rate, decay)
         super().__init__(learning_rate=learning_rate, name=name)
         self._rms_values = [np.asarray(r, dtype="float32") for r in rms]
         self.decay = float(decay)

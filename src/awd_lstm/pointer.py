@@ -25,6 +25,17 @@ POINTER_PRESETS = {
 }
 
 
+def check_pointer_settings(window, theta, lambdah):
+    """Raises `ValueError` (one sentence naming the argument) unless `window` is a
+    positive integer, `theta` a finite number >= 0 and `lambdah` in [0, 1]."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ValueError(f"`window` must be a positive integer; Received: window={window!r}")
+    if not (isinstance(theta, (int, float)) and math.isfinite(theta) and theta >= 0):
+        raise ValueError(f"`theta` must be a finite number >= 0; Received: theta={theta!r}")
+    if not (isinstance(lambdah, (int, float)) and 0.0 <= lambdah <= 1.0):
+        raise ValueError(f"`lambdah` must be in [0, 1]; Received: lambdah={lambdah!r}")
+
+
 class CachePointer:
     """A cache of recent hidden states per stream and the mixture it gives.
 
@@ -45,12 +56,7 @@ class CachePointer:
     """
 
     def __init__(self, window, theta, lambdah, num_streams=1):
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(f"`window` must be a positive integer; Received: window={window!r}")
-        if not (isinstance(theta, (int, float)) and math.isfinite(theta) and theta >= 0):
-            raise ValueError(f"`theta` must be a finite number >= 0; Received: theta={theta!r}")
-        if not (isinstance(lambdah, (int, float)) and 0.0 <= lambdah <= 1.0):
-            raise ValueError(f"`lambdah` must be in [0, 1]; Received: lambdah={lambdah!r}")
+        check_pointer_settings(window, theta, lambdah)
         self.window = window
         self.theta = float(theta)
         self.lambdah = float(lambdah)

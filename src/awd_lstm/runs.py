@@ -22,6 +22,7 @@ with `awd_lstm.training.train` opens with every command, and the other way round
 import dataclasses
 import json
 import os
+import shutil
 
 from awd_lstm._files import write_json_atomic
 from awd_lstm.config import TrainingConfig
@@ -234,6 +235,26 @@ class Run:
             return path
         return default
 
+    def check_resumable(self, stage):
+        """Raises `RunError` unless this is an unfinished run of `stage`
+        (`"train"` or `"finetune"`)."""
+        if self.stage != stage:
+            kind = {"train": "training", "finetune": "fine-tuning"}
+            raise RunError(
+                f"{self.path} is a {kind[self.stage]} run, not a {kind[stage]} one; resume "
+                f"it with awd-lstm {self.stage} --resume"
+            )
+        if self.finished:
+            raise RunError(f"the run in {self.path} has finished; nothing to resume")
+
+    def finetune_start_weights(self, trained_run=None):
+        """A fine-tuning's starting weights when it resumes: None once it has a
+        checkpoint (it continues from that), else the best weights of the trained
+        run it was made from (or of `trained_run`, where that folder is gone)."""
+        if os.path.exists(os.path.join(self.path, CHECKPOINT)):
+            return None
+        return Run.open(self.trained_from(trained_run)).trained_weights("best")
+
     def _resolve(self, absolute, relative):
         """A recorded path: relative to the run folder where it still exists there (a
         folder moved or copied with what it refers to), else as recorded."""
@@ -395,7 +416,8 @@ class Run:
             raise RunError(str(e)) from None
 
     def create_finetune(self, path, config, max_minutes=None):
-        """Creates the run folder of a fine-tuning of this run (see `finetune_config`)."""
+        """Creates the run folder of a fine-tuning of this run (see `finetune_config`);
+        a folder this call made is removed again if it fails."""
         data = self._corpus_location()
         synthetic = None
         if self.info.get("synthetic_tokens") is not None:
@@ -403,18 +425,25 @@ class Run:
                 "tokens": self.info["synthetic_tokens"],
                 "seed": self.info.get("synthetic_seed", self.config.seed),
             }
-        return Run.create(
-            path,
-            config,
-            self.vocabulary,
-            data=data,
-            stage="finetune",
-            preset=self.info.get("preset"),
-            max_minutes=max_minutes,
-            synthetic=synthetic,
-            finetuned_from=self.path,
-            backend=self.info.get("backend"),
-        )
+        created = not os.path.exists(path)
+        check_writable(path)
+        try:
+            return Run.create(
+                path,
+                config,
+                self.vocabulary,
+                data=data,
+                stage="finetune",
+                preset=self.info.get("preset"),
+                max_minutes=max_minutes,
+                synthetic=synthetic,
+                finetuned_from=self.path,
+                backend=self.info.get("backend"),
+            )
+        except BaseException:
+            if created:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
 
     def __repr__(self):
         return f"Run({self.path!r}, stage={self.stage!r}, finished={self.finished})"
@@ -433,6 +462,64 @@ def write_builtin_corpus(folder, seed, tokens=200_000):
     source = HiddenMarkovSource(**SYNTHETIC_SOURCE, seed=seed)
     source.write_corpus(folder, tokens, tokens // 10, tokens // 10, seed=seed)
     return load_corpus(folder, vocab=Vocabulary(source.words()))
+
+
+def check_writable(path):
+    """Makes the folder `path` if need be and raises `RunError` if no file can be
+    written there."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as e:
+        raise RunError(f"run folder {path} is not writable: {e.strerror}") from None
+
+
+def create_training_run(
+    path, config, data=None, level="word", preset=None, synthetic_tokens=None, max_minutes=None
+):
+    """Makes a training run in `path`: reads the corpus in `data` at `level` (or, with
+    `data=None`, writes the built-in corpus of `synthetic_tokens` training tokens,
+    200,000 by default, to `RUN/corpus`), checks its splits against the batch sizes,
+    then writes `vocab.json` and `config.json`. A folder this call made is removed
+    again if it fails. Returns `(run, corpus, description)`, the description naming
+    the corpus for a log line."""
+    import keras
+
+    from awd_lstm.data import load_corpus
+    from awd_lstm.recipe import check_splits
+
+    created = not os.path.exists(path)
+    check_writable(path)
+    try:
+        keras.utils.set_random_seed(config.seed)
+        synthetic = None
+        if data is None:
+            tokens = 200_000 if synthetic_tokens is None else synthetic_tokens
+            corpus = write_builtin_corpus(os.path.join(path, CORPUS), config.seed, tokens)
+            synthetic = {"tokens": tokens, "seed": config.seed}
+            description = f"built-in synthetic corpus ({os.path.join(path, CORPUS)})"
+        else:
+            corpus = load_corpus(data, level=level)
+            description = data
+        check_splits(config, corpus)
+        run = Run.create(
+            path,
+            config,
+            corpus.vocab,
+            data=data,
+            preset=preset,
+            max_minutes=max_minutes,
+            synthetic=synthetic,
+        )
+    except BaseException:
+        # Nothing half-written: a folder this call made goes again.
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    return run, corpus, description
 
 
 def saved_backend(path):
