@@ -405,3 +405,12 @@ def test_adaptive_softmax_run_trains_evaluates_and_scores(tmp_path, capsys):
     assert main(["score", "--run", str(out), str(tmp_path / "s.txt")]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert math.isfinite(float(line.split("\t")[0])) and float(line.split("\t")[0]) < 0
+
+
+def test_version_flag_prints_the_installed_version(capsys):
+    import importlib.metadata
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out.strip() == f"awd-lstm {importlib.metadata.version('awd-lstm')}"

@@ -53,3 +53,22 @@ def test_learning_curves_png(tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert [p.name for p in tmp_path.iterdir()] == ["curves.png"]
+
+
+def test_progress_in_a_file_is_plain_lines(capsys):
+    import io
+
+    from awd_lstm.progress import Progress
+
+    log = io.StringIO()  # not a terminal
+    progress = Progress(1000, "token", stream=log, stateful_metrics=["loss"])
+    for done in range(0, 1001, 50):
+        progress.update(done, [("loss", 4.25)])
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 10  # every 10%, the last at the end
+    assert lines[0].startswith(" 10% 100/1,000 tokens, loss 4.25, ")
+    assert lines[-1].startswith("100% 1,000/1,000 tokens")
+    assert "\r" not in log.getvalue() and "\x1b" not in log.getvalue()
+    quiet = io.StringIO()
+    Progress(10, enabled=False, stream=quiet).update(10)
+    assert quiet.getvalue() == "" and capsys.readouterr().out == ""

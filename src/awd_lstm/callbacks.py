@@ -207,7 +207,7 @@ class StopRules(keras.callbacks.Callback):
         elif self.model.stop_training:
             self.reason = "a callback stopped training"
         elif epoch + 1 >= self.epochs:
-            self.reason = f"{self.epochs} epochs done"
+            self.reason = f"{self.epochs} epoch{'s' if self.epochs != 1 else ''} done"
         elif self.max_seconds is not None and self.records.seconds + last > self.max_seconds:
             self.reason = f"another epoch would pass the time limit of {self.max_seconds:.0f} s"
         if self.reason is not None:

@@ -69,6 +69,9 @@ def build_parser():
         prog="awd-lstm",
         description="AWD-LSTM language models (Merity et al. 2017) on Keras 3.",
     )
+    from awd_lstm import __version__
+
+    parser.add_argument("--version", action="version", version=f"awd-lstm {__version__}")
     backend_help = "Keras backend (default: the run's, else KERAS_BACKEND, else tensorflow)"
     parser.add_argument("--backend", choices=BACKENDS, help=backend_help)
     commands = parser.add_subparsers(dest="command", required=True)

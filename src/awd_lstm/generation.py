@@ -7,10 +7,10 @@ Randomness comes from a NumPy generator seeded by the caller, never a global see
 import warnings
 
 import numpy as np
-from keras.utils import Progbar
 
 from awd_lstm.data import EOS, UNK, tokenize_line
 from awd_lstm.log_probs import target_log_probs
+from awd_lstm.progress import Progress
 
 
 def _encode_with_unk(vocab, tokens, what):
@@ -122,7 +122,7 @@ def score_sentences(model, vocab, sentences, batch_size=32, length_quantum=8, pr
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     rows = min(batch_size, len(order))  # every batch as tall: one compiled shape per width
     results = [None] * len(encoded)
-    bar = Progbar(len(order), verbose=1 if progress else 0, unit_name="sentence")
+    bar = Progress(len(order), "sentence", progress)
     for first in range(0, len(order), rows):
         chunk = order[first : first + rows]
         longest = max(len(encoded[i]) for i in chunk)

@@ -16,6 +16,7 @@ from awd_lstm.data import BPTTSchedule, CorpusError, batchify, max_segment_lengt
 from awd_lstm.log_probs import target_log_probs
 from awd_lstm.models import AWDLSTMLanguageModel
 from awd_lstm.optimizers import NTASGD, SGD, AdamL2
+from awd_lstm.progress import Progress
 
 
 def build_optimizer(config):
@@ -84,9 +85,7 @@ def evaluation_loop(ids, batch_size, bptt, segment_loss, progress=False):
     segments of `bptt` (the last may be shorter), `segment_loss(x, y)` returning the
     summed loss (nats) of one segment; the mean is weighted by segment length."""
     segments = EvaluationSegments(ids, batch_size, bptt)
-    bar = keras.utils.Progbar(
-        segments.tokens() * batch_size, verbose=1 if progress else 0, unit_name="token"
-    )
+    bar = Progress(segments.tokens() * batch_size, "token", progress)
     total, count = 0.0, 0
     for x, y in segments:
         total += segment_loss(x, y)

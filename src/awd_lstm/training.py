@@ -44,6 +44,7 @@ from awd_lstm.config import TrainingConfig, step_decay  # noqa: F401 (re-exporte
 from awd_lstm.data import BPTTSchedule, segment
 from awd_lstm.distribute import Distribution
 from awd_lstm.optimizers import NonMonotoneTrigger
+from awd_lstm.progress import Progress
 from awd_lstm.recipe import (  # noqa: F401
     build_model,
     build_optimizer,
@@ -377,11 +378,11 @@ def _train_epoch(model, train_data, config, epoch, stage, progress, hooks):
         seed=derived_seed(config.seed, stage, "segment_lengths", epoch),
         length_quantum=config.length_quantum,
     )
-    bar = keras.utils.Progbar(
+    bar = Progress(
         schedule.tokens() * config.batch_size,
-        verbose=1 if progress else 0,
+        "token",
+        progress,
         stateful_metrics=["loss", "tokens/s"],
-        unit_name="token",
     )
     loss_sum, tokens = 0.0, 0
     for step, (start, length) in enumerate(schedule):
