@@ -233,9 +233,13 @@ def test_a_diverging_run_stops_with_one_line(tmp_path, capsys):
     flags = [f for f in TINY_FLAGS]
     flags[flags.index("--epochs") + 1] = "1"
     out = tmp_path / "diverged"
-    assert main(["train", "--out", str(out), *flags, "--lr", "1e30", "--clip", "1e30"]) == 2
+    assert main(["train", "--out", str(out), *flags, "--lr", "1e30", "--clip", "1e30"]) == 1
     _one_line_error(capsys, r"training stopped: the loss became (nan|inf) at step \d+ of epoch 1")
     assert not (out / "best.weights.h5").exists() and not list(out.glob(".tmp-*"))
+    # A run that never completed an epoch starts again with --resume (its settings
+    # diverge again here: the same one line, status 1).
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 1
+    assert "awd-lstm train: resuming" in capsys.readouterr().out
 
 
 def test_character_level_preset_reports_bits_per_character(tmp_path, capsys):

@@ -666,17 +666,15 @@ def main(argv=None):
 
         try:
             return COMMANDS[args.command](args)
-        except (
-            CorpusError,
-            CheckpointError,
-            FloatingPointError,
-            DistributionError,
-            RunError,
-        ) as e:
+        except (CorpusError, CheckpointError, DistributionError, RunError) as e:
             raise UsageError(str(e)) from None
     except UsageError as e:
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except FloatingPointError as e:
+        # A run that diverged: a failure of the run, not of the command line.
+        print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         # The machine's fault, not the input's: a full disk, a folder that became
         # unwritable (the files being replaced are left as they were).
