@@ -82,9 +82,10 @@ def test_unknown_prompt_words_read_as_unk_with_a_warning(sampler):
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"temperature": 0.0}, "temperature must be > 0; got 0.0"),
-        ({"top_k": 0}, "top_k must be an integer >= 1; got 0"),
-        ({"num_tokens": -1}, "the number of tokens must be an integer >= 0; got -1"),
+        ({"temperature": 0.0}, "`temperature` must be > 0; Received: temperature=0.0"),
+        ({"top_k": 0}, "`top_k` must be at least 1; Received: top_k=0"),
+        ({"num_tokens": -1}, "`num_tokens` must be at least 0; Received: num_tokens=-1"),
+        ({"seed": -1}, r"`seed` must be an integer in \[0, 2\*\*32\)"),
     ],
 )
 def test_bad_generation_arguments(sampler, kwargs, message):

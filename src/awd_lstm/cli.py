@@ -321,29 +321,20 @@ def _report_warnings(command, caught):
 def command_generate(args):
     import warnings
 
-    if not args.temperature > 0:
-        raise UsageError(f"--temperature must be > 0; got {args.temperature}")
-    if args.top_k is not None and args.top_k < 1:
-        raise UsageError(f"--top-k must be at least 1; got {args.top_k}")
-    if args.tokens < 0:
-        raise UsageError(f"--tokens must be at least 0; got {args.tokens}")
-    if not 0 <= args.seed < 2**32:
-        raise UsageError(f"--seed must be an integer in [0, 2**32); got {args.seed}")
+    from awd_lstm.generation import check_generation_settings, generate
+
+    settings = dict(
+        num_tokens=args.tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed
+    )
+    flags = dict(num_tokens="--tokens", temperature="--temperature", top_k="--top-k")
+    with _flags_named(**flags, seed="--seed"):
+        check_generation_settings(**settings)  # before the model is loaded
     run = _open_run(args.run)
     vocab, model = run.vocabulary, run.load_model(batch_size=1)
-    from awd_lstm.generation import generate
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        text, _ = generate(
-            model,
-            vocab,
-            args.prompt,
-            num_tokens=args.tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            seed=args.seed,
-        )
+        text, _ = generate(model, vocab, args.prompt, **settings)
     _report_warnings("generate", caught)
     if args.prompt.strip():
         separator = "" if vocab.level == "char" else " "

@@ -49,6 +49,24 @@ def _detokenize(tokens, level):
     return "\n".join(" ".join(words) for words in lines)
 
 
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_generation_settings(num_tokens=100, temperature=1.0, top_k=None, seed=None):
+    """Raises `ValueError` (one sentence naming the argument) unless `num_tokens` is an
+    integer >= 0, `temperature` a number > 0, `top_k` None or an integer >= 1 and
+    `seed` None or an integer in [0, 2**32)."""
+    if not _is_int(num_tokens) or num_tokens < 0:
+        raise ValueError(f"`num_tokens` must be at least 0; Received: num_tokens={num_tokens!r}")
+    if not (isinstance(temperature, (int, float)) and temperature > 0):
+        raise ValueError(f"`temperature` must be > 0; Received: temperature={temperature!r}")
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):
+        raise ValueError(f"`top_k` must be at least 1; Received: top_k={top_k!r}")
+    if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**32):
+        raise ValueError(f"`seed` must be an integer in [0, 2**32); Received: seed={seed!r}")
+
+
 def generate(model, vocab, prompt="", num_tokens=100, temperature=1.0, top_k=None, seed=None):
     """Samples a continuation of `prompt` from a stateful language model of batch 1.
 
@@ -71,12 +89,7 @@ def generate(model, vocab, prompt="", num_tokens=100, temperature=1.0, top_k=Non
         `(text, tokens)`: the continuation as text (`<eos>` ends a line, never
         printed as a word) and the drawn tokens.
     """
-    if not (isinstance(temperature, (int, float)) and temperature > 0):
-        raise ValueError(f"temperature must be > 0; got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k must be an integer >= 1; got {top_k!r}")
-    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 0:
-        raise ValueError(f"the number of tokens must be an integer >= 0; got {num_tokens!r}")
+    check_generation_settings(num_tokens, temperature, top_k, seed)
     if not model.stateful or model.batch_size != 1:
         raise ValueError("generate() needs a stateful model of batch_size=1")
     # A prompt starts a sentence: the line before it ended with <eos>.
