@@ -603,6 +603,10 @@ def test_checkpoint_states_are_keyed_by_where_they_sit(corpus, tmp_path):
     for variable in keys.values():
         variable.assign(keras.ops.convert_to_numpy(variable) + 7)
     save_checkpoint(model, {"epoch": 1}, tmp_path / "c.weights.h5")
+    import h5py
+
+    with h5py.File(tmp_path / "c.weights.h5", "r") as f:
+        assert set(f["awd_lstm_resume/variables"]) == set(keys)  # not "0", "1", ...
     # Another model, after other variables were made: Keras numbers its variables
     # (seed_generator_12/...) otherwise, the keys are the same.
     keras.random.SeedGenerator(0)
