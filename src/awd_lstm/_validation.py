@@ -41,6 +41,13 @@ def check_choice(name, value, choices):
     return value
 
 
+def check_positive_int(name, value):
+    """Returns `value` as an int after checking that it is an integer >= 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer; Received: {name}={value!r}")
+    return int(value)
+
+
 def check_non_negative(name, value):
     """Returns `value` as a float after checking that it is finite and >= 0."""
     if (

@@ -33,6 +33,7 @@ import keras
 
 from awd_lstm import checkpoints, recipe
 from awd_lstm._files import write_text_atomic
+from awd_lstm._validation import check_positive_int
 from awd_lstm.run_logs import plot_learning_curves, write_tensorboard
 from awd_lstm.runs import CURVES, METRICS
 
@@ -54,9 +55,7 @@ class SegmentScaledLearningRate(keras.callbacks.Callback):
 
     def __init__(self, bptt):
         super().__init__()
-        if isinstance(bptt, bool) or not isinstance(bptt, int) or bptt < 1:
-            raise ValueError(f"`bptt` must be a positive integer; Received: bptt={bptt!r}")
-        self.bptt = bptt
+        self.bptt = check_positive_int("bptt", bptt)
         self.base_lr = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -168,7 +167,7 @@ class EpochRecords(keras.callbacks.Callback):
                 if "val_loss" in logs
                 else {}
             ),
-            "lr": logs.get("lr", _current_rate(self.model)),
+            "lr": logs["lr"] if "lr" in logs else _current_rate(self.model),
             "averaging": self._averaging,
             "tokens_per_sec": tokens / seconds if tokens is not None else None,
             "seconds": seconds,
@@ -311,7 +310,7 @@ class RunLogs(keras.callbacks.Callback):
 
     def write(self):
         records = self.records.records
-        text = "".join(_json_line(record) for record in records)
+        text = "".join(json.dumps(record) + "\n" for record in records)
         write_text_atomic(os.path.join(self.folder, METRICS), text)
         if records:
             write_tensorboard(
@@ -329,10 +328,6 @@ class RunLogs(keras.callbacks.Callback):
         if "val_bpc" in record:
             line += f" ({record['val_bpc']:.3f} bpc)"
         self.log(f"{line}, {record['tokens_per_sec']:,.0f} tokens/s")
-
-
-def _json_line(record):
-    return json.dumps(record) + "\n"
 
 
 class StopOnNaN(keras.callbacks.Callback):

@@ -125,9 +125,9 @@ def load_checkpoint(model, path):
                 # Checkpoints of earlier versions keyed the states by position.
                 for i, variable in enumerate(model.non_trainable_variables):
                     variable.assign(group[str(i)][()])
+    except CheckpointError:
+        raise
     except (OSError, KeyError, ValueError) as e:
-        if isinstance(e, CheckpointError):
-            raise
         raise CheckpointError(f"{path} is not a resumable checkpoint: {e}") from None
     if model.cutoffs and "tail_capacity" in state:
         model.tail_capacity = state.pop("tail_capacity")

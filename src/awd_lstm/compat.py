@@ -26,17 +26,11 @@ import keras
 from keras import ops
 
 from awd_lstm import layers
-from awd_lstm._validation import check_keep_prob
+from awd_lstm._validation import check_keep_prob, check_positive_int
 from awd_lstm.layers.weight_drop import draw_weight_mask, training_flag
 
 LSTMStateTuple = collections.namedtuple("LSTMStateTuple", ["c", "h"])
 LSTMStateTuple.__doc__ = "The TF1 LSTM state: `c` (the cell) first, then `h` (the output)."
-
-
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"`{name}` must be a positive integer; Received: {name}={value!r}")
-    return int(value)
 
 
 def _check_clip(name, value):
@@ -151,7 +145,7 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
         seed=None,
         **kwargs,
     ):
-        num_units = _check_positive_int("num_units", num_units)
+        num_units = check_positive_int("num_units", num_units)
         keep = check_keep_prob("weight_drop_kr", weight_drop_kr)
         if use_vd and input_size is None:
             raise ValueError(
@@ -159,9 +153,9 @@ class WeightDropLSTMCell(layers.WeightDropLSTMCell):
                 "on it); Received: input_size=None"
             )
         if input_size is not None:
-            input_size = _check_positive_int("input_size", input_size)
+            input_size = check_positive_int("input_size", input_size)
         if num_proj is not None:
-            num_proj = _check_positive_int("num_proj", num_proj)
+            num_proj = check_positive_int("num_proj", num_proj)
         cell_clip = _check_clip("cell_clip", cell_clip)
         proj_clip = _check_clip("proj_clip", proj_clip)
         if proj_clip is not None and num_proj is None:
@@ -536,7 +530,7 @@ class VariationalDropout(keras.layers.Layer):
     def __init__(self, input_shape, keep_prob, dtype=None, seed=None, **kwargs):
         keep = check_keep_prob("keep_prob", keep_prob)
         try:
-            shape = [_check_positive_int("input_shape", int(d)) for d in input_shape]
+            shape = [check_positive_int("input_shape", int(d)) for d in input_shape]
         except (TypeError, ValueError):
             raise ValueError(
                 "`input_shape` must be a list of positive integers; "

@@ -14,6 +14,7 @@ import keras
 from keras import ops
 
 from awd_lstm import backend
+from awd_lstm._validation import check_positive_int
 from awd_lstm.config import step_decay  # noqa: F401 (the recipe's `when`, re-exported)
 
 _SumOverReplicasFirst = backend.SumOverReplicasFirst
@@ -155,10 +156,8 @@ class NonMonotoneTrigger(keras.callbacks.Callback):
 
     def __init__(self, monitor="val_loss", nonmono=5, stop_on_trigger=False, log=None):
         super().__init__()
-        if isinstance(nonmono, bool) or not isinstance(nonmono, int) or nonmono < 1:
-            raise ValueError(f"`nonmono` must be a positive integer; Received: nonmono={nonmono!r}")
         self.monitor = monitor
-        self.nonmono = nonmono
+        self.nonmono = check_positive_int("nonmono", nonmono)
         self.stop_on_trigger = stop_on_trigger
         self.log = log
         self.history = []

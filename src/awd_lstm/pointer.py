@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from awd_lstm._validation import check_positive_int
 from awd_lstm.log_probs import target_log_probs
 from awd_lstm.recipe import evaluation_loop
 
@@ -28,8 +29,7 @@ POINTER_PRESETS = {
 def check_pointer_settings(window, theta, lambdah):
     """Raises `ValueError` (one sentence naming the argument) unless `window` is a
     positive integer, `theta` a finite number >= 0 and `lambdah` in [0, 1]."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"`window` must be a positive integer; Received: window={window!r}")
+    check_positive_int("window", window)
     if not (isinstance(theta, (int, float)) and math.isfinite(theta) and theta >= 0):
         raise ValueError(f"`theta` must be a finite number >= 0; Received: theta={theta!r}")
     if not (isinstance(lambdah, (int, float)) and 0.0 <= lambdah <= 1.0):

@@ -19,6 +19,7 @@ with `awd_lstm.training.train` opens with every command, and the other way round
     model = run.load_model(batch_size=1)          # stateful, the best weights
 """
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -425,9 +426,7 @@ class Run:
                 "tokens": self.info["synthetic_tokens"],
                 "seed": self.info.get("synthetic_seed", self.config.seed),
             }
-        created = not os.path.exists(path)
-        check_writable(path)
-        try:
+        with _whole_or_removed(path):
             return Run.create(
                 path,
                 config,
@@ -440,10 +439,6 @@ class Run:
                 finetuned_from=self.path,
                 backend=self.info.get("backend"),
             )
-        except BaseException:
-            if created:
-                shutil.rmtree(path, ignore_errors=True)
-            raise
 
     def __repr__(self):
         return f"Run({self.path!r}, stage={self.stage!r}, finished={self.finished})"
@@ -477,6 +472,20 @@ def check_writable(path):
         raise RunError(f"run folder {path} is not writable: {e.strerror}") from None
 
 
+@contextlib.contextmanager
+def _whole_or_removed(path):
+    """Makes the folder `path` (checked writable); if the block fails, a folder this
+    made is removed again: nothing half-written stays behind."""
+    created = not os.path.exists(path)
+    check_writable(path)
+    try:
+        yield
+    except BaseException:
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+
+
 def create_training_run(
     path, config, data=None, level="word", preset=None, synthetic_tokens=None, max_minutes=None
 ):
@@ -491,9 +500,7 @@ def create_training_run(
     from awd_lstm.data import load_corpus
     from awd_lstm.recipe import check_splits
 
-    created = not os.path.exists(path)
-    check_writable(path)
-    try:
+    with _whole_or_removed(path):
         keras.utils.set_random_seed(config.seed)
         synthetic = None
         if data is None:
@@ -514,11 +521,6 @@ def create_training_run(
             max_minutes=max_minutes,
             synthetic=synthetic,
         )
-    except BaseException:
-        # Nothing half-written: a folder this call made goes again.
-        if created:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
     return run, corpus, description
 
 

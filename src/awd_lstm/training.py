@@ -24,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+import types
 
 import keras
 import numpy as np
@@ -311,13 +312,6 @@ def _run(
         return evaluator, parts.records.records
 
 
-class _RecipeParts:
-    """The recipe's callbacks of one run (see `awd_lstm.callbacks` for the order)."""
-
-    def __init__(self, **parts):
-        self.__dict__.update(parts)
-
-
 def _recipe_parts(config, corpus, evaluator, stage, out_dir, run_dir, log, max_seconds):
     level = corpus.vocab.level
     validation = recipe_callbacks.AveragedValidation(
@@ -328,7 +322,8 @@ def _recipe_parts(config, corpus, evaluator, stage, out_dir, run_dir, log, max_s
     )
     records = recipe_callbacks.EpochRecords(level)
     title = f"{stage}: {os.path.basename(os.path.abspath(run_dir))}"
-    return _RecipeParts(
+    # The recipe's callbacks of one run (see `awd_lstm.callbacks` for the order).
+    return types.SimpleNamespace(
         # The recipe's learning-rate drop (`when`) is a schedule like any user's, and
         # runs first: a user's schedule sees (and may change) the recipe's rate.
         before=[
