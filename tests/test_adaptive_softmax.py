@@ -200,7 +200,7 @@ def test_language_model_outputs_log_probs_or_token_losses(rng, tie_weights):
     targets = rng.integers(0, VOCAB, size=(2, 9)).astype("int32")
     log_p = to_numpy(model(ids))
     np.testing.assert_allclose(np.exp(log_p.astype(np.float64)).sum(-1), 1.0, atol=1e-5)
-    losses = to_numpy(model((ids, targets)))
+    losses = to_numpy(model.score(ids, targets))
     expected = -np.take_along_axis(log_p, targets[..., None], -1)[..., 0]
     np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-5)
     # Same from its config (cut-offs and budgets included).
@@ -216,7 +216,7 @@ def test_full_softmax_model_also_returns_token_losses(rng):
     ids = rng.integers(0, VOCAB, size=(2, 5)).astype("int32")
     logits = to_numpy(model(ids)).astype(np.float64)
     log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
-    losses = to_numpy(model((ids, ids)))
+    losses = to_numpy(model.score(ids, ids))
     np.testing.assert_allclose(
         losses, -np.take_along_axis(log_p, ids[..., None], -1)[..., 0], atol=1e-5
     )

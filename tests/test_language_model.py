@@ -80,18 +80,36 @@ def test_evaluation_loss_equals_hand_computation(rng):
 
 
 def test_per_token_losses_equal_hand_computation(rng):
-    """Called with `(ids, targets)` the model returns each token's cross-entropy (the
-    loss training minimizes): `-log softmax(logits)[target]` of the NumPy forward."""
+    """`score(ids, targets)` is each token's cross-entropy (the loss training
+    minimizes): `-log softmax(logits)[target]` of the NumPy forward; compiled
+    (`score_on_batch`) it is the same."""
     model = _tiny(**NO_DROPOUT, alpha=0.0, beta=0.0)
     ids = rng.integers(0, VOCAB, (3, 7))
     targets = rng.integers(0, VOCAB, (3, 7))
-    losses = to_numpy(model((ids, targets), training=False))
+    losses = to_numpy(model.score(ids, targets))
     logits, _ = _numpy_forward(model, ids)
     assert losses.shape == (3, 7)
+    np.testing.assert_allclose(model.score_on_batch(ids, targets), losses, atol=1e-5)
     for row in range(3):
         for step in range(7):
             want = _cross_entropy(logits[row, step], targets[row, step])
             assert losses[row, step] == pytest.approx(want, abs=1e-5)
+
+
+def test_one_input_form_and_keras_steps_on_per_token_losses(rng):
+    """`call` takes the ids alone (a tuple is refused, naming `score`); compiled with
+    `compile_defaults`, Keras' own `evaluate` on `(ids, targets)` gives the mean of
+    `score`, through the model's steps."""
+    model = _tiny(**NO_DROPOUT, alpha=0.0, beta=0.0)
+    ids = rng.integers(0, VOCAB, (4, 5))
+    targets = rng.integers(0, VOCAB, (4, 5))
+    with pytest.raises(TypeError, match=r"score\(ids, targets\)"):
+        model((ids, targets))
+    want = float(np.mean(to_numpy(model.score(ids, targets))))
+    model.compile(optimizer="sgd", **model.compile_defaults())
+    got = model.evaluate(ids, targets, batch_size=4, verbose=0, return_dict=True)
+    assert got["ce"] == pytest.approx(want, rel=1e-5)
+    assert got["loss"] == pytest.approx(want, rel=1e-5)
 
 
 def test_stateful_model_carries_state_without_gradient(rng):
@@ -145,8 +163,12 @@ def test_stateful_model_rejects_other_batch_sizes(rng):
 def test_ar_and_tar_enter_the_losses_in_training(rng):
     model = _tiny(**NO_DROPOUT, alpha=2.0, beta=1.0)
     ids = rng.integers(0, VOCAB, (2, 6))
-    hidden = model(ids, training=True, return_hidden=True)
-    h = to_numpy(hidden["raw_outputs"][-1]).astype(np.float64)
+    model(ids, training=True)
+    ar, tar = (float(to_numpy(loss)) for loss in model.losses)
+    h = to_numpy(model.hidden_states(ids, training=True)["raw_outputs"][-1]).astype(np.float64)
+    assert ar == pytest.approx(2.0 * np.mean(h**2), rel=1e-5)
+    assert tar == pytest.approx(np.mean((h[:, 1:] - h[:, :-1]) ** 2), rel=1e-5)
+    model.score(ids, ids, training=True)
     ar, tar = (float(to_numpy(loss)) for loss in model.losses)
     assert ar == pytest.approx(2.0 * np.mean(h**2), rel=1e-5)
     assert tar == pytest.approx(np.mean((h[:, 1:] - h[:, :-1]) ** 2), rel=1e-5)
@@ -157,7 +179,7 @@ def test_ar_and_tar_enter_the_losses_in_training(rng):
 def test_hidden_outputs_of_every_layer(rng):
     model = _tiny(hidden_dropout=0.5, output_dropout=0.5)
     ids = rng.integers(0, VOCAB, (2, 6))
-    hidden = model(ids, training=True, return_hidden=True)
+    hidden = model.hidden_states(ids, training=True)
     assert [tuple(o.shape) for o in hidden["raw_outputs"]] == [(2, 6, 10), (2, 6, 10), (2, 6, 6)]
     for raw, dropped in zip(hidden["raw_outputs"], hidden["dropped_outputs"]):
         raw, dropped = to_numpy(raw), to_numpy(dropped)
@@ -213,7 +235,7 @@ def test_tensorflow_steps_equal_keras_own_and_bound_the_traces(rng, monkeypatch)
         x = rng.integers(0, 30, size=(3, length)).astype("int32")
         y = rng.integers(0, 30, size=(3, length)).astype("int32")
         a = ours.train_on_batch(x, y, return_dict=True)
-        b = keras.Model.train_on_batch(theirs, (x, y), y, return_dict=True)
+        b = keras.Model.train_on_batch(theirs, x, y, return_dict=True)
         assert a["ce"] == pytest.approx(b["ce"], rel=1e-5)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     for u, v in zip(ours.trainable_variables, theirs.trainable_variables):
@@ -266,7 +288,7 @@ def test_jax_padded_segments_equal_keras_own_steps_and_compile_once(rng):
         before = len(compilations)
         a = ours.train_on_batch(x, y, return_dict=True)
         counts.append(len(compilations) - before)
-        b = keras.Model.train_on_batch(theirs, (x, y), y, return_dict=True)
+        b = keras.Model.train_on_batch(theirs, x, y, return_dict=True)
         assert a["ce"] == pytest.approx(b["ce"], rel=1e-5)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
         assert ours.encoder.lstms[0].last_call_implementation == "padded"

@@ -110,7 +110,7 @@ def test_predict_hidden_returns_the_raw_last_layer_states(rng):
     ids = rng.integers(0, 20, (2, 5))
     out = model.predict_hidden_on_batch(ids)
     model.reset_state()
-    eager = model(ids, return_hidden=True)
+    eager = model.hidden_states(ids)
     np.testing.assert_allclose(out["hidden"], to_numpy(eager["raw_outputs"][-1]), atol=1e-5)
     np.testing.assert_allclose(out["logits"], to_numpy(eager["logits"]), atol=1e-5)
     model.reset_state()

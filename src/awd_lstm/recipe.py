@@ -107,8 +107,7 @@ def evaluate(model, ids, bptt, progress=False):
         model.reserve_tail_capacity(y for _, y in EvaluationSegments(ids, model.batch_size, bptt))
 
         def segment_loss(x, y):
-            losses = model.predict_on_batch((x, y))
-            return float(np.asarray(losses, dtype=np.float64).sum())
+            return float(model.score_on_batch(x, y).astype(np.float64).sum())
 
     else:
 

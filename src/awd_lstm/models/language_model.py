@@ -22,15 +22,16 @@ class AWDLSTMLanguageModel(keras.Model):
     `fit` or `train_on_batch`. In training, AR (`alpha`, on the dropped output of the
     last layer) and TAR (`beta`, on its raw output) are added through `add_loss`.
 
-    Called on `(ids, targets)` it returns the negative log-likelihood of each target
-    `(batch, time)` instead, without forming the full distribution when `cutoffs` is
-    set. That is how a model with an adaptive softmax trains: compile it with
-    `**model.compile_defaults()` and give it `x=(ids, targets), y=targets`
-    (`train_on_batch` and `test_on_batch` of a model so compiled pair `x` with `y`,
-    and reserve the adaptive softmax's row budgets, themselves; with `fit`, call
-    `model.reserve_tail_capacity(targets)` on the training targets first). The full
-    softmax trains that way too (the cross-entropy is then computed once for the
-    loss and the metric), or with a sparse cross-entropy loss on the logits.
+    It takes one input form, the ids: `score(ids, targets)` gives each target's
+    negative log-likelihood `(batch, time)` instead, without forming the full
+    distribution when `cutoffs` is set, and `hidden_states(ids)` every layer's
+    outputs and final states. Compiled with `**model.compile_defaults()`, `fit`,
+    `train_on_batch` and `test_on_batch` on `x=ids, y=targets` train and evaluate on
+    those per-token losses: that is how a model with an adaptive softmax trains
+    (`train_on_batch` and `test_on_batch` reserve its row budgets themselves; before
+    `fit`, call `model.reserve_tail_capacity(targets)` on the training targets), and
+    the full softmax trains that way too (the cross-entropy computed once for the loss
+    and the metric), or with a sparse cross-entropy loss on the logits.
 
     On JAX (CPU), `train_on_batch` of a model so compiled (full softmax) pads every
     segment along time to `segment_capacity` steps and trains on the padded segment
@@ -189,9 +190,7 @@ class AWDLSTMLanguageModel(keras.Model):
 
     def build(self, input_shape):
         if isinstance(input_shape, dict):
-            input_shape = input_shape["ids"]
-        elif input_shape and isinstance(input_shape[0], (tuple, list)):
-            input_shape = input_shape[0]  # (ids, targets)
+            input_shape = input_shape["ids"]  # the steps' `{"ids", "targets"}`
         self.encoder.build(input_shape)
         if self.decoder is not None:
             self.decoder.build((*input_shape, self.encoder.output_size))
@@ -230,41 +229,35 @@ class AWDLSTMLanguageModel(keras.Model):
         self.__dict__.pop("_tf_step_functions", None)
 
     def compile_defaults(self):
-        """`loss` and `metrics` for `compile`: the mean of the per-token losses the
-        model returns for `(ids, targets)` (computed once, for the loss and for the
-        metric `ce`, the cross-entropy without AR/TAR); given logits instead (the
-        model called on `ids` alone), they take the sparse cross-entropy of those."""
+        """`loss` and `metrics` for `compile`: the mean of the per-token losses of
+        the targets (`score`, computed once, for the loss and for the metric `ce`, the
+        cross-entropy without AR/TAR); given logits instead, they take the sparse
+        cross-entropy of those."""
         return {
             "loss": TokenLoss(),
             "metrics": [keras.metrics.MeanMetricWrapper(token_losses, name="ce")],
         }
 
-    def _with_targets(self, x, y):
-        # Only a model compiled for per-token losses (`compile_defaults`) wants them;
-        # one compiled with a loss on logits keeps its plain inputs.
-        if (
-            y is None
-            or isinstance(x, (tuple, list, dict))
-            or not isinstance(getattr(self, "loss", None), TokenLoss)
-        ):
-            return x
-        self.reserve_tail_capacity(np.asarray(y))
-        return (x, y)
+    def _reserve(self, x, y):
+        # The adaptive softmax's row budgets are static shapes of the compiled steps:
+        # grown here, from the NumPy targets, before the step runs.
+        if y is not None and not isinstance(x, dict):
+            self.reserve_tail_capacity(np.asarray(y))
 
     def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, return_dict=False):
+        self._reserve(x, y)
         if self._own_tf_steps() and class_weight is None:
             return self._tf_step("train", x, y, sample_weight, return_dict)
         if sample_weight is None and class_weight is None and self._pads_segments(x, y):
             padded, targets = self._padded_segment(x, y)
             return super().train_on_batch(padded, targets, return_dict=return_dict)
-        return super().train_on_batch(
-            self._with_targets(x, y), y, sample_weight, class_weight, return_dict
-        )
+        return super().train_on_batch(x, y, sample_weight, class_weight, return_dict)
 
     def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        self._reserve(x, y)
         if self._own_tf_steps():
             return self._tf_step("test", x, y, sample_weight, return_dict)
-        return super().test_on_batch(self._with_targets(x, y), y, sample_weight, return_dict)
+        return super().test_on_batch(x, y, sample_weight, return_dict)
 
     def _pads_segments(self, x, y):
         # JAX without cuDNN, a model compiled for per-token losses (full softmax),
@@ -311,7 +304,7 @@ class AWDLSTMLanguageModel(keras.Model):
 
         batch = np.shape(x[0] if isinstance(x, (tuple, list)) else x)[0]
         distribute.check_even_split(batch, self.replicas)
-        data = (self._with_targets(x, y), y, sample_weight)
+        data = (x, y, sample_weight)
         shape = tuple(np.shape(a) for a in keras.tree.flatten(data) if a is not None)
         strategy = self.distribute_strategy
         if self.replicas > 1:
@@ -363,60 +356,106 @@ class AWDLSTMLanguageModel(keras.Model):
                     )
                 variable.assign(value)
 
-    def call(self, inputs, training=False, return_hidden=False):
-        length = None
-        if isinstance(inputs, dict):
-            ids, targets = inputs["ids"], inputs.get("targets")
-            if inputs.get("length") is not None:
-                length = self._padded_length(inputs["length"], targets)
-        elif isinstance(inputs, (tuple, list)):
-            ids, targets = inputs
-        else:
-            ids, targets = inputs, None
+    def call(self, ids, training=False):
+        """Next-token logits `(batch, time, vocab_size)` of integer `ids`
+        `(batch, time)` (log-probabilities with `cutoffs`).
+
+        The model's train, test and scoring steps hand `call` a dict instead,
+        `{"ids", "targets"}` (with `"length"` on JAX's padded segments), and get each
+        target's negative log-likelihood `(batch, time)`: `score` is the public way in.
+        """
+        if isinstance(ids, dict):
+            return self._step_losses(ids, training)
+        if isinstance(ids, (tuple, list)):
+            raise TypeError(
+                "the language model is called on token ids alone; for the losses of "
+                "targets use `score(ids, targets)`; Received: a "
+                f"{type(ids).__name__} of {len(ids)}"
+            )
+        hidden, dropped = self._encode(ids, training)
+        self._regularize(hidden["raw_outputs"][-1], dropped, training)
+        return self._logits(dropped)
+
+    def score(self, ids, targets, training=False):
+        """Each target's negative log-likelihood `(batch, time)` given `ids`
+        (`-log p(targets[b, t] | ids[b, :t + 1])`, nats), without forming the full
+        distribution when `cutoffs` is set. In training AR/TAR are added through
+        `add_loss`, as with `call`. `score_on_batch` runs it compiled."""
+        return self({"ids": ids, "targets": targets}, training=training)
+
+    def hidden_states(self, ids, training=False):
+        """Everything the forward pass makes, as a dict: `logits` (as `call`),
+        `raw_outputs` (every LSTM layer's output), `dropped_outputs` (each after its
+        locked dropout, the last one what the decoder reads) and `states` (each
+        layer's final `[h, c]`). A stateful model carries its state as with `call`.
+        Adds no losses: AR/TAR of these outputs are
+        `awd_lstm.regularizers.activation_regularization(dropped_outputs[-1])` and
+        `temporal_activation_regularization(raw_outputs[-1])`."""
+        ids = ops.convert_to_tensor(ids)
+        if not self.built:
+            self.build(tuple(ids.shape))
+        hidden, dropped = self._encode(ids, training)
+        return {
+            "logits": self._logits(dropped),
+            "raw_outputs": hidden["raw_outputs"],
+            "dropped_outputs": hidden["dropped_outputs"][:-1] + [dropped],
+            "states": hidden["states"],
+        }
+
+    def _encode(self, ids, training, length=None):
         replica = backend.replica()[1]
         initial = self._carried_states(ids, replica) if self.stateful else None
         padded = {} if length is None else {"length": length}
         hidden = self.encoder(ids, initial_states=initial, training=training, **padded)
         if self.stateful:
             self._carry(hidden["states"], replica)
-        raw = hidden["raw_outputs"][-1]
-        dropped = self.output_locked_dropout(raw, training=training)
+        dropped = self.output_locked_dropout(hidden["raw_outputs"][-1], training=training)
+        return hidden, dropped
+
+    def _regularize(self, raw, dropped, training, length=None):
         if training and self.alpha > 0:
             self.add_loss(activation_regularization(dropped, self.alpha, length=length))
         if training and self.beta > 0:
             self.add_loss(temporal_activation_regularization(raw, self.beta, length=length))
-        if self.decoder is None:
-            table = ops.cast(self.encoder.embedding.embeddings, dropped.dtype)
-        else:
-            table = ops.transpose(ops.cast(self.decoder.kernel, dropped.dtype))
-        if length is not None:
-            return self._padded_losses(dropped, table, targets, length)
-        if self.adaptive_softmax is not None:
-            # Log-probabilities, or with targets their negative log-likelihoods.
-            logits = self.adaptive_softmax(dropped, table, self.decoder_bias, targets=targets)
-            if targets is not None:
-                return logits
-        else:
-            logits = backend.matmul_transposed(dropped, table)
-            logits = logits + ops.cast(self.decoder_bias, logits.dtype)
-            if targets is not None:
-                return backend.target_cross_entropy(logits, targets)
-        if getattr(self, "_predicting_hidden", False):
-            return {"logits": logits, "hidden": raw}
-        if not return_hidden:
-            return logits
-        return {
-            "logits": logits,
-            "raw_outputs": hidden["raw_outputs"],
-            "dropped_outputs": hidden["dropped_outputs"][:-1] + [dropped],
-            "states": hidden["states"],
-        }
 
-    def _padded_length(self, length, targets):
+    def _table(self, dtype):
+        if self.decoder is None:
+            return ops.cast(self.encoder.embedding.embeddings, dtype)
+        return ops.transpose(ops.cast(self.decoder.kernel, dtype))
+
+    def _logits(self, dropped, targets=None):
+        # Logits, or with `targets` their per-token losses.
+        table = self._table(dropped.dtype)
+        if self.adaptive_softmax is not None:
+            return self.adaptive_softmax(dropped, table, self.decoder_bias, targets=targets)
+        logits = backend.matmul_transposed(dropped, table)
+        logits = logits + ops.cast(self.decoder_bias, logits.dtype)
+        if targets is None:
+            return logits
+        return backend.target_cross_entropy(logits, targets)
+
+    def _step_losses(self, inputs, training):
+        unknown = set(inputs) - {"ids", "targets", "length"}
+        if unknown or "ids" not in inputs or inputs.get("targets") is None:
+            raise ValueError(
+                'the step inputs of the language model are `{"ids", "targets"}` (and '
+                f'`"length"` on padded segments); Received: keys {sorted(inputs)}'
+            )
+        ids, targets = inputs["ids"], inputs["targets"]
+        length = None
+        if inputs.get("length") is not None:
+            length = self._padded_length(inputs["length"])
+        hidden, dropped = self._encode(ids, training, length)
+        self._regularize(hidden["raw_outputs"][-1], dropped, training, length)
+        if length is not None:
+            return self._padded_losses(dropped, targets, length)
+        return self._logits(dropped, targets)
+
+    def _padded_length(self, length):
         # Inputs `{"ids", "targets", "length"}`: `ids` and `targets` padded along time,
         # the first `length` steps count (one length for the whole batch).
-        if targets is None or self.adaptive_softmax is not None:
-            raise ValueError("padded segments (`length`) need `targets` and the full softmax")
+        if self.adaptive_softmax is not None:
+            raise ValueError("padded segments (`length`) need the full softmax")
         if not self.encoder.pads_segments():
             raise ValueError(
                 "padded segments (`length`) need the JAX backend on a device without "
@@ -424,13 +463,13 @@ class AWDLSTMLanguageModel(keras.Model):
             )
         return ops.cast(ops.reshape(length, (-1,))[0], "int32")
 
-    def _padded_losses(self, dropped, table, targets, length):
+    def _padded_losses(self, dropped, targets, length):
         # The per-token losses scaled by `capacity / length` (zero on padded steps), so
         # that their mean over the padded array, what the compiled loss and metric
         # take, is the mean over the segment's tokens.
         losses = backend.padded_cross_entropy()(
             ops.transpose(dropped, (1, 0, 2)),
-            table,
+            self._table(dropped.dtype),
             ops.cast(self.decoder_bias, dropped.dtype),
             ops.transpose(ops.cast(targets, "int32")),
             length,
@@ -438,29 +477,44 @@ class AWDLSTMLanguageModel(keras.Model):
         capacity = targets.shape[1]
         return ops.transpose(losses) * ops.cast(capacity / length, losses.dtype)
 
+    def train_step(self, *args):
+        # Keras' own step (JAX passes `(state, data)`, the others `data`), given
+        # `{"ids", "targets"}` as inputs when the model is compiled for per-token
+        # losses, so that `fit` and `train_on_batch` on `(ids, targets)` train on the
+        # targets' losses (the adaptive softmax never forms the full distribution).
+        *state, data = args
+        return super().train_step(*state, self._step_data(data))
+
+    def test_step(self, *args):
+        *state, data = args
+        return super().test_step(*state, self._step_data(data))
+
+    def _step_data(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if (
+            y is None
+            or isinstance(x, dict)
+            or not isinstance(getattr(self, "loss", None), TokenLoss)
+        ):
+            return data
+        return keras.utils.pack_x_y_sample_weight({"ids": x, "targets": y}, y, sample_weight)
+
+    def score_on_batch(self, ids, targets):
+        """`score(ids, targets)` of one batch through the backend's compiled predict
+        step, as NumPy. A stateful model carries its state as with
+        `predict_on_batch`."""
+        self.reserve_tail_capacity(np.asarray(targets))
+        return np.asarray(self.predict_on_batch({"ids": ids, "targets": targets}))
+
     def predict_hidden_on_batch(self, ids):
         """`{"logits", "hidden"}` of one batch: the logits and the raw last-layer
         states (what the cache pointer attends over), through the backend's compiled
         predict step. A stateful model carries its state as with `predict_on_batch`."""
-        self._set_predict_outputs("hidden")
-        # Read by `call` while the predict function is traced (on any backend).
-        self._predicting_hidden = True
-        try:
-            return super().predict_on_batch(ids)
-        finally:
-            self._predicting_hidden = False
-
-    def predict_on_batch(self, x):
-        self._set_predict_outputs("logits")
-        if isinstance(x, (tuple, list)) and self.adaptive_softmax is not None:
-            self.reserve_tail_capacity(np.asarray(x[1]))
-        return super().predict_on_batch(x)
-
-    def _set_predict_outputs(self, kind):
-        # One compiled predict function per output kind: switching retraces it.
-        if getattr(self, "_predict_outputs", "logits") != kind:
-            self._predict_outputs = kind
-            self.predict_function = None
+        # A model of its own that shares this one's layers and variables (and so its
+        # carried state), with a compiled predict function of its own.
+        if "_hidden_predictor" not in self.__dict__:
+            self.__dict__["_hidden_predictor"] = _HiddenStatesPredictor(self)
+        return self.__dict__["_hidden_predictor"].predict_on_batch(ids)
 
     @classmethod
     def from_run(cls, path, batch_size=1, stateful=True, weights="best"):
@@ -506,8 +560,8 @@ def token_losses(y_true, y_pred):
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
 class TokenLoss(keras.losses.Loss):
-    """The mean of per-token losses a model computed itself (the language model
-    called on `(ids, targets)`), or of the sparse cross-entropy when `y_pred` are
+    """The mean of per-token losses a model computed itself (the language model's
+    `score`), or of the sparse cross-entropy when `y_pred` are
     logits (`token_losses`)."""
 
     def __init__(self, name="token_loss", **kwargs):
@@ -515,3 +569,15 @@ class TokenLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         return token_losses(y_true, y_pred)
+
+
+class _HiddenStatesPredictor(keras.Model):
+    """`{"logits", "hidden"}` of a language model, as a model of its own."""
+
+    def __init__(self, language_model):
+        super().__init__(name=f"{language_model.name}_hidden")
+        self.language_model = language_model
+
+    def call(self, ids):
+        outputs = self.language_model.hidden_states(ids)
+        return {"logits": outputs["logits"], "hidden": outputs["raw_outputs"][-1]}
