@@ -53,3 +53,27 @@ def test_savedmodel_serves_next_word_log_probabilities(model, tmp_path, rng):
     with pytest.raises(ValueError, match="already exists"):
         export_savedmodel(model, tmp_path / "saved")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_run_exports_with_its_vocabulary_and_checks_first(run, tmp_path):
+    from awd_lstm.data import Vocabulary
+    from awd_lstm.export import export_run
+    from awd_lstm.runs import Run
+
+    opened = Run.open(run)
+    for out, message in [
+        (tmp_path / "m.h5", "`out` must end with .keras"),
+        (tmp_path / "no" / "m.keras", "does not exist"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            export_run(opened, out)
+    with pytest.raises(ValueError, match="`format` must be"):
+        export_run(opened, tmp_path / "m.keras", format="onnx")
+    assert list(tmp_path.iterdir()) == []
+    vocab_path = export_run(opened, tmp_path / "m.keras")
+    assert vocab_path == str(tmp_path / "m.vocab.json")
+    assert Vocabulary.load(vocab_path).fingerprint() == opened.vocabulary.fingerprint()
+    ids = np.arange(8, dtype="int32").reshape(2, 4)
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    want = opened.load_model(stateful=False)(ids)
+    np.testing.assert_allclose(to_numpy(again(ids)), to_numpy(want), atol=1e-6)

@@ -283,3 +283,29 @@ def test_a_training_run_is_made_whole_or_not_at_all(run, tmp_path):
         made.check_resumable("finetune")
     with pytest.raises(RunError, match="has finished; nothing to resume"):
         Run.open(run).check_resumable("train")
+
+
+def test_a_finetuning_from_python_is_the_commands(run, tmp_path):
+    """`open_finetune` makes (or reopens) the fine-tuning folder the command makes;
+    `training.finetune` then runs it to a finished run that records its parent."""
+    from awd_lstm.runs import open_finetune
+    from awd_lstm.training import finetune
+
+    trained = tmp_path / "trained"
+    _copy_run(run, trained)
+    with pytest.raises(ValueError, match=r"`max_minutes` must be a number > 0"):
+        open_finetune(trained, max_minutes=0)
+    assert not (trained / "finetune").exists()
+    made, corpus, weights = open_finetune(trained, epochs=1)
+    assert made.path == str(trained / "finetune") and made.stage == "finetune"
+    assert made.config.optimizer == "ntasgd" and made.config.epochs == 1
+    assert len(weights) == len(Run.open(trained).trained_weights("best"))
+    with pytest.raises(RunError, match="already holds a fine-tuning"):
+        open_finetune(trained, epochs=1)
+    with pytest.raises(RunError, match="with its own settings"):
+        open_finetune(trained, resume=True, lr=1.0)
+    finetune(made.config, corpus, made.path, weights, log=lambda line: None, progress=False)
+    done = Run.open(made.path)
+    assert done.finished and done.trained_from() == str(trained)
+    with pytest.raises(RunError, match="has finished; nothing to resume"):
+        open_finetune(trained, resume=True)

@@ -48,6 +48,18 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def check_positive_number(name, value):
+    """Returns `value` as a float after checking that it is finite and > 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValueError(f"`{name}` must be a number > 0; Received: {name}={value!r}")
+    return float(value)
+
+
 def check_non_negative(name, value):
     """Returns `value` as a float after checking that it is finite and >= 0."""
     if (

@@ -1,8 +1,10 @@
 """The `awd-lstm` command: train, resume, fine-tune and evaluate language models.
 
 A thin shell over the library: it parses arguments, picks the Keras backend before
-Keras is imported, seeds the process, and calls `awd_lstm.training`. Errors in the
-user's input end the command with one sentence on stderr and exit status 2.
+Keras is imported, and calls the library (`awd_lstm.runs`, `awd_lstm.training`,
+`awd_lstm.export`, `awd_lstm.generation`), which checks every setting. Errors in the
+user's input end the command with one sentence on stderr, in the flags' names, and
+exit status 2; a diverged run or a failing disk, with status 1.
 
 A run folder is complete once its `config.json` exists (written last, atomically,
 after the corpus and `vocab.json`); `metrics.jsonl`, the checkpoints, TensorBoard
@@ -228,15 +230,9 @@ def build_parser():
     return parser
 
 
-def _run_folder_of(args):
-    if args.command == "train":
-        return args.resume
-    return getattr(args, "run", None)
-
-
 def _select_backend(args):
     backend = args.backend
-    run_dir = _run_folder_of(args)
+    run_dir = args.resume if args.command == "train" else getattr(args, "run", None)
     if backend is None and run_dir:
         # A run continues, and evaluates identically, on the backend that trained it.
         from awd_lstm.runs import saved_backend
@@ -253,363 +249,6 @@ def _select_backend(args):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _select_distribution(args):
-    """Checks `--distribute` and `--virtual-cpu-devices` and sets them up, first thing
-    (before the backend starts): `args.distribution`."""
-    args.distribution = None
-    strategy = getattr(args, "distribute", None)
-    devices = getattr(args, "virtual_cpu_devices", None)
-    if strategy is None and devices is None:
-        return
-    from awd_lstm import distribute
-
-    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
-    try:
-        if strategy is not None:
-            distribute.check_strategy(strategy, backend)
-        if devices is not None:
-            distribute.set_virtual_cpu_devices(devices, backend)
-        if strategy is not None:
-            args.distribution = distribute.create(strategy, backend)
-    except distribute.DistributionError as e:
-        raise UsageError(str(e)) from None
-
-
-def _check_distributed_batch(args, config):
-    from awd_lstm.distribute import DistributionError
-
-    if getattr(args, "distribution", None) is not None:
-        try:
-            args.distribution.check_batch(config.batch_size)
-        except DistributionError as e:
-            raise UsageError(str(e)) from None
-
-
-def _is_chief(args):
-    distribution = getattr(args, "distribution", None)
-    return distribution is None or distribution.is_chief
-
-
-def _open_run(run_dir):
-    from awd_lstm.runs import Run
-
-    return Run.open(run_dir)
-
-
-def _check_writable(run_dir):
-    from awd_lstm.runs import check_writable
-
-    check_writable(run_dir)
-
-
-def _max_seconds(minutes):
-    if minutes is None:
-        return None
-    if not (math.isfinite(minutes) and minutes > 0):
-        raise UsageError(f"--max-minutes must be a number > 0; got {minutes}")
-    return minutes * 60.0
-
-
-def _report_warnings(command, caught):
-    # The user's concerns (words outside the vocabulary...), not libraries' notices.
-    for warning in caught:
-        if not issubclass(warning.category, UserWarning):
-            continue
-        print(f"awd-lstm {command}: warning: {warning.message}", file=sys.stderr)
-
-
-def command_generate(args):
-    import warnings
-
-    from awd_lstm.generation import check_generation_settings, generate
-
-    settings = dict(
-        num_tokens=args.tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed
-    )
-    flags = dict(num_tokens="--tokens", temperature="--temperature", top_k="--top-k")
-    with _flags_named(**flags, seed="--seed"):
-        check_generation_settings(**settings)  # before the model is loaded
-    run = _open_run(args.run)
-    vocab, model = run.vocabulary, run.load_model(batch_size=1)
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        text, _ = generate(model, vocab, args.prompt, **settings)
-    _report_warnings("generate", caught)
-    if args.prompt.strip():
-        separator = "" if vocab.level == "char" else " "
-        text = args.prompt.rstrip("\n") + separator + text
-    print(text)
-    return 0
-
-
-def command_score(args):
-    import warnings
-
-    from awd_lstm.data.corpus import split_lines
-
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1; got {args.batch_size}")
-    if args.file == "-":
-        raw, source = sys.stdin.buffer.read(), "standard input"
-    else:
-        try:
-            with open(args.file, "rb") as f:
-                raw = f.read()
-        except OSError as e:
-            raise UsageError(f"{args.file} cannot be read: {e.strerror}") from None
-        source = args.file
-    sentences = split_lines(raw, source)
-    run = _open_run(args.run)
-    vocab, model = run.vocabulary, run.load_model(stateful=False)
-    from awd_lstm.generation import score_sentences
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        scores = score_sentences(
-            model,
-            vocab,
-            sentences,
-            batch_size=args.batch_size,
-            progress=not args.no_progress and sys.stdout.isatty(),
-        )
-    _report_warnings("score", caught)
-    out = [f"{log_prob:.6f}\t{n}\t{math.exp(-log_prob / n):.6f}" for log_prob, n in scores]
-    print("\n".join(out))
-    return 0
-
-
-def command_export(args):
-    run = _open_run(args.run)
-    if args.format == "keras" and not args.out.endswith(".keras"):
-        raise UsageError(f"--out must end with .keras for --format keras; got {args.out}")
-    if args.format == "savedmodel" and os.path.exists(args.out):
-        raise UsageError(f"{args.out} already exists; a SavedModel needs a new folder")
-    parent = os.path.dirname(os.path.abspath(args.out))
-    if not os.path.isdir(parent):
-        raise UsageError(f"the folder of --out, {parent}, does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"the folder of --out, {parent}, is not writable")
-
-    from awd_lstm import backend
-
-    if args.format == "savedmodel" and backend.name() != "tensorflow":
-        raise UsageError(
-            "a SavedModel is a TensorFlow graph: export with --backend tensorflow "
-            f"(this run uses {backend.name()})"
-        )
-    from awd_lstm.export import export_keras, export_savedmodel
-
-    run.weights_path("best")  # before any file is written
-    model = run.load_model(stateful=False)
-    if args.format == "keras":
-        export_keras(model, args.out)
-        vocab_path = args.out[: -len(".keras")] + ".vocab.json"
-    else:
-        export_savedmodel(model, args.out)
-        vocab_path = os.path.join(args.out, "vocab.json")
-    run.vocabulary.save(vocab_path)
-    print(f"wrote {args.out} and its vocabulary {vocab_path}")
-    return 0
-
-
-def command_train(args):
-    if args.resume:
-        return _resume_train(args)
-    from awd_lstm.presets import PRESET_LEVELS, resolve_config
-
-    try:
-        config, preset = resolve_config(args, synthetic=args.data is None)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if args.synthetic_tokens is not None and args.synthetic_tokens < 1000:
-        raise UsageError(f"--synthetic-tokens must be at least 1000; got {args.synthetic_tokens}")
-    max_seconds = _max_seconds(args.max_minutes)
-    _check_distributed_batch(args, config)
-    level = args.level or PRESET_LEVELS.get(preset, "word")
-    if args.data is None and level != "word":
-        given = "--level char" if args.level else f"--preset {preset} (character level)"
-        raise UsageError(f"the built-in synthetic corpus is word level; give --data with {given}")
-    run_dir = args.out or os.path.join("runs", preset)
-    if not _is_chief(args):
-        # A multi-worker run's other workers prepare and train in a folder of their
-        # own; only the chief writes to the run folder.
-        worker_dir = tempfile.mkdtemp(prefix="awd-lstm-worker-")
-        try:
-            run, corpus, _ = _create_run(args, worker_dir, config, preset, level)
-            print(f"awd-lstm train: {args.distribution.describe()}", flush=True)
-            return _train(args, run, corpus, max_seconds, resume=False)
-        finally:
-            shutil.rmtree(worker_dir, ignore_errors=True)
-    if os.path.exists(os.path.join(run_dir, "config.json")):
-        raise UsageError(
-            f"run folder {run_dir} already holds a run; choose another --out "
-            f"or continue it with --resume {run_dir}"
-        )
-    run, corpus, description = _create_run(args, run_dir, config, preset, level)
-    where = f"; {args.distribution.describe()}" if args.distribution else ""
-    print(
-        f"awd-lstm train: {description}; {len(corpus.vocab):,} {level} types; "
-        f"backend {run.info['backend']}{where}; run folder {run_dir}",
-        flush=True,
-    )
-    return _train(args, run, corpus, max_seconds, resume=False)
-
-
-def _create_run(args, run_dir, config, preset, level):
-    from awd_lstm.runs import create_training_run
-
-    return create_training_run(
-        run_dir,
-        config,
-        data=args.data,
-        level=level,
-        preset=preset,
-        synthetic_tokens=args.synthetic_tokens,
-        max_minutes=args.max_minutes,
-    )
-
-
-def _resume_train(args):
-    from awd_lstm.presets import config_fields
-
-    given = [
-        "--" + name.replace("_", "-")
-        for name in ["data", "preset", "level", "synthetic_tokens", "out", "max_minutes"]
-        + [f.name for f in config_fields()]
-        if getattr(args, name, None) is not None
-    ]
-    if given:
-        raise UsageError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
-    run_dir = args.resume
-    run = _open_run(run_dir)
-    run.check_resumable("train")
-    _check_distributed_batch(args, run.config)
-    if _is_chief(args):
-        _check_writable(run_dir)
-    import keras
-
-    keras.utils.set_random_seed(run.config.seed)
-    corpus = run.corpus()
-    max_seconds = _max_seconds(run.info.get("max_minutes"))
-    print(f"awd-lstm train: resuming {run_dir}", flush=True)
-    return _train(args, run, corpus, max_seconds, resume=True)
-
-
-def _train(args, run, corpus, max_seconds, resume, weights=None):
-    """Trains (or fine-tunes) the run; the library tests it and writes final.json."""
-    from awd_lstm import training
-
-    options = dict(progress=not args.no_progress, max_seconds=max_seconds, resume=resume)
-    if run.stage == "finetune":
-        training.finetune(run.config, corpus, run.path, weights, **options)
-    else:
-        distribution = getattr(args, "distribution", None)
-        training.train(run.config, corpus, run.path, distribution=distribution, **options)
-    if not _is_chief(args):
-        print("training done; the chief tests the model and writes the run", flush=True)
-    return 0
-
-
-def command_finetune(args):
-    from awd_lstm.presets import config_fields
-    from awd_lstm.runs import FINETUNE_FIELDS
-
-    run_dir = args.out or os.path.join(args.run, "finetune")
-    import keras
-
-    if args.resume:
-        given = [
-            "--" + f.name.replace("_", "-")
-            for f in config_fields()
-            if getattr(args, f.name, None) is not None
-        ]
-        if given or args.max_minutes is not None:
-            raise UsageError("--resume continues a fine-tuning with its own settings")
-        run = _open_run(run_dir)
-        run.check_resumable("finetune")
-        keras.utils.set_random_seed(run.config.seed)
-        corpus = run.corpus()
-        # Before its first checkpoint it starts again from the trained run's weights.
-        weights = run.finetune_start_weights(args.run)
-        _check_writable(run_dir)
-    else:
-        parent = _open_run(args.run)
-        _max_seconds(args.max_minutes)  # everything checked before anything is written
-        if os.path.exists(os.path.join(run_dir, "config.json")):
-            raise UsageError(
-                f"{run_dir} already holds a fine-tuning; continue it with --resume "
-                "or choose another --out"
-            )
-        config = parent.finetune_config(**{name: getattr(args, name) for name in FINETUNE_FIELDS})
-        keras.utils.set_random_seed(config.seed)
-        corpus = parent.corpus()
-        weights = parent.trained_weights("best")
-        run = parent.create_finetune(run_dir, config, max_minutes=args.max_minutes)
-    max_seconds = _max_seconds(run.info.get("max_minutes"))
-    print(f"awd-lstm finetune: {args.run} -> {run_dir}", flush=True)
-    return _train(args, run, corpus, max_seconds, resume=args.resume, weights=weights)
-
-
-def command_evaluate(args):
-    run = _open_run(args.run)
-    pointer = _cache_pointer(args, run)
-    dynamic = _dynamic_settings(args)
-    if pointer is not None and dynamic is not None:
-        raise UsageError("--cache-pointer and --dynamic-eval cannot be combined")
-    result = run.evaluate(
-        args.split,
-        cache_pointer=pointer,
-        dynamic_eval=dynamic,
-        progress=not args.no_progress and sys.stdout.isatty(),
-        log=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    print(json.dumps(result))
-    return 0
-
-
-def _dynamic_settings(args):
-    """Dynamic-evaluation settings the flags ask for (None without --dynamic-eval)."""
-    if not args.dynamic_eval:
-        for flag, value in (("--learning-rate", args.learning_rate), ("--decay", args.decay)):
-            if value is not None:
-                raise UsageError(f"{flag} needs --dynamic-eval")
-        return None
-    from awd_lstm.dynamic_eval import check_dynamic_settings
-    from awd_lstm.presets import DYNAMIC_EVAL
-
-    settings = dict(DYNAMIC_EVAL)
-    for key in settings:
-        if getattr(args, key) is not None:
-            settings[key] = getattr(args, key)
-    with _flags_named(learning_rate="--learning-rate", decay="--decay"):
-        check_dynamic_settings(**settings)
-    return settings
-
-
-def _cache_pointer(args, run):
-    """The cache pointer's settings the flags ask for (None without --cache-pointer)."""
-    given = [
-        flag
-        for flag, value in (
-            ("--window", args.window),
-            ("--theta", args.theta),
-            ("--lambda", args.lambdah),
-        )
-        if value is not None
-    ]
-    if not args.cache_pointer:
-        if given:
-            raise UsageError(f"{given[0]} needs --cache-pointer")
-        return None
-    from awd_lstm.pointer import check_pointer_settings
-
-    settings = run.pointer_settings(window=args.window, theta=args.theta, lambdah=args.lambdah)
-    with _flags_named(window="--window", theta="--theta", lambdah="--lambda"):
-        check_pointer_settings(**settings)
-    return settings
-
-
 @contextlib.contextmanager
 def _flags_named(**flags):
     """Reports a library check's `ValueError` ("`name` must ...; Received: name=v")
@@ -621,6 +260,202 @@ def _flags_named(**flags):
         for name, flag in flags.items():
             message = message.replace(f"`{name}`", flag).replace(f"Received: {name}=", "got ")
         raise UsageError(message) from None
+
+
+def _flags_given(args, names):
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) is not None]
+
+
+def _report_warnings(command, caught):
+    # The user's concerns (words outside the vocabulary...), not libraries' notices.
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            print(f"awd-lstm {command}: warning: {warning.message}", file=sys.stderr)
+
+
+def _progress(args):
+    return not args.no_progress and sys.stdout.isatty()
+
+
+def command_generate(args):
+    import warnings
+
+    from awd_lstm.generation import check_generation_settings, generate
+    from awd_lstm.runs import Run
+
+    settings = dict(
+        num_tokens=args.tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed
+    )
+    flags = dict(num_tokens="--tokens", temperature="--temperature", top_k="--top-k")
+    with _flags_named(**flags, seed="--seed"):
+        check_generation_settings(**settings)  # before the model is loaded
+    run = Run.open(args.run)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        text, _ = generate(run.load_model(batch_size=1), run.vocabulary, args.prompt, **settings)
+    _report_warnings("generate", caught)
+    if args.prompt.strip():
+        separator = "" if run.vocabulary.level == "char" else " "
+        text = args.prompt.rstrip("\n") + separator + text
+    print(text)
+    return 0
+
+
+def command_score(args):
+    import warnings
+
+    from awd_lstm._validation import check_positive_int
+    from awd_lstm.data.corpus import split_lines
+    from awd_lstm.generation import score_sentences
+    from awd_lstm.runs import Run
+
+    with _flags_named(batch_size="--batch-size"):
+        check_positive_int("batch_size", args.batch_size)
+    if args.file == "-":
+        raw, source = sys.stdin.buffer.read(), "standard input"
+    else:
+        try:
+            with open(args.file, "rb") as f:
+                raw, source = f.read(), args.file
+        except OSError as e:
+            raise UsageError(f"{args.file} cannot be read: {e.strerror}") from None
+    sentences = split_lines(raw, source)
+    run = Run.open(args.run)
+    model = run.load_model(stateful=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        scores = score_sentences(
+            model, run.vocabulary, sentences, batch_size=args.batch_size, progress=_progress(args)
+        )
+    _report_warnings("score", caught)
+    print("\n".join(f"{lp:.6f}\t{n}\t{math.exp(-lp / n):.6f}" for lp, n in scores))
+    return 0
+
+
+def command_export(args):
+    from awd_lstm.export import export_run
+    from awd_lstm.runs import Run
+
+    run = Run.open(args.run)
+    with _flags_named(out="--out", format="--format"):
+        vocab_path = export_run(run, args.out, args.format)
+    print(f"wrote {args.out} and its vocabulary {vocab_path}")
+    return 0
+
+
+def command_train(args):
+    from awd_lstm.presets import PRESET_LEVELS, config_fields, resolve_config
+    from awd_lstm.runs import create_training_run, resume_run
+
+    chief = args.distribution is None or args.distribution.is_chief
+    if args.resume:
+        fixed = ["data", "preset", "level", "synthetic_tokens", "out", "max_minutes"]
+        given = _flags_given(args, fixed + [f.name for f in config_fields()])
+        if given:
+            raise UsageError(
+                f"--resume continues a run with its own settings; drop {', '.join(given)}"
+            )
+        run, corpus = resume_run(args.resume, "train", writes=chief)
+        _check_batch(args, run.config)
+        print(f"awd-lstm train: resuming {args.resume}", flush=True)
+        return _train(args, run, corpus, resume=True)
+    try:
+        config, preset = resolve_config(args, synthetic=args.data is None)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    _check_batch(args, config)
+    level = args.level or PRESET_LEVELS.get(preset, "word")
+    options = dict(data=args.data, level=level, preset=preset)
+    options.update(synthetic_tokens=args.synthetic_tokens, max_minutes=args.max_minutes)
+    flags = dict(synthetic_tokens="--synthetic-tokens", max_minutes="--max-minutes", data="--data")
+    if not chief:
+        # A multi-worker run's other workers prepare and train in a folder of their
+        # own; only the chief writes to the run folder.
+        worker_dir = tempfile.mkdtemp(prefix="awd-lstm-worker-")
+        try:
+            with _flags_named(**flags):
+                run, corpus, _ = create_training_run(worker_dir, config, **options)
+            print(f"awd-lstm train: {args.distribution.describe()}", flush=True)
+            return _train(args, run, corpus, resume=False)
+        finally:
+            shutil.rmtree(worker_dir, ignore_errors=True)
+    run_dir = args.out or os.path.join("runs", preset)
+    with _flags_named(**flags):
+        run, corpus, description = create_training_run(run_dir, config, **options)
+    where = f"; {args.distribution.describe()}" if args.distribution else ""
+    print(
+        f"awd-lstm train: {description}; {len(corpus.vocab):,} {level} types; "
+        f"backend {run.info['backend']}{where}; run folder {run_dir}",
+        flush=True,
+    )
+    return _train(args, run, corpus, resume=False)
+
+
+def _check_batch(args, config):
+    if args.distribution is not None:
+        args.distribution.check_batch(config.batch_size)
+
+
+def _train(args, run, corpus, resume, weights=None):
+    """Trains (or fine-tunes) the run; the library tests it and writes final.json."""
+    from awd_lstm import training
+
+    options = dict(progress=not args.no_progress, max_seconds=run.max_seconds, resume=resume)
+    if run.stage == "finetune":
+        training.finetune(run.config, corpus, run.path, weights, **options)
+        return 0
+    training.train(run.config, corpus, run.path, distribution=args.distribution, **options)
+    if not (args.distribution is None or args.distribution.is_chief):
+        print("training done; the chief tests the model and writes the run", flush=True)
+    return 0
+
+
+def command_finetune(args):
+    from awd_lstm.runs import FINETUNE_FIELDS, open_finetune
+
+    if args.resume and _flags_given(args, [*FINETUNE_FIELDS, "max_minutes"]):
+        raise UsageError("--resume continues a fine-tuning with its own settings")
+    overrides = {name: getattr(args, name) for name in FINETUNE_FIELDS}
+    with _flags_named(max_minutes="--max-minutes"):
+        run, corpus, weights = open_finetune(
+            args.run, args.out, args.resume, args.max_minutes, **overrides
+        )
+    print(f"awd-lstm finetune: {args.run} -> {run.path}", flush=True)
+    return _train(args, run, corpus, resume=args.resume, weights=weights)
+
+
+def command_evaluate(args):
+    from awd_lstm.runs import Run
+
+    run = Run.open(args.run)
+    pointer = _method_settings(args, "cache_pointer", "window", "theta", "lambdah")
+    dynamic = _method_settings(args, "dynamic_eval", "learning_rate", "decay")
+    if pointer is not None and dynamic is not None:
+        raise UsageError("--cache-pointer and --dynamic-eval cannot be combined")
+    flags = dict(window="--window", theta="--theta", lambdah="--lambda", decay="--decay")
+    with _flags_named(**flags, learning_rate="--learning-rate"):
+        pointer, dynamic = run.evaluation_settings(pointer, dynamic)  # before the work
+    result = run.evaluate(
+        args.split,
+        cache_pointer=pointer,
+        dynamic_eval=dynamic,
+        progress=_progress(args),
+        log=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def _method_settings(args, method, *names):
+    """The settings `names` of `--cache-pointer` or `--dynamic-eval` given on the
+    command line (None without the method's flag; its settings then must not be
+    given)."""
+    settings = {name: getattr(args, name) for name in names}
+    if getattr(args, method):
+        return settings
+    for flag in _flags_given(args, names):
+        raise UsageError(f"{flag.replace('lambdah', 'lambda')} needs --{method.replace('_', '-')}")
+    return None
 
 
 def command_data(args):
@@ -649,15 +484,21 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         _select_backend(args)
-        _select_distribution(args)
+        from awd_lstm import distribute
+
+        try:  # first thing, before the backend starts (virtual devices)
+            args.distribution = distribute.setup(
+                getattr(args, "distribute", None), getattr(args, "virtual_cpu_devices", None)
+            )
+        except distribute.DistributionError as e:
+            raise UsageError(str(e)) from None
         from awd_lstm._files import CheckpointError
         from awd_lstm.data import CorpusError
-        from awd_lstm.distribute import DistributionError
         from awd_lstm.runs import RunError
 
         try:
             return COMMANDS[args.command](args)
-        except (CorpusError, CheckpointError, DistributionError, RunError) as e:
+        except (CorpusError, CheckpointError, distribute.DistributionError, RunError) as e:
             raise UsageError(str(e)) from None
     except UsageError as e:
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)

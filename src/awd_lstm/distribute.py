@@ -204,6 +204,18 @@ def create(name, backend=None):
     )
 
 
+def setup(name=None, virtual_cpu_devices=None, backend=None):
+    """Checks and sets up a data-parallel run before the backend starts: splits the
+    CPU into `virtual_cpu_devices` logical devices (if given), then creates strategy
+    `name`. Returns its `Distribution`, or None without `name`."""
+    backend = backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+    if name is not None:
+        check_strategy(name, backend)
+    if virtual_cpu_devices is not None:
+        set_virtual_cpu_devices(virtual_cpu_devices, backend)
+    return None if name is None else create(name, backend)
+
+
 def _tf_devices(tf):
     gpus = tf.config.list_logical_devices("GPU")
     if gpus:

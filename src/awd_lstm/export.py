@@ -68,3 +68,39 @@ def export_savedmodel(model, path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def export_run(run, out, format="keras"):
+    """Exports the best weights of `run` (an `awd_lstm.runs.Run`) as a `.keras` file
+    (`format="keras"`, `out` ending in `.keras`) or a TensorFlow SavedModel (a new
+    folder `out`; TensorFlow backend), with the vocabulary beside it (`NAME.vocab.json`)
+    or inside it (`vocab.json`). Everything is checked before a file is written.
+    Returns the vocabulary's path."""
+    out = os.fspath(out)
+    if format not in ("keras", "savedmodel"):
+        raise ValueError(f"`format` must be 'keras' or 'savedmodel'; Received: format={format!r}")
+    if format == "keras" and not out.endswith(".keras"):
+        raise ValueError(f"`out` must end with .keras for format='keras'; Received: out={out}")
+    if format == "savedmodel":
+        if os.path.exists(out):
+            raise ValueError(f"{out} already exists; a SavedModel needs a new folder")
+        if backend.name() != "tensorflow":
+            raise ValueError(
+                "a SavedModel is a TensorFlow graph: export it with the TensorFlow backend "
+                f"(this process runs {backend.name()})"
+            )
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise ValueError(f"the folder of `out`, {parent}, does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"the folder of `out`, {parent}, is not writable")
+    run.weights_path("best")  # the run has trained weights
+    model = run.load_model(stateful=False)
+    if format == "keras":
+        export_keras(model, out)
+        vocab_path = out[: -len(".keras")] + ".vocab.json"
+    else:
+        export_savedmodel(model, out)
+        vocab_path = os.path.join(out, "vocab.json")
+    run.vocabulary.save(vocab_path)
+    return vocab_path

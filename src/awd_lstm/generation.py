@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 
+from awd_lstm._validation import check_positive_int
 from awd_lstm.data import EOS, UNK, tokenize_line
 from awd_lstm.log_probs import target_log_probs
 from awd_lstm.progress import Progress
@@ -126,8 +127,7 @@ def score_sentences(model, vocab, sentences, batch_size=32, length_quantum=8, pr
         A list with one `(log_prob, num_tokens)` per sentence, in input order
         (natural logarithm; `num_tokens` counts the `<eos>`).
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+    check_positive_int("batch_size", batch_size)
     encoded = [
         _encode_with_unk(vocab, tokenize_line(s, vocab.level), "the input") for s in sentences
     ]

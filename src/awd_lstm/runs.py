@@ -26,6 +26,7 @@ import os
 import shutil
 
 from awd_lstm._files import write_json_atomic
+from awd_lstm._validation import check_positive_int, check_positive_number
 from awd_lstm.config import TrainingConfig
 
 CONFIG = "config.json"
@@ -107,6 +108,8 @@ class Run:
             raise RunError(f"stage must be one of {', '.join(STAGES)}; got {stage!r}")
         if os.path.exists(os.path.join(path, CONFIG)):
             raise RunError(f"{path} already holds a run (it has a {CONFIG})")
+        if max_minutes is not None:
+            max_minutes = check_positive_number("max_minutes", max_minutes)
         if backend is None:
             from awd_lstm import backend as backends
 
@@ -180,6 +183,12 @@ class Run:
     def finished(self):
         """Whether the run has ended (it has a `final.json`)."""
         return os.path.exists(os.path.join(self.path, FINAL))
+
+    @property
+    def max_seconds(self):
+        """The run's time limit in seconds (None: none), kept for a resumed run."""
+        minutes = self.info.get("max_minutes")
+        return None if minutes is None else minutes * 60.0
 
     @property
     def history(self):
@@ -334,6 +343,28 @@ class Run:
         settings.update({k: v for k, v in overrides.items() if v is not None})
         return settings
 
+    def evaluation_settings(self, cache_pointer=None, dynamic_eval=None):
+        """`(cache_pointer, dynamic_eval)` completed and checked: the cache pointer's
+        settings given (a dict; None values and missing keys take this run's
+        `pointer_settings`) and dynamic evaluation's (missing or None: the defaults,
+        `awd_lstm.presets.DYNAMIC_EVAL`); None stays None. Raises `ValueError` naming
+        the setting that is wrong."""
+        if cache_pointer is not None and dynamic_eval is not None:
+            raise RunError("the cache pointer and dynamic evaluation cannot be combined")
+        if cache_pointer is not None:
+            from awd_lstm.pointer import check_pointer_settings
+
+            cache_pointer = self.pointer_settings(**cache_pointer)
+            check_pointer_settings(**cache_pointer)
+        if dynamic_eval is not None:
+            from awd_lstm.dynamic_eval import check_dynamic_settings
+            from awd_lstm.presets import DYNAMIC_EVAL
+
+            given = {k: v for k, v in dynamic_eval.items() if v is not None}
+            dynamic_eval = {**DYNAMIC_EVAL, **given}
+            check_dynamic_settings(**dynamic_eval)
+        return cache_pointer, dynamic_eval
+
     def evaluate(
         self, split="test", cache_pointer=None, dynamic_eval=None, progress=False, log=None
     ):
@@ -343,9 +374,9 @@ class Run:
         Args:
             split: `"valid"` or `"test"`.
             cache_pointer: None, or the cache pointer's settings (a dict of
-                `window`, `theta`, `lambdah`; see `pointer_settings`).
+                `window`, `theta`, `lambdah`; those not given: `pointer_settings`).
             dynamic_eval: None, or dynamic evaluation's settings (`learning_rate`,
-                `decay`); the run's files are not changed.
+                `decay`; `{}`: the defaults); the run's files are not changed.
             progress: A progress bar over the split.
             log: Called with a line before long preparatory work.
 
@@ -355,8 +386,7 @@ class Run:
         """
         from awd_lstm import recipe
 
-        if cache_pointer is not None and dynamic_eval is not None:
-            raise RunError("the cache pointer and dynamic evaluation cannot be combined")
+        cache_pointer, dynamic_eval = self.evaluation_settings(cache_pointer, dynamic_eval)
         config, vocab_size = self.config, len(self.vocabulary)
         values = self.trained_weights("best")
         corpus = self.corpus()
@@ -492,19 +522,34 @@ def create_training_run(
     """Makes a training run in `path`: reads the corpus in `data` at `level` (or, with
     `data=None`, writes the built-in corpus of `synthetic_tokens` training tokens,
     200,000 by default, to `RUN/corpus`), checks its splits against the batch sizes,
-    then writes `vocab.json` and `config.json`. A folder this call made is removed
-    again if it fails. Returns `(run, corpus, description)`, the description naming
-    the corpus for a log line."""
+    then writes `vocab.json` and `config.json`. Everything is checked before anything
+    is written, and a folder this call made is removed again if it fails. Returns
+    `(run, corpus, description)`, the description naming the corpus for a log line."""
     import keras
 
     from awd_lstm.data import load_corpus
     from awd_lstm.recipe import check_splits
 
+    path = os.fspath(path)
+    if os.path.exists(os.path.join(path, CONFIG)):
+        raise RunError(f"run folder {path} already holds a run; choose another or resume it")
+    if max_minutes is not None:
+        check_positive_number("max_minutes", max_minutes)
+    if data is None:
+        tokens = 200_000 if synthetic_tokens is None else synthetic_tokens
+        if check_positive_int("synthetic_tokens", tokens) < 1000:
+            raise RunError(
+                f"`synthetic_tokens` must be at least 1000; Received: synthetic_tokens={tokens}"
+            )
+        if level != "word":
+            raise RunError(
+                f"the built-in synthetic corpus is word level; give `data`, a corpus "
+                f"folder, for level={level!r}"
+            )
     with _whole_or_removed(path):
         keras.utils.set_random_seed(config.seed)
         synthetic = None
         if data is None:
-            tokens = 200_000 if synthetic_tokens is None else synthetic_tokens
             corpus = write_builtin_corpus(os.path.join(path, CORPUS), config.seed, tokens)
             synthetic = {"tokens": tokens, "seed": config.seed}
             description = f"built-in synthetic corpus ({os.path.join(path, CORPUS)})"
@@ -522,6 +567,52 @@ def create_training_run(
             synthetic=synthetic,
         )
     return run, corpus, description
+
+
+def resume_run(path, stage="train", writes=True):
+    """Opens the unfinished run of `stage` in `path` to continue it: checked
+    resumable (and writable, with `writes`), the process seeded with its seed. Returns `(run,
+    corpus)`; `awd_lstm.training.train(run.config, corpus, run.path, resume=True,
+    max_seconds=run.max_seconds)` continues it."""
+    import keras
+
+    run = Run.open(path)
+    run.check_resumable(stage)
+    if writes:
+        check_writable(run.path)
+    keras.utils.set_random_seed(run.config.seed)
+    return run, run.corpus()
+
+
+def open_finetune(trained, path=None, resume=False, max_minutes=None, **overrides):
+    """The fine-tuning of the trained run in folder `trained`, in folder `path`
+    (default `trained/finetune`): made with `finetune_config(**overrides)` and
+    `max_minutes`, or with `resume=True` opened again to continue (with its own
+    settings). Returns `(run, corpus, weights)`:
+    `awd_lstm.training.finetune(run.config, corpus, run.path, weights, resume=resume,
+    max_seconds=run.max_seconds)` runs it (`weights` is None where it continues from
+    its checkpoint)."""
+    import keras
+
+    path = os.fspath(path) if path is not None else os.path.join(os.fspath(trained), "finetune")
+    if resume:
+        given = sorted(k for k, v in overrides.items() if v is not None)
+        if given or max_minutes is not None:
+            raise RunError("resuming continues a fine-tuning with its own settings")
+        run, corpus = resume_run(path, "finetune")
+        # Before its first checkpoint it starts again from the trained run's weights.
+        return run, corpus, run.finetune_start_weights(trained)
+    parent = Run.open(trained)
+    if max_minutes is not None:
+        check_positive_number("max_minutes", max_minutes)
+    if os.path.exists(os.path.join(path, CONFIG)):
+        raise RunError(f"{path} already holds a fine-tuning; resume it or choose another folder")
+    config = parent.finetune_config(**overrides)
+    keras.utils.set_random_seed(config.seed)
+    corpus = parent.corpus()
+    weights = parent.trained_weights("best")
+    run = parent.create_finetune(path, config, max_minutes=max_minutes)
+    return run, corpus, weights
 
 
 def saved_backend(path):

@@ -101,9 +101,11 @@ def train(
     length; one set in `on_train_batch_begin` is that step's. `model.stop_training =
     True` ends the run after the epoch. A non-finite loss still stops the run with
     `FloatingPointError` (after `on_train_batch_end`, so `TerminateOnNaN` reports it).
-    The callbacks' own state (an `EarlyStopping`'s patience count...) is not in the
-    checkpoint: a resumed run starts them afresh, so a run resumed with callbacks need
-    not end where an uninterrupted one would. `EarlyStopping(restore_best_weights=...)`
+    The callbacks' own state is in the checkpoint: that of a callback with
+    `get_state()`/`set_state(state)`, and the counters and best value of Keras'
+    `EarlyStopping` and `ReduceLROnPlateau` (pass the same callbacks, in the same
+    order, to the resumed run), so a resumed run ends where an uninterrupted one
+    would. `EarlyStopping(restore_best_weights=...)`
     acts on the training model; the run's best weights are `best.weights.h5` whatever
     the callbacks do.
 
