@@ -682,3 +682,28 @@ def test_layer_rejects_step_mode():
 def test_rejects_wrong_input_rank():
     with pytest.raises(ValueError, match="expected ndim=3, found ndim=2"):
         WeightDropLSTM(4, weight_dropout=0.5)(np.ones((2, 3), "float32"))
+
+
+def test_the_layer_is_built_around_its_own_cell():
+    """The layer is made as Keras makes its LSTM: around one cell, the weight-dropped
+    one, configured by the LSTM arguments (no second, plain cell holds weights)."""
+    layer = WeightDropLSTM(
+        4,
+        weight_dropout=0.3,
+        recurrent_activation="hard_sigmoid",
+        dropout=0.1,
+        unit_forget_bias=False,
+        return_sequences=True,
+        seed=3,
+    )
+    assert isinstance(layer.cell, WeightDropLSTMCell) and layer.cell.weight_dropout == 0.3
+    assert layer.cell.dropout == 0.1 and not layer.cell.unit_forget_bias
+    assert layer.return_sequences and layer.use_cudnn == "auto"
+    layer.build((None, 5, 3))
+    cell_weights = {id(w) for w in layer.cell.trainable_weights}
+    assert len(layer.trainable_weights) == 3
+    assert {id(w) for w in layer.trainable_weights} == cell_weights
+    clone = WeightDropLSTM.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    with pytest.raises(ValueError, match="use_cudnn"):
+        WeightDropLSTM(4, use_cudnn="yes")

@@ -77,32 +77,24 @@ def set_virtual_cpu_devices(n, backend):
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DistributionError(f"--virtual-cpu-devices must be an integer >= 1; got {n!r}")
-    if backend == "jax":
-        flag = f"--xla_force_host_platform_device_count={n}"
-        flags = [
-            f
-            for f in os.environ.get("XLA_FLAGS", "").split()
-            if not f.startswith("--xla_force_host_platform_device_count")
-        ]
-        os.environ["XLA_FLAGS"] = " ".join([*flags, flag])
-        return
-    if backend != "tensorflow":
+    if backend not in ("tensorflow", "jax"):
         raise DistributionError(
             f"--virtual-cpu-devices needs the tensorflow or jax backend, not {backend}"
         )
-    import tensorflow as tf
-
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    try:
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+    if not _backend_module(backend).set_virtual_cpu_devices(n):
+        raise DistributionError(
+            "--virtual-cpu-devices must be set before TensorFlow starts; run it in a fresh process"
         )
-    except RuntimeError:
-        if len(tf.config.list_logical_devices("CPU")) != n:
-            raise DistributionError(
-                "--virtual-cpu-devices must be set before TensorFlow starts; run it in a "
-                "fresh process"
-            ) from None
+
+
+def _backend_module(backend):
+    # The framework's own calls live with their backend (imported only here, once the
+    # command has chosen it).
+    if backend == "jax":
+        from awd_lstm.backend import jax as module
+    else:
+        from awd_lstm.backend import tensorflow as module
+    return module
 
 
 def read_tf_config(environ=None):
@@ -179,23 +171,15 @@ def create(name, backend=None):
     over all the devices the backend sees."""
     backend = backend or _backend()
     check_strategy(name, backend)
+    module = _backend_module(backend)
     if name == "data-parallel":
-        import jax
-        import keras
-
-        devices = jax.devices()
-        distribution = keras.distribution.DataParallel(devices=devices)
-        return Distribution(name, len(devices), distribution=distribution)
-    import tensorflow as tf
-
+        distribution, replicas = module.data_parallel()
+        return Distribution(name, replicas, distribution=distribution)
     if name == "mirrored":
-        strategy = tf.distribute.MirroredStrategy(_tf_devices(tf))
+        strategy = module.mirrored_strategy()
         return Distribution(name, strategy.num_replicas_in_sync, strategy=strategy)
     cluster, task_type, task_id = read_tf_config()
-    communication = tf.distribute.experimental.CommunicationOptions(
-        implementation=tf.distribute.experimental.CommunicationImplementation.AUTO
-    )
-    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=communication)
+    strategy = module.multiworker_strategy()
     return Distribution(
         name,
         strategy.num_replicas_in_sync,
@@ -214,13 +198,6 @@ def setup(name=None, virtual_cpu_devices=None, backend=None):
     if virtual_cpu_devices is not None:
         set_virtual_cpu_devices(virtual_cpu_devices, backend)
     return None if name is None else create(name, backend)
-
-
-def _tf_devices(tf):
-    gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
-        return [d.name for d in gpus]
-    return [d.name for d in tf.config.list_logical_devices("CPU")]
 
 
 def first_replica_rows(data, replicas):

@@ -6,8 +6,6 @@ import os
 import shutil
 import tempfile
 
-import keras
-
 from awd_lstm import backend
 from awd_lstm._files import atomic_path
 from awd_lstm.recipe import copy_weights
@@ -39,27 +37,10 @@ def export_savedmodel(model, path):
     one endpoint, `serve(ids)`: int32 token ids `(batch, time)` in,
     `{"log_probs": (batch, time, vocab)}` out, the log-probabilities of the next token
     after each position (from a zero state; dropout off)."""
-    if backend.name() != "tensorflow":
-        raise ValueError(
-            "a SavedModel is a TensorFlow graph: export it with the TensorFlow backend "
-            f"(this process runs {backend.name()})"
-        )
-    import tensorflow as tf
+    path = _check_savedmodel_folder(path)
+    from awd_lstm.backend import tensorflow as tf_backend
 
-    path = os.fspath(path)
-    if os.path.exists(path):
-        raise ValueError(f"{path} already exists; choose a new folder for the SavedModel")
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-
-    def serve(ids):
-        return {"log_probs": tf.nn.log_softmax(model(ids, training=False), axis=-1)}
-
-    archive.add_endpoint(
-        name="serve",
-        fn=serve,
-        input_signature=[tf.TensorSpec((None, None), tf.int32, name="ids")],
-    )
+    archive = tf_backend.serving_archive(model)
     parent = os.path.dirname(os.path.abspath(path))
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
@@ -68,6 +49,18 @@ def export_savedmodel(model, path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _check_savedmodel_folder(path):
+    path = os.fspath(path)
+    if os.path.exists(path):
+        raise ValueError(f"{path} already exists; a SavedModel needs a new folder")
+    if backend.name() != "tensorflow":
+        raise ValueError(
+            "a SavedModel is a TensorFlow graph: export it with the TensorFlow backend "
+            f"(this process runs {backend.name()})"
+        )
+    return path
 
 
 def export_run(run, out, format="keras"):
@@ -82,13 +75,7 @@ def export_run(run, out, format="keras"):
     if format == "keras" and not out.endswith(".keras"):
         raise ValueError(f"`out` must end with .keras for format='keras'; Received: out={out}")
     if format == "savedmodel":
-        if os.path.exists(out):
-            raise ValueError(f"{out} already exists; a SavedModel needs a new folder")
-        if backend.name() != "tensorflow":
-            raise ValueError(
-                "a SavedModel is a TensorFlow graph: export it with the TensorFlow backend "
-                f"(this process runs {backend.name()})"
-            )
+        _check_savedmodel_folder(out)
     parent = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(parent):
         raise ValueError(f"the folder of `out`, {parent}, does not exist")

@@ -38,7 +38,6 @@ from awd_lstm.backend._keras import (  # noqa: F401 (re-exported)
     symbolic_build,
     track_variable,
     training_of_current_call,
-    untrack,
 )
 from awd_lstm.backend._lstm_gradient import CHUNK_STEPS  # noqa: F401 (re-exported)
 
@@ -157,8 +156,8 @@ def runs_padded_segments():
 
 def fused_lstm_blocks_jit():
     """Whether a layer that ran Keras' fused LSTM cannot be XLA-compiled (TensorFlow's
-    cuDNN kernel), as `keras.layers.LSTM` marks itself."""
-    return name() == "tensorflow"
+    cuDNN kernel, on a GPU), as `keras.layers.LSTM` marks itself."""
+    return name() == "tensorflow" and _module().has_gpu()
 
 
 def _built(function):

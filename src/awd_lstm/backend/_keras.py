@@ -13,27 +13,24 @@
 4. `stateless_scope.in_stateless_scope`: whether Keras' stateless scope (jit-compiled
    steps) collects variable updates, which decides whether a seed generator may
    advance inside a trace; no public reader.
-5. `Layer._tracker.untrack`: `keras.layers.LSTM.__init__` builds a plain `LSTMCell`
-   that the weight-dropped layer replaces by its own; untracking the first keeps it
-   out of the layer's weights. Keras offers no public way to swap an RNN's cell.
-6. `Layer._track_variable`: the language model's carried states are variables made
+5. `Layer._track_variable`: the language model's carried states are variables made
    by hand (with distribution settings `add_weight` does not take); tracking makes
    them part of `non_trainable_variables` and of saved weights.
-7. `Trainer._flatten_metrics_in_order`: the language model's TensorFlow step returns
+6. `Trainer._flatten_metrics_in_order`: the language model's TensorFlow step returns
    Keras' logs dict; `train_on_batch(return_dict=False)` must return the same list
    Keras' own would, in Keras' order.
-8. PyTorch: `keras.src.backend.torch.core.get_device` and
+7. PyTorch: `keras.src.backend.torch.core.get_device` and
    `keras.src.backend.torch.random.torch_seed_generator`: the device Keras computes
    on, and the `torch.Generator` a `SeedGenerator`'s state stands for, for the
    weight masks drawn with `torch.Tensor.random_` (`keras.random` has no raw bits).
-9. `Trainer._maybe_symbolic_build`: the language model's own TensorFlow step under a
+8. `Trainer._maybe_symbolic_build`: the language model's own TensorFlow step under a
    strategy builds the model's metrics and optimizer on one replica's rows before the
    first step, as Keras' `train_on_batch` does; no public method builds them.
-10. `Optimizer._backend_apply_gradients` and `_all_reduce_sum_gradients`: under a
+9. `Optimizer._backend_apply_gradients` and `_all_reduce_sum_gradients`: under a
    TensorFlow strategy the replicas' gradients are summed before global-norm
    clipping (Keras clips each replica's share); no public hook sits between the
    gradients and the clipping.
-11. `Optimizer._update_model_variables_moving_average` and
+10. `Optimizer._update_model_variables_moving_average` and
    `_model_variables_moving_average`: NT-ASGD's uniform average rides on Keras' EMA
    machinery (updated after every step on every backend, swapped in by
    `SwapEMAWeights`); the averaging rule has no public hook.
@@ -68,42 +65,37 @@ def in_stateless_scope():
     return active()
 
 
-def untrack(layer, value):
-    """5. Drops `value` from `layer`'s tracked attributes."""
-    layer._tracker.untrack(value)
-
-
 def track_variable(layer, variable):
-    """6. Makes a hand-made variable one of `layer`'s."""
+    """5. Makes a hand-made variable one of `layer`'s."""
     layer._track_variable(variable)
 
 
 def flatten_metrics(model, logs):
-    """7. `logs` as the list `train_on_batch(return_dict=False)` returns."""
+    """6. `logs` as the list `train_on_batch(return_dict=False)` returns."""
     return model._flatten_metrics_in_order(logs)
 
 
 def torch_device():
-    """8. The device Keras' PyTorch backend computes on."""
+    """7. The device Keras' PyTorch backend computes on."""
     from keras.src.backend.torch.core import get_device
 
     return get_device()
 
 
 def torch_generator(seed_generator):
-    """8. The `torch.Generator` of a `SeedGenerator`'s present state (advancing it)."""
+    """7. The `torch.Generator` of a `SeedGenerator`'s present state (advancing it)."""
     from keras.src.backend.torch.random import torch_seed_generator
 
     return torch_seed_generator(seed_generator)
 
 
 def symbolic_build(model, data_batch):
-    """9. Builds `model`'s metrics and optimizer from one batch, as `fit` would."""
+    """8. Builds `model`'s metrics and optimizer from one batch, as `fit` would."""
     model._maybe_symbolic_build(data_batch=data_batch)
 
 
 class SumOverReplicasFirst:
-    """10. An optimizer mixin: under a TensorFlow strategy, sums the replicas'
+    """9. An optimizer mixin: under a TensorFlow strategy, sums the replicas'
     gradients before clipping.
 
     Keras' TensorFlow optimizers clip each replica's share of the gradient and sum
@@ -123,7 +115,7 @@ class SumOverReplicasFirst:
 
 
 class AverageUpdateHook:
-    """11. An optimizer mixin (with `use_ema=True`): after every step Keras calls
+    """10. An optimizer mixin (with `use_ema=True`): after every step Keras calls
     `self.update_averages(trainable_variables, averages)` instead of its exponential
     update; `moving_averages()` lists the averages."""
 

@@ -4,6 +4,7 @@ padded segments (the LSTM and the tied decoder's cross-entropy over chunks of
 `CHUNK_STEPS` steps up to a traced length)."""
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -325,3 +326,22 @@ def _cell(z, c):
     i, f, g, o = jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
     c = f * c + i * g
     return o * jnp.tanh(c), c, jnp.concatenate([i, f, g, o], axis=-1)
+
+
+def set_virtual_cpu_devices(n):
+    """Has XLA split the CPU into `n` devices (before JAX's first computation)."""
+    flags = [
+        f
+        for f in os.environ.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
+    os.environ["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={n}"])
+    return True
+
+
+def data_parallel():
+    """`(keras.distribution.DataParallel over every device, replicas)`."""
+    import keras
+
+    devices = jax.devices()
+    return keras.distribution.DataParallel(devices=devices), len(devices)

@@ -99,6 +99,38 @@ def _zeros_if_none(gradient, like):
     return tf.zeros_like(like) if gradient is None else gradient
 
 
+def set_virtual_cpu_devices(n):
+    """Splits the CPU into `n` logical devices; False where TensorFlow has already
+    started with another number."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+        )
+    except RuntimeError:
+        return len(tf.config.list_logical_devices("CPU")) == n
+    return True
+
+
+def mirrored_strategy():
+    """`tf.distribute.MirroredStrategy` over the GPUs, or else the (logical) CPUs."""
+    devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return tf.distribute.MirroredStrategy([d.name for d in devices])
+
+
+def multiworker_strategy():
+    """`tf.distribute.MultiWorkerMirroredStrategy` of the cluster in `TF_CONFIG`."""
+    communication = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.AUTO
+    )
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=communication)
+
+
+def has_gpu():
+    """Whether TensorFlow sees a GPU (where its fused LSTM is cuDNN's)."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 def replica():
     """`(replicas, replica_id)` inside a replica function of a strategy with more than
     one replica (the id a Python int or a scalar tensor), else `(1, 0)`."""
@@ -178,3 +210,22 @@ class StepFunctions:
             self.shapes.add(shape)
             return self.exact(data)
         return self.generic(data)
+
+
+def serving_archive(model):
+    """A `keras.export.ExportArchive` of `model` with one endpoint, `serve(ids)`: int32
+    ids `(batch, time)` in, `{"log_probs": (batch, time, vocab)}` out."""
+    import keras
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(ids):
+        return {"log_probs": tf.nn.log_softmax(model(ids, training=False), axis=-1)}
+
+    archive.add_endpoint(
+        name="serve",
+        fn=serve,
+        input_signature=[tf.TensorSpec((None, None), tf.int32, name="ids")],
+    )
+    return archive

@@ -324,6 +324,26 @@ def _apply_mask(kernel, mask, dtype):
     return ops.multiply(ops.cast(kernel, dtype), ops.cast(mask, dtype))
 
 
+# The arguments of `keras.layers.LSTM` that configure its cell.
+_CELL_ARGUMENTS = (
+    "activation",
+    "recurrent_activation",
+    "use_bias",
+    "kernel_initializer",
+    "recurrent_initializer",
+    "bias_initializer",
+    "unit_forget_bias",
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "kernel_constraint",
+    "recurrent_constraint",
+    "bias_constraint",
+    "dropout",
+    "recurrent_dropout",
+)
+
+
 @keras.saving.register_keras_serializable(package="awd_lstm")
 class WeightDropLSTM(keras.layers.LSTM):
     """LSTM layer with weight drop that keeps the fused backend kernel.
@@ -384,22 +404,38 @@ class WeightDropLSTM(keras.layers.LSTM):
         input_weight_dropout=0.0,
         weight_dropout_mode="call",
         seed=None,
+        use_cudnn="auto",
         **kwargs,
     ):
         check_choice("weight_dropout_mode", weight_dropout_mode, ("call", "manual"))
-        super().__init__(units, seed=seed, **kwargs)
-        # keras.layers.LSTM builds a plain LSTMCell; swap in the weight-dropped one
-        # with the same configuration, keeping every other part of LSTM.__init__.
-        plain_cell = self.cell
-        backend.untrack(self, plain_cell)
-        cell_config = plain_cell.get_config()
-        cell_config.update(
+        check_choice("use_cudnn", use_cudnn, ("auto", True, False))
+        # Built as Keras builds its LSTM, GRU and ConvLSTM layers: the cell first, then
+        # `keras.layers.RNN.__init__` with it (`LSTM.__init__` would make a plain
+        # `LSTMCell`); the rest of `LSTM.__init__` follows.
+        cell_kwargs = {name: kwargs.pop(name) for name in _CELL_ARGUMENTS if name in kwargs}
+        cell = WeightDropLSTMCell(
+            units,
             weight_dropout=weight_dropout,
             input_weight_dropout=input_weight_dropout,
             weight_dropout_mode=weight_dropout_mode,
-            implementation=plain_cell.implementation,
+            seed=seed,
+            dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
+            name="lstm_cell",
+            implementation=kwargs.pop("implementation", 2),
+            **cell_kwargs,
         )
-        self.cell = WeightDropLSTMCell(**cell_config)
+        keras.layers.RNN.__init__(self, cell, **kwargs)
+        self.input_spec = keras.InputSpec(ndim=3)
+        self.use_cudnn = use_cudnn
+        if (
+            use_cudnn in ("auto", True)
+            and self._standard()
+            and not self.unroll
+            and cell.use_bias
+            and backend.fused_lstm_blocks_jit()
+        ):
+            self.supports_jit = False  # as keras.layers.LSTM: cuDNN is not XLA
         self.last_call_implementation = None
 
     @property
