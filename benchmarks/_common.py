@@ -40,6 +40,38 @@ def versions():
     return found
 
 
+# The instruction-set flags the matrix products depend on, as /proc/cpuinfo names them.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu():
+    """`{"model", "flags", "cpus", "threads"}`: the CPU's model name and which of
+    `CPU_FLAGS` it has (Linux's /proc/cpuinfo, as `lscpu` shows them), the logical
+    CPUs and the thread settings the frameworks read from the environment."""
+    model, flags = "unknown", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    threads = {
+        name: os.environ[name]
+        for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+        if name in os.environ
+    }
+    return {
+        "model": model,
+        "flags": [flag for flag in CPU_FLAGS if flag in flags],
+        "cpus": os.cpu_count(),
+        "threads": threads or "framework defaults (one per logical CPU)",
+    }
+
+
 def run_child(script, backend, arguments, label=None):
     """Runs `script --child ARGUMENTS` with `KERAS_BACKEND=backend`; returns the JSON
     the child printed on its last line. Exits the benchmark with the child's stderr
@@ -66,14 +98,17 @@ def run_backends(script, backends, arguments):
 def report(rows, table, json_path=None):
     """Prints the machine line and the table; writes the rows to `json_path`."""
     onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
-    machine = f"cpus: {os.cpu_count()}; TF_ENABLE_ONEDNN_OPTS={onednn}"
-    print(f"versions: {json.dumps(versions())}; {machine}")
+    machine = cpu()
+    print(f"versions: {json.dumps(versions())}; TF_ENABLE_ONEDNN_OPTS={onednn}")
+    print(
+        f"cpu: {machine['model']}; flags: {', '.join(machine['flags']) or 'none of note'}; "
+        f"{machine['cpus']} logical CPUs; threads: {machine['threads']}"
+    )
     print(table(rows))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump(
-                {"versions": versions(), "TF_ENABLE_ONEDNN_OPTS": onednn, "rows": rows}, f, indent=1
-            )
+            record = {"versions": versions(), "TF_ENABLE_ONEDNN_OPTS": onednn, "cpu": machine}
+            json.dump({**record, "rows": rows}, f, indent=1)
 
 
 def memory_status(field):

@@ -1,6 +1,7 @@
 """The package's import-time settings."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -74,6 +75,10 @@ def test_every_private_keras_use_says_why():
     with open(os.path.join(PACKAGE, "backend", "_keras.py"), encoding="utf-8") as f:
         text = f.read()
     doc, body = text.split('"""', 2)[1], text.split('"""', 2)[2]
-    for function in ("fused_lstm", "backend_rnn", "training_of_current_call", "untrack"):
+    for function in ("fused_lstm", "backend_rnn", "training_of_current_call", "track_variable"):
         assert f"def {function}(" in body
-    assert doc.count("\n1. ") == 1 and "\n11. " in doc
+    # Every item numbered once, in order, and every function says which it is.
+    numbers = [int(line.split(".")[0]) for line in doc.splitlines() if line[:1].isdigit()]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) == 10
+    cited = {int(n) for n in re.findall(r'"""(\d+)\. ', body)}
+    assert cited == set(numbers)
