@@ -1,12 +1,16 @@
 """Whole-model training throughput: AWDLSTMLanguageModel against a PyTorch AWD-LSTM.
 
 For each backend (each in its own process, since Keras fixes its backend at import)
-and each size, three training setups take turns, one step each, in the same process
+and each size, the training setups take turns, one step each, in the same process
 (the order rotating every round):
 
 - `awd_lstm`: `awd_lstm.training.build_model` (stateful `AWDLSTMLanguageModel`,
   NT-ASGD, clipping 0.25, AR/TAR), one `train_on_batch` per step;
 - `awd_lstm_no_wdrop`: the same with `weight_dropout=0` (the cost of weight drop);
+- `user_logits`: the model as a Keras user builds it (`AWDLSTMLanguageModel(...,
+  stateful=True)`, `keras.optimizers.SGD(30, global_clipnorm=0.25)`, the plain
+  `SparseCategoricalCrossentropy(from_logits=True)`), one `train_on_batch` per step;
+- `user_defaults`: the same compiled with `**model.compile_defaults()`;
 - `torch_recipe`: `benchmarks/torch_reference.py`, a weight-dropped `nn.LSTM` per layer
   with the dropped `weight_hh` passed to PyTorch's fused kernel, the same dropouts,
   tied decoder, AR/TAR, SGD, clipping 0.25.
@@ -49,7 +53,7 @@ SIZES = {
     "small": dict(vocab=10_000, embedding=200, hidden=400, layers=3, batch=20, bptt=35),
     "ptb": dict(vocab=10_000, embedding=400, hidden=1150, layers=3, batch=80, bptt=70),
 }
-VARIANTS = ("awd_lstm", "awd_lstm_no_wdrop", "torch_recipe")
+VARIANTS = ("awd_lstm", "awd_lstm_no_wdrop", "user_logits", "user_defaults", "torch_recipe")
 # PTB preset's dropouts (embedding, input, hidden, output, weight).
 DROPOUTS = dict(
     embedding_dropout=0.1,
@@ -141,14 +145,36 @@ def _training_steps(size, seed, device):
         start = (i % 64) * bptt
         return stream[:, start : start + bptt], stream[:, start + 1 : start + bptt + 1]
 
-    def keras_step(model):
+    def keras_step(model, metric="ce"):
         def step(i):
             x, y = segment(i)
-            return float(model.train_on_batch(x, y, return_dict=True)["ce"])
+            return float(model.train_on_batch(x, y, return_dict=True)[metric])
 
         return step
 
     steps = {}
+    for variant, loss in (("user_logits", "logits"), ("user_defaults", "defaults")):
+        import keras
+
+        from awd_lstm.models import AWDLSTMLanguageModel
+
+        model = AWDLSTMLanguageModel(
+            size["vocab"],
+            embedding_size=size["embedding"],
+            hidden_size=size["hidden"],
+            num_layers=size["layers"],
+            stateful=True,
+            batch_size=batch,
+            seed=seed,
+            **DROPOUTS,
+        )
+        optimizer = keras.optimizers.SGD(30.0, global_clipnorm=0.25)
+        if loss == "logits":
+            model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            steps[variant] = keras_step(model, "loss")
+        else:
+            model.compile(optimizer, **model.compile_defaults())
+            steps[variant] = keras_step(model)
     for variant in VARIANTS[:2]:
         dropouts = dict(DROPOUTS)
         if variant == "awd_lstm_no_wdrop":

@@ -112,6 +112,30 @@ def test_one_input_form_and_keras_steps_on_per_token_losses(rng):
     assert got["loss"] == pytest.approx(want, rel=1e-5)
 
 
+def test_a_plain_logits_loss_takes_the_fast_route_with_the_same_numbers(rng):
+    """Compiled with Keras' `SparseCategoricalCrossentropy(from_logits=True)`, the model
+    computes it as `LogitsCrossEntropy` (the same loss; metrics still see the logits);
+    a loss with other settings is kept as given."""
+    from awd_lstm.models.language_model import LogitsCrossEntropy
+
+    model = _tiny(**NO_DROPOUT, alpha=0.0, beta=0.0)
+    ids = rng.integers(0, VOCAB, (4, 5))
+    targets = rng.integers(0, VOCAB, (4, 5))
+    logits = to_numpy(model(ids)).astype(np.float64)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer="sgd", loss=loss, metrics=["accuracy"])
+    assert isinstance(model.loss, LogitsCrossEntropy)
+    got = model.evaluate(ids, targets, batch_size=4, verbose=0, return_dict=True)
+    want = np.mean(
+        [_cross_entropy(logits[b, t], targets[b, t]) for b in range(4) for t in range(5)]
+    )
+    assert got["loss"] == pytest.approx(want, rel=1e-5)
+    assert got["accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == targets))
+    kept = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
+    model.compile(optimizer="sgd", loss=kept)
+    assert model.loss is kept
+
+
 def test_stateful_model_carries_state_without_gradient(rng):
     model = _tiny(**NO_DROPOUT, stateful=True, batch_size=3)
     ids = rng.integers(0, VOCAB, (3, 8))
