@@ -11,6 +11,9 @@ and each size, the training setups take turns, one step each, in the same proces
   stateful=True)`, `keras.optimizers.SGD(30, global_clipnorm=0.25)`, the plain
   `SparseCategoricalCrossentropy(from_logits=True)`), one `train_on_batch` per step;
 - `user_defaults`: the same compiled with `**model.compile_defaults()`;
+- with `--mixed-precision`, also `awd_lstm_bf16` (`awd_lstm` with
+  `mixed_precision=True`: Keras' `mixed_bfloat16` policy) and `torch_recipe_bf16`
+  (the recipe's step under `torch.autocast("cpu", dtype=torch.bfloat16)`);
 - `torch_recipe`: `benchmarks/torch_reference.py`, a weight-dropped `nn.LSTM` per layer
   with the dropped `weight_hh` passed to PyTorch's fused kernel, the same dropouts,
   tied decoder, AR/TAR, SGD, clipping 0.25.
@@ -29,7 +32,8 @@ the backend's matmul at 2048^3 and at the PTB model's input projection).
 Usage:
 
     python benchmarks/model_throughput.py [--backends tensorflow,jax,torch]
-        [--sizes small,ptb] [--repeats 5] [--min-seconds 20] [--json OUT]
+        [--sizes small,ptb] [--repeats 5] [--min-seconds 20] [--mixed-precision]
+        [--json OUT]
 """
 
 import argparse
@@ -54,6 +58,7 @@ SIZES = {
     "ptb": dict(vocab=10_000, embedding=400, hidden=1150, layers=3, batch=80, bptt=70),
 }
 VARIANTS = ("awd_lstm", "awd_lstm_no_wdrop", "user_logits", "user_defaults", "torch_recipe")
+MIXED = ("awd_lstm_bf16", "torch_recipe_bf16")
 # PTB preset's dropouts (embedding, input, hidden, output, weight).
 DROPOUTS = dict(
     embedding_dropout=0.1,
@@ -127,12 +132,10 @@ def _keras_product(keras, a, b):
     return run
 
 
-def _training_steps(size, seed, device):
+def _training_steps(size, seed, device, mixed=False):
     """One step function per variant, each training on the next segment of a shared
     random stream and returning its cross-entropy."""
     import numpy as np
-    import torch
-    from torch_reference import TorchAWDLSTM, training_step
 
     from awd_lstm.config import TrainingConfig
     from awd_lstm.training import build_model
@@ -175,7 +178,7 @@ def _training_steps(size, seed, device):
         else:
             model.compile(optimizer, **model.compile_defaults())
             steps[variant] = keras_step(model)
-    for variant in VARIANTS[:2]:
+    for variant in ("awd_lstm", "awd_lstm_no_wdrop", "awd_lstm_bf16")[: 3 if mixed else 2]:
         dropouts = dict(DROPOUTS)
         if variant == "awd_lstm_no_wdrop":
             dropouts["weight_dropout"] = 0.0
@@ -186,28 +189,38 @@ def _training_steps(size, seed, device):
             batch_size=batch,
             bptt=bptt,
             seed=seed,
+            mixed_precision=variant == "awd_lstm_bf16",
             **dropouts,
         )
         steps[variant] = keras_step(build_model(config, size["vocab"], batch))
+    for variant in ("torch_recipe", "torch_recipe_bf16")[: 2 if mixed else 1]:
+        steps[variant] = _torch_step(size, device, segment, bf16=variant.endswith("bf16"))
+    return steps
+
+
+def _torch_step(size, device, segment, bf16):
+    import torch
+    from torch_reference import TorchAWDLSTM, training_step
+
     reference = TorchAWDLSTM(
         size["vocab"], size["embedding"], size["hidden"], size["layers"], **DROPOUTS
     ).to(device)
     optimizer = torch.optim.SGD(reference.parameters(), lr=30.0, weight_decay=1.2e-6)
-    hidden = [reference.init_hidden(batch)]
+    hidden = [reference.init_hidden(size["batch"])]
 
     def torch_step(i):
         x, y = segment(i)
         # (time, batch), as nn.LSTM expects.
         x = torch.from_numpy(x.T.astype("int64")).to(device)
         y = torch.from_numpy(y.T.astype("int64")).to(device)
-        loss, hidden[0] = training_step(reference, optimizer, x, y, hidden[0])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss, hidden[0] = training_step(reference, optimizer, x, y, hidden[0])
         return loss
 
-    steps["torch_recipe"] = torch_step
-    return steps
+    return torch_step
 
 
-def measure_backend(size_names, repeats, min_seconds, seed):
+def measure_backend(size_names, repeats, min_seconds, seed, mixed=False):
     """Runs in a child process whose KERAS_BACKEND is already set."""
     import keras
     import numpy as np
@@ -223,14 +236,15 @@ def measure_backend(size_names, repeats, min_seconds, seed):
     rows = []
     for name in size_names:
         size = SIZES[name]
-        steps = _training_steps(size, seed, device)
-        for variant in VARIANTS:  # warm-up (compilation)
+        steps = _training_steps(size, seed, device, mixed)
+        variants = VARIANTS + MIXED if mixed else VARIANTS
+        for variant in variants:  # warm-up (compilation)
             steps[variant](0)
-        times = {v: [] for v in VARIANTS}
-        peaks = {v: 0 for v in VARIANTS}
+        times = {v: [] for v in variants}
+        peaks = {v: 0 for v in variants}
         i = 1
         while i <= repeats or min(sum(t) for t in times.values()) < min_seconds:
-            for variant in turn_order(VARIANTS, i):
+            for variant in turn_order(variants, i):
                 before = memory_status("VmRSS")
                 reset_memory_peak()
                 start = time.perf_counter()
@@ -240,11 +254,11 @@ def measure_backend(size_names, repeats, min_seconds, seed):
                 if not np.isfinite(loss):
                     raise FloatingPointError(f"{variant} loss became {loss}")
             i += 1
-        for variant in VARIANTS:
+        for variant in variants:
             seconds = statistics.median(times[variant])
             paired = {
                 other: statistics.median(a / b for a, b in zip(times[other], times[variant]))
-                for other in ("torch_recipe", "awd_lstm_no_wdrop")
+                for other in ("torch_recipe", "awd_lstm_no_wdrop", "awd_lstm")
             }
             rows.append(
                 {
@@ -259,6 +273,8 @@ def measure_backend(size_names, repeats, min_seconds, seed):
                     # the machine's speed over the run moves both steps of a round.
                     "paired_vs_recipe": paired["torch_recipe"],
                     "paired_vs_no_wdrop": paired["awd_lstm_no_wdrop"],
+                    # bfloat16 against float32 (`awd_lstm_bf16`, `torch_recipe_bf16`).
+                    "paired_vs_awd_lstm": paired["awd_lstm"],
                     "step_peak_bytes": peaks[variant],
                     "flops_per_sec": training_flops(size) / seconds,
                 }
@@ -272,8 +288,9 @@ def measure_backend(size_names, repeats, min_seconds, seed):
 def table(rows):
     lines = [
         "| backend | size | variant | tokens/s | vs torch recipe | paired vs recipe | "
-        "paired vs no_wdrop | step peak (MiB) | GFLOP/s | of matmul peak | steps |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "paired vs no_wdrop | paired vs awd_lstm | step peak (MiB) | GFLOP/s | "
+        "of matmul peak | steps |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     base = {
         (r["backend"], r["size"]): r["tokens_per_sec"]
@@ -285,7 +302,8 @@ def table(rows):
         lines.append(
             f"| {r['backend']} | {r['size']} | {r['variant']} | {r['tokens_per_sec']:,.0f} | "
             f"{ratio:.3f} | {r['paired_vs_recipe']:.3f} | "
-            f"{r['paired_vs_no_wdrop']:.3f} | {r['step_peak_bytes'] / 2**20:,.0f} | "
+            f"{r['paired_vs_no_wdrop']:.3f} | {r.get('paired_vs_awd_lstm', 1.0):.3f} | "
+            f"{r['step_peak_bytes'] / 2**20:,.0f} | "
             f"{r['flops_per_sec'] / 1e9:.1f} | "
             f"{r['flops_per_sec'] / r['matmul_flops_per_sec']:.1%} | {r['steps']} |"
         )
@@ -295,6 +313,11 @@ def table(rows):
 def main():
     parser = argument_parser(__doc__, timing="steps per variant")
     parser.add_argument("--sizes", default="small,ptb")
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="also time the recipe and the PyTorch recipe in bfloat16",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     names = args.sizes.split(",")
@@ -302,10 +325,14 @@ def main():
     if unknown:
         parser.error(f"unknown size {unknown[0]!r}; known: {', '.join(SIZES)}")
     if args.child:
-        print(json.dumps(measure_backend(names, args.repeats, args.min_seconds, args.seed)))
+        rows = measure_backend(
+            names, args.repeats, args.min_seconds, args.seed, args.mixed_precision
+        )
+        print(json.dumps(rows))
         return 0
     arguments = ["--sizes", args.sizes, "--repeats", args.repeats]
     arguments += ["--min-seconds", args.min_seconds, "--seed", args.seed]
+    arguments += ["--mixed-precision"] if args.mixed_precision else []
     report(run_backends(__file__, args.backends, arguments), table, args.json)
     return 0
 

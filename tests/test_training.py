@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 
+import keras
 import numpy as np
 import pytest
 
@@ -657,3 +658,30 @@ def test_dynamic_evaluation_checks_its_settings():
         DynamicEvaluation([np.ones(2)], learning_rate=1e-4, decay=2)
     with pytest.raises(ValueError, match="`learning_rate` must be a finite number >= 0"):
         check_dynamic_settings(float("nan"), 0.1)
+
+
+def test_mixed_precision_trains_in_bfloat16_with_float32_weights_and_logits(rng):
+    """`mixed_precision=True`: the LSTMs compute in bfloat16, the weights stay float32
+    (checkpoints fit either setting), the logits are float32, and the first steps'
+    losses are those of float32 training within bfloat16's precision (weight drop on,
+    the other dropouts off: their masks need not be drawn alike in another dtype)."""
+    no_dropout = dict.fromkeys(
+        ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout"), 0.0
+    )
+    config = TrainingConfig(
+        embedding_size=8, hidden_size=16, num_layers=2, batch_size=4, seed=3, **no_dropout
+    )
+    plain = build_model(config, 40, 4)
+    mixed = build_model(dataclasses.replace(config, mixed_precision=True), 40, 4)
+    assert keras.config.dtype_policy().name == "float32"  # put back after the build
+    assert mixed.encoder.lstms[0].compute_dtype == "bfloat16"
+    assert {v.dtype for v in mixed.trainable_variables} == {"float32"}
+    mixed.set_weights(plain.get_weights())
+    ids = rng.integers(0, 40, (4, 10)).astype("int32")
+    assert str(mixed.predict_on_batch(ids).dtype) == "float32"
+    mixed.reset_state()
+    for step in range(3):
+        x, y = ids[:, step : step + 6], ids[:, step + 1 : step + 7]
+        a = plain.train_on_batch(x, y, return_dict=True)["ce"]
+        b = mixed.train_on_batch(x, y, return_dict=True)["ce"]
+        assert b == pytest.approx(a, rel=2e-2)

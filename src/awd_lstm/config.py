@@ -94,8 +94,18 @@ class TrainingConfig:
     seed: int = _field(
         141, {"paper": "seed", "help": "seed of the weights, masks and segment lengths"}
     )
+    mixed_precision: bool = _field(
+        False,
+        {
+            "help": "bfloat16 computation with float32 weights (Keras' mixed_bfloat16 "
+            "policy): faster on CPUs with AVX-512 BF16 or AMX, and on GPUs"
+        },
+    )
 
     def __post_init__(self):
+        for name in ("tie_weights", "mixed_precision"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
                 f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}"
@@ -150,6 +160,12 @@ class TrainingConfig:
         for index in range(epoch):  # Keras' 0-based epochs
             rate = schedule(index, rate)
         return rate
+
+    @property
+    def dtype_policy(self):
+        """The Keras dtype policy of the run's models: `"mixed_bfloat16"` or
+        `"float32"`."""
+        return "mixed_bfloat16" if self.mixed_precision else "float32"
 
     def model_kwargs(self):
         keys = (

@@ -8,7 +8,7 @@ import tempfile
 
 from awd_lstm import backend
 from awd_lstm._files import atomic_path
-from awd_lstm.recipe import copy_weights
+from awd_lstm.recipe import copy_weights, dtype_policy
 
 
 def inference_model(config, vocab_size, weights):
@@ -16,7 +16,8 @@ def inference_model(config, vocab_size, weights):
     `weights` (one array per trainable variable, as `load_trained_weights` gives)."""
     from awd_lstm.models import AWDLSTMLanguageModel
 
-    model = AWDLSTMLanguageModel(vocab_size, seed=config.seed, **config.model_kwargs())
+    with dtype_policy(config.dtype_policy):
+        model = AWDLSTMLanguageModel(vocab_size, seed=config.seed, **config.model_kwargs())
     model.build((None, None))
     copy_weights(weights, model)
     return model

@@ -7,6 +7,7 @@ segment length. Validation uses the weights NT-ASGD would give (`evaluation_weig
 the averages once it averages), at `eval_batch_size` streams; the test, batch 1.
 """
 
+import contextlib
 import math
 
 import keras
@@ -32,19 +33,32 @@ def build_optimizer(config):
 def build_model(config, vocab_size, batch_size, optimizer=None):
     """A stateful language model for `batch_size` streams, compiled for training with
     `optimizer` (default: the one `config` names)."""
-    model = AWDLSTMLanguageModel(
-        vocab_size,
-        stateful=True,
-        batch_size=batch_size,
-        seed=config.seed,
-        **config.model_kwargs(),
-    )
+    with dtype_policy(config.dtype_policy):
+        model = AWDLSTMLanguageModel(
+            vocab_size,
+            stateful=True,
+            batch_size=batch_size,
+            seed=config.seed,
+            **config.model_kwargs(),
+        )
     model.compile(optimizer=optimizer or build_optimizer(config), **model.compile_defaults())
     model.build((batch_size, None))
     # JAX pads every training segment to the longest the schedule draws: one
     # compiled step for all of them.
     model.segment_capacity = max_segment_length(config.bptt, config.length_quantum)
     return model
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras' global dtype policy set to `name` while the block builds its layers
+    (each keeps the policy it was made with), then put back."""
+    before = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 def copy_weights(source_values, target):

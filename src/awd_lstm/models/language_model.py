@@ -436,7 +436,9 @@ class AWDLSTMLanguageModel(keras.Model):
         if self.adaptive_softmax is not None:
             return self.adaptive_softmax(dropped, table, self.decoder_bias, targets=targets)
         logits = backend.matmul_transposed(dropped, table)
-        logits = logits + ops.cast(self.decoder_bias, logits.dtype)
+        # float32 logits under a mixed policy too (the softmax and the loss need
+        # its precision; the product itself ran in the compute dtype).
+        logits = ops.cast(logits, "float32") + ops.cast(self.decoder_bias, "float32")
         if targets is None:
             return logits
         return backend.target_cross_entropy(logits, targets)
@@ -474,6 +476,8 @@ class AWDLSTMLanguageModel(keras.Model):
         # The per-token losses scaled by `capacity / length` (zero on padded steps), so
         # that their mean over the padded array, what the compiled loss and metric
         # take, is the mean over the segment's tokens.
+        # In float32 under a mixed policy too, as the logits of `_logits`.
+        dropped = ops.cast(dropped, "float32")
         losses = backend.padded_cross_entropy()(
             ops.transpose(dropped, (1, 0, 2)),
             self._table(dropped.dtype),
