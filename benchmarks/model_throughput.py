@@ -155,6 +155,9 @@ def _training_steps(size, seed, device, mixed=False):
 
         return step
 
+    shape = dict(
+        embedding_size=size["embedding"], hidden_size=size["hidden"], num_layers=size["layers"]
+    )
     steps = {}
     for variant, loss in (("user_logits", "logits"), ("user_defaults", "defaults")):
         import keras
@@ -163,9 +166,7 @@ def _training_steps(size, seed, device, mixed=False):
 
         model = AWDLSTMLanguageModel(
             size["vocab"],
-            embedding_size=size["embedding"],
-            hidden_size=size["hidden"],
-            num_layers=size["layers"],
+            **shape,
             stateful=True,
             batch_size=batch,
             seed=seed,
@@ -183,9 +184,7 @@ def _training_steps(size, seed, device, mixed=False):
         if variant == "awd_lstm_no_wdrop":
             dropouts["weight_dropout"] = 0.0
         config = TrainingConfig(
-            embedding_size=size["embedding"],
-            hidden_size=size["hidden"],
-            num_layers=size["layers"],
+            **shape,
             batch_size=batch,
             bptt=bptt,
             seed=seed,
