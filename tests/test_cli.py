@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from awd_lstm.cli import main
+from awd_lstm.runs import Run
 from tests.conftest import TINY_FLAGS
 
 
@@ -418,3 +419,32 @@ def test_version_flag_prints_the_installed_version(capsys):
         main(["--version"])
     assert stopped.value.code == 0
     assert capsys.readouterr().out.strip() == f"awd-lstm {importlib.metadata.version('awd-lstm')}"
+
+
+def test_presets_and_show_config_print_the_resolved_settings(tmp_path, capsys, run):
+    import dataclasses
+
+    from awd_lstm.presets import PRESETS
+
+    assert main(["presets"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in listed] == list(PRESETS)
+    assert main(["presets", "ptb-char"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    want = dataclasses.asdict(PRESETS["ptb-char"])
+    assert shown == {
+        "level": "char",
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in want.items()},
+    }
+    assert main(["presets", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    out = tmp_path / "never"
+    argv = ["train", "--preset", "small", "--hidden-size", "64", "--show-config", "--out", str(out)]
+    assert main(argv) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["preset"] == "small" and shown["hidden_size"] == 64
+    assert shown["embedding_size"] == PRESETS["small"].embedding_size and shown["level"] == "word"
+    assert not out.exists()
+    assert main(["train", "--resume", str(run), "--show-config"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["seed"] == Run.open(run).config.seed

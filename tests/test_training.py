@@ -685,3 +685,34 @@ def test_mixed_precision_trains_in_bfloat16_with_float32_weights_and_logits(rng)
         a = plain.train_on_batch(x, y, return_dict=True)["ce"]
         b = mixed.train_on_batch(x, y, return_dict=True)["ce"]
         assert b == pytest.approx(a, rel=2e-2)
+
+
+def test_a_mixed_precision_run_checkpoints_and_resumes_to_the_same_end(corpus, tmp_path):
+    """Under `mixed_precision` a run killed after epoch 1 resumes from its checkpoint
+    (float32 weights, bfloat16 computation) and ends where the uninterrupted one does."""
+    from awd_lstm.runs import Run
+
+    config = dataclasses.replace(TINY, epochs=2, mixed_precision=True)
+    _, whole = train(
+        config, corpus, str(tmp_path / "a"), log=lambda _: None, progress=False, test=False
+    )
+
+    def log(line):
+        if line.startswith("epoch 1: train"):
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(config, corpus, str(tmp_path / "b"), log=log, progress=False, test=False)
+    lines = []
+    _, resumed = train(
+        config,
+        corpus,
+        str(tmp_path / "b"),
+        log=lines.append,
+        progress=False,
+        resume=True,
+        test=False,
+    )
+    assert lines[0] == "resuming after epoch 1"
+    assert _comparable(resumed) == _comparable(whole)
+    assert Run.open(tmp_path / "b").config.mixed_precision

@@ -122,6 +122,11 @@ def build_parser():
         "tenth each; default 200000)",
     )
     train.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
+    train.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the resolved settings (the preset with the flags over it) and exit",
+    )
     add_time_limit(train)
     scale = train.add_argument_group("several devices or machines (data parallel)")
     scale.add_argument(
@@ -221,6 +226,11 @@ def build_parser():
         "--out", required=True, help="a .keras file, or a new folder for the SavedModel"
     )
     add_common(export, progress=False)
+
+    presets = commands.add_parser(
+        "presets", help="list the presets, or print one's settings (every hyperparameter)"
+    )
+    presets.add_argument("name", nargs="?", help=f"one of {PRESETS_HELP}")
 
     data = commands.add_parser("data", help="corpus tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
@@ -348,6 +358,14 @@ def command_train(args):
     from awd_lstm.runs import create_training_run, resume_run
 
     chief = args.distribution is None or args.distribution.is_chief
+    if args.resume and args.show_config:
+        from awd_lstm.presets import describe
+        from awd_lstm.runs import Run
+
+        run = Run.open(args.resume)
+        shown = describe(run.config, run.vocabulary.level)
+        print(json.dumps({"preset": run.info.get("preset"), **shown}, indent=1))
+        return 0
     if args.resume:
         fixed = ["data", "preset", "level", "synthetic_tokens", "out", "max_minutes"]
         given = _flags_given(args, fixed + [f.name for f in config_fields()])
@@ -363,8 +381,13 @@ def command_train(args):
         config, preset = resolve_config(args, synthetic=args.data is None)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    _check_batch(args, config)
     level = args.level or PRESET_LEVELS.get(preset, "word")
+    if args.show_config:
+        from awd_lstm.presets import describe
+
+        print(json.dumps({"preset": preset, **describe(config, level)}, indent=1))
+        return 0
+    _check_batch(args, config)
     options = dict(data=args.data, level=level, preset=preset)
     options.update(synthetic_tokens=args.synthetic_tokens, max_minutes=args.max_minutes)
     flags = dict(synthetic_tokens="--synthetic-tokens", max_minutes="--max-minutes", data="--data")
@@ -458,6 +481,26 @@ def _method_settings(args, method, *names):
     return None
 
 
+def command_presets(args):
+    from awd_lstm.presets import PRESET_LEVELS, PRESETS, describe, preset
+
+    if args.name is None:
+        for name, config in PRESETS.items():
+            level = PRESET_LEVELS.get(name, "word")
+            print(
+                f"{name}: {level} level, E={config.embedding_size}, H={config.hidden_size}, "
+                f"{config.num_layers} layers, {config.optimizer} lr {config.lr:g}, "
+                f"batch {config.batch_size}, bptt {config.bptt}, {config.epochs} epochs"
+            )
+        return 0
+    try:
+        config = preset(args.name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(json.dumps(describe(config, PRESET_LEVELS.get(args.name, "word")), indent=1))
+    return 0
+
+
 def command_data(args):
     from awd_lstm.data import find_layout, load_corpus
 
@@ -475,6 +518,7 @@ COMMANDS = {
     "generate": command_generate,
     "score": command_score,
     "export": command_export,
+    "presets": command_presets,
     "data": command_data,
 }
 

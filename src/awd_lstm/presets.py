@@ -131,11 +131,26 @@ def resolve_config(args, synthetic):
     the user set applied over it. Returns `(config, preset_name)`; raises
     `ValueError` with one sentence for an unknown preset or a bad value."""
     name = args.preset or ("synthetic" if synthetic else "ptb")
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    base = preset(name)
     overrides = {
         f.name: getattr(args, f.name)
         for f in config_fields()
         if getattr(args, f.name, None) is not None
     }
-    return dataclasses.replace(PRESETS[name], **overrides), name
+    return dataclasses.replace(base, **overrides), name
+
+
+def describe(config, level="word"):
+    """A config as the plain dict `awd-lstm presets` and `train --show-config` print
+    (every `TrainingConfig` field, tuples as lists), with the token `level`."""
+    values = {
+        k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()
+    }
+    return {"level": level, **values}
+
+
+def preset(name):
+    """The `TrainingConfig` of preset `name`; `ValueError` naming the known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]
