@@ -135,9 +135,11 @@ def _keras_product(keras, a, b):
 def _training_steps(size, seed, device, mixed=False):
     """One step function per variant, each training on the next segment of a shared
     random stream and returning its cross-entropy."""
+    import keras
     import numpy as np
 
     from awd_lstm.config import TrainingConfig
+    from awd_lstm.models import AWDLSTMLanguageModel
     from awd_lstm.training import build_model
 
     batch, bptt = size["batch"], size["bptt"]
@@ -160,10 +162,6 @@ def _training_steps(size, seed, device, mixed=False):
     )
     steps = {}
     for variant, loss in (("user_logits", "logits"), ("user_defaults", "defaults")):
-        import keras
-
-        from awd_lstm.models import AWDLSTMLanguageModel
-
         model = AWDLSTMLanguageModel(
             size["vocab"],
             **shape,

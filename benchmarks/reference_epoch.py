@@ -34,6 +34,7 @@ Usage:
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -131,7 +132,7 @@ def run_reference(reference, data, epochs, work):
     epochs_seen = []
     for match in EPOCH_LINE.finditer(done.stdout):
         epoch, seconds, loss = int(match[1]), float(match[2]), float(match[3])
-        epochs_seen.append({"epoch": epoch, "seconds": seconds, "val_ppl": 2.718281828**loss})
+        epochs_seen.append({"epoch": epoch, "seconds": seconds, "val_ppl": math.exp(loss)})
     ms = [float(m) for m in re.findall(r"ms/batch\s+([\d.]+)", done.stdout)]
     tokens_per_sec = None
     if ms:

@@ -111,6 +111,7 @@ def test_other_training_flags(argv, message, tmp_path, capsys):
         (["finetune", "--epochs", "0"], "epochs must be a positive integer"),
         (["finetune", "--seed", "-1"], "seed must be an integer in [0, 2**32)"),
         (["finetune", "--max-minutes", "0"], "--max-minutes must be a number > 0"),
+        (["finetune", "--resume", "--lr", "1"], "continues a fine-tuning with its own settings"),
         (["export", "--out", "model.h5"], "--out must end with .keras"),
         (["export", "--out", "/nonexistent/folder/m.keras"], "/nonexistent/folder, does not exist"),
         (["train", "--resume"], "--resume continues a run with its own settings; drop --seed"),

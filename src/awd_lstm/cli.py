@@ -436,8 +436,6 @@ def _train(args, run, corpus, resume, weights=None):
 def command_finetune(args):
     from awd_lstm.runs import FINETUNE_FIELDS, open_finetune
 
-    if args.resume and _flags_given(args, [*FINETUNE_FIELDS, "max_minutes"]):
-        raise UsageError("--resume continues a fine-tuning with its own settings")
     overrides = {name: getattr(args, name) for name in FINETUNE_FIELDS}
     with _flags_named(max_minutes="--max-minutes"):
         run, corpus, weights = open_finetune(

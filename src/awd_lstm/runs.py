@@ -598,7 +598,7 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, **override
     if resume:
         given = sorted(k for k, v in overrides.items() if v is not None)
         if given or max_minutes is not None:
-            raise RunError("resuming continues a fine-tuning with its own settings")
+            raise RunError("--resume (resume=True) continues a fine-tuning with its own settings")
         run, corpus = resume_run(path, "finetune")
         # Before its first checkpoint it starts again from the trained run's weights.
         return run, corpus, run.finetune_start_weights(trained)
