@@ -19,7 +19,8 @@ def test_train_on_the_builtin_corpus_writes_a_run(run, capsys):
     ).split()
     for name in names:
         assert (run / name).exists(), name
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    for split in ("train", "validation"):
+        assert list((run / "tensorboard" / split).glob("events.out.tfevents.*"))
     assert not list(run.glob(".tmp-*"))
     final = json.loads((run / "final.json").read_text())
     assert {"test_loss", "test_ppl", "optimal_ppl", "unigram_ppl"} <= set(final)
@@ -55,6 +56,7 @@ def test_data_stats(run, capsys):
         (["train", "--resume", "/nonexistent/run"], "is not a run folder"),
         (["finetune", "--run", "/nonexistent/run"], "is not a run folder"),
         (["train", "--max-minutes", "0"], r"--max-minutes must be a number > 0; got 0"),
+        (["train", "--tensorboard-every", "-1"], r"--tensorboard-every must be an integer >= 0"),
         (["train", "--when", "0"], "when must be a list of positive epoch numbers"),
         (["train", "--lr", "nan"], "lr must be a finite number > 0; got nan"),
         (["data", "stats", "/nonexistent/corpus"], "does not exist"),
@@ -326,6 +328,31 @@ def test_score_prints_one_line_per_sentence(run, tmp_path, capsys):
     _one_line_error(capsys, "missing.txt cannot be read")
 
 
+def test_generate_and_score_an_exported_model_as_its_run(run, tmp_path, capsys):
+    from awd_lstm.data import Vocabulary
+
+    exported = tmp_path / "m.keras"
+    assert main(["export", "--run", str(run), "--out", str(exported)]) == 0
+    first = Vocabulary.load(run / "vocab.json").tokens[5]
+    lines = (run / "corpus" / "test.txt").read_text().splitlines()[:3]
+    text = tmp_path / "sentences.txt"
+    text.write_text("\n".join(lines) + "\n")
+    outputs = {}
+    for source in (["--run", str(run)], ["--model", str(exported)]):
+        capsys.readouterr()
+        assert main(["generate", *source, "--prompt", first, "--tokens", "12", "--seed", "3"]) == 0
+        generated = capsys.readouterr().out
+        assert main(["score", *source, str(text)]) == 0
+        outputs[source[0]] = generated, capsys.readouterr().out
+    assert outputs["--model"][0] == outputs["--run"][0]  # the same draws
+    for ours, theirs in zip(*(o[1].split() for o in outputs.values())):
+        assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
+    assert main(["generate", "--model", str(tmp_path / "missing.keras")]) == 2
+    _one_line_error(capsys, "missing.keras cannot be loaded")
+    with pytest.raises(SystemExit):  # one source, not both (argparse's usage error)
+        main(["generate", "--run", str(run), "--model", str(exported)])
+
+
 def test_evaluate_with_dynamic_evaluation_leaves_the_run_alone(run, capsys):
     weights = (run / "best.weights.h5").read_bytes()
     capsys.readouterr()
@@ -351,7 +378,7 @@ def test_export_a_run(run, tmp_path, capsys):
 
     out = tmp_path / "model.keras"
     assert main(["export", "--run", str(run), "--out", str(out)]) == 0
-    assert (tmp_path / "model.vocab.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # the vocabulary inside
     reloaded = keras.saving.load_model(out)
     ids = np.arange(12, dtype="int32").reshape(2, 6)
     from awd_lstm import load_run
@@ -448,3 +475,99 @@ def test_presets_and_show_config_print_the_resolved_settings(tmp_path, capsys, r
     assert main(["train", "--resume", str(run), "--show-config"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["seed"] == Run.open(run).config.seed
+
+
+# The metavars of the flags' values: numbers, and what a path or text names.
+METAVARS = {int: {"N", "EPOCH", "RANK"}, float: {"X"}}
+NAMED = {"DIR", "FILE", "PATH", "RUN", "NAME", "TEXT", "URL", "HEX"}
+
+
+def _actions(parser, command="awd-lstm"):
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _actions(sub, f"{command} {name}")
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+            yield command, action
+
+
+def test_every_flag_has_help_and_a_consistent_metavar():
+    from awd_lstm.cli import build_parser
+
+    for command, action in _actions(build_parser()):
+        where = f"{command} {'/'.join(action.option_strings) or action.dest}"
+        assert action.help, f"{where} has no help text"
+        if action.nargs == 0 or action.choices:
+            continue  # a switch, or its choices shown
+        if action.metavar == "true|false":
+            continue
+        allowed = METAVARS.get(action.type, NAMED)
+        assert action.metavar in allowed, f"{where}: metavar {action.metavar!r}"
+
+
+def test_help_shows_flags_with_their_metavars(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for shown in ["--data DIR", "--bptt N", "--lr X", "--when [EPOCH ...]", "--verbose"]:
+        assert shown in text, shown
+    assert "(default: the preset's)" in text
+
+
+# Runs commands in a fresh process, as a user would, then says whether TensorFlow
+# was imported.
+_FRESH = """
+import sys
+from awd_lstm.cli import main
+for argv in sys.argv[1:]:
+    code = main(argv.split("\\t"))
+    assert code == 0, (argv, code)
+print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+
+
+def test_commands_are_quiet_and_jax_and_torch_never_import_tensorflow(run, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import keras
+
+    backend = keras.backend.backend()
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["KERAS_BACKEND"] = backend
+    commands = [
+        ["train", "--out", str(tmp_path / "run"), *TINY_FLAGS, "--epochs", "1"],
+        ["evaluate", "--run", str(run)],
+        ["generate", "--run", str(run), "--tokens", "3"],
+        ["export", "--run", str(run), "--out", str(tmp_path / "m.keras")],
+        ["generate", "--model", str(tmp_path / "m.keras"), "--tokens", "3"],
+    ]
+    argv = [sys.executable, "-c", _FRESH, *("\t".join(c) for c in commands)]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"tensorflow imported: {backend == 'tensorflow'}" in done.stdout
+    for noise in ["absl::InitializeLog", "oneDNN custom operations", "cpu_feature_guard"]:
+        assert noise not in done.stderr, done.stderr
+
+
+def test_native_start_up_lines_are_dropped_and_the_rest_kept():
+    from awd_lstm._quiet import kept_lines
+
+    captured = (
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        b"I0000 00:00:1796149686.039530    6029 port.cc:153] oneDNN custom operations are on.\n"
+        b"I0000 00:00:1796149686.399297    6029 cpu_feature_guard.cc:227] This TensorFlow "
+        b"binary is optimized\n"
+        b"To enable the following instructions: AVX2 FMA, in other operations, rebuild\n"
+        b"W0000 00:00:1796149687.1 6029 gpu_device.cc:2341] Cannot dlopen some GPU libraries.\n"
+        b"E0000 00:00:1796149687.2 6029 cuda_dnn.cc:8310] Unable to register cuDNN factory\n"
+        b"/x/y.py:3: UserWarning: something the user should see\n"
+    )
+    assert kept_lines(captured) == (
+        b"E0000 00:00:1796149687.2 6029 cuda_dnn.cc:8310] Unable to register cuDNN factory\n"
+        b"/x/y.py:3: UserWarning: something the user should see\n"
+    )

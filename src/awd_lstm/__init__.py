@@ -36,7 +36,16 @@ _SUBMODULES = (
     "training",
 )
 
-__all__ = [*_SUBMODULES, "__version__", "load_run"]
+__all__ = [*_SUBMODULES, "__version__", "load_model", "load_run"]
+
+
+def load_model(path):
+    """The language model of a `.keras` file written by `awd-lstm export` (or of a run
+    folder), with its vocabulary as `model.vocabulary`, in one call
+    (`awd_lstm.export.load_model`)."""
+    from awd_lstm.export import load_model as load
+
+    return load(path)
 
 
 def load_run(path):

@@ -48,6 +48,13 @@ def check_positive_int(name, value):
     return int(value)
 
 
+def check_non_negative_int(name, value):
+    """Returns `value` as an int after checking that it is an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"`{name}` must be an integer >= 0; Received: {name}={value!r}")
+    return int(value)
+
+
 def check_positive_number(name, value):
     """Returns `value` as a float after checking that it is finite and > 0."""
     if (

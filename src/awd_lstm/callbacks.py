@@ -10,11 +10,12 @@ callbacks a user passes:
 4. `awd_lstm.optimizers.NonMonotoneTrigger`: averaging switched on (training) or the
    run stopped (fine-tuning) by the non-monotone rule;
 5. `EpochRecords`: the epoch's record (perplexities, rate, speed), into the logs;
-6. the user's callbacks, which see those logs;
-7. `StopRules`: the epoch limit and the time limit;
-8. `RunCheckpoint`: what a resumed run continues from;
-9. `RunLogs`: `metrics.jsonl`, the TensorBoard events, the learning curves, one line;
-10. `StopOnNaN`: a non-finite loss ends the run with `FloatingPointError`.
+6. `TensorBoardScalars`: the TensorBoard scalars, every few steps and per epoch;
+7. the user's callbacks, which see those logs;
+8. `StopRules`: the epoch limit and the time limit;
+9. `RunCheckpoint`: what a resumed run continues from;
+10. `RunLogs`: `metrics.jsonl`, the learning curves, the epoch's line;
+11. `StopOnNaN`: a non-finite loss ends the run with `FloatingPointError`.
 
 The loop gives each `on_train_batch_begin` the step's segment length as
 `logs["seq_len"]`, and each `on_epoch_end` the training loss as `logs["loss"]`.
@@ -33,8 +34,8 @@ import keras
 
 from awd_lstm import checkpoints, recipe
 from awd_lstm._files import write_text_atomic
-from awd_lstm._validation import check_positive_int
-from awd_lstm.run_logs import plot_learning_curves, write_tensorboard
+from awd_lstm._validation import check_non_negative_int, check_positive_int
+from awd_lstm.run_logs import TRAIN, VALIDATION, ScalarWriter, plot_learning_curves
 from awd_lstm.runs import CURVES, METRICS
 
 
@@ -133,8 +134,10 @@ class EpochRecords(keras.callbacks.Callback):
     "train_ppl", "val_loss", "val_ppl" (and `_bpc` at character level), "lr" (the
     base rate), "averaging" (whether NT-ASGD averaged during the epoch),
     "tokens_per_sec", "seconds"}`, appended to `records` and merged into the logs.
-    The epoch's time runs from its `on_epoch_begin` to this callback, validation
-    included; `logs["tokens"]` (the tokens trained on) is taken out of the logs.
+    `tokens_per_sec` is the training speed: the tokens trained on
+    (`logs["tokens"]`) over the time of the training steps (`logs["train_seconds"]`;
+    without it, the epoch's); `seconds`, the epoch's time, from its `on_epoch_begin`
+    to this callback, validation included. Both are taken out of the logs.
     """
 
     def __init__(self, level="word"):
@@ -154,6 +157,7 @@ class EpochRecords(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         seconds = time.perf_counter() - self._started
         tokens = logs.pop("tokens", None)  # the recipe's loop gives it; `fit` does not
+        train_seconds = logs.pop("train_seconds", seconds)
         if "val_loss" not in logs:
             raise ValueError(
                 "EpochRecords needs the epoch's validation loss, logs['val_loss'] (from an "
@@ -169,7 +173,7 @@ class EpochRecords(keras.callbacks.Callback):
             ),
             "lr": logs["lr"] if "lr" in logs else _current_rate(self.model),
             "averaging": self._averaging,
-            "tokens_per_sec": tokens / seconds if tokens is not None else None,
+            "tokens_per_sec": tokens / train_seconds if tokens is not None else None,
             "seconds": seconds,
         }
         self.records.append(record)
@@ -296,10 +300,74 @@ class RunCheckpoint(keras.callbacks.Callback):
                 set_callback_state(self.stateful[key], callback_state_)
 
 
+class TensorBoardScalars(keras.callbacks.Callback):
+    """The run's TensorBoard scalars (`awd_lstm.run_logs.ScalarWriter`) in `folder`:
+    every `every` training steps the step's training loss (`batch_loss`, the
+    cross-entropy) and learning rate (`batch_learning_rate`); after each epoch (its
+    record in the logs, from `EpochRecords`) `epoch_loss` and `epoch_perplexity` (and
+    `epoch_bpc`) of training and validation, the epoch's base learning rate and its
+    training tokens per second. Steps count the optimizer's updates, from where a
+    resumed run's checkpoint left them; a resumed run hides what a killed one logged
+    past its checkpoint.
+
+    Args:
+        folder: `RUN/tensorboard`.
+        every: Steps between two per-step points (0: per-epoch points only).
+    """
+
+    def __init__(self, folder, every=50):
+        super().__init__()
+        self.folder = folder
+        self.every = check_non_negative_int("every", every)
+        self.step = 0
+        self.writer = None
+
+    def on_train_begin(self, logs=None):
+        self.step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        # After a checkpoint at step S the points up to S stand; from scratch, none do.
+        self.writer = ScalarWriter(self.folder, purge_step=self.step + 1 if self.step else 0)
+
+    def start_point(self, val_loss, level="word"):
+        """Writes the validation loss of the weights a fine-tuning starts from, at step 0."""
+        self.writer.add(
+            VALIDATION, _epoch_scalars("val", recipe.loss_summary("val", val_loss, level)), 0
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.every and self.step % self.every == 0 and logs:
+            loss = logs.get("ce", logs.get("loss"))
+            scalars = {"batch_loss": loss, "batch_learning_rate": logs.get("lr")}
+            self.writer.add(TRAIN, scalars, self.step)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        train = {
+            **_epoch_scalars("train", logs),
+            "epoch_learning_rate": logs.get("lr"),
+            "epoch_tokens_per_second": logs.get("tokens_per_sec"),
+        }
+        self.writer.add(TRAIN, train, self.step)
+        self.writer.add(VALIDATION, _epoch_scalars("val", logs), self.step)
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _epoch_scalars(prefix, record):
+    names = {"loss": "epoch_loss", "ppl": "epoch_perplexity", "bpc": "epoch_bpc"}
+    return {tag: record.get(f"{prefix}_{key}") for key, tag in names.items()}
+
+
 class RunLogs(keras.callbacks.Callback):
-    """After each epoch, rewrites the run's `metrics.jsonl`, TensorBoard events and
-    learning-curve PNG in `folder` from `records` (an `EpochRecords`), then calls
-    `log` with the epoch's line."""
+    """After each epoch, rewrites the run's `metrics.jsonl` and learning-curve PNG in
+    `folder` from `records` (an `EpochRecords`), then calls `log` with the epoch's
+    line."""
 
     def __init__(self, folder, records, title="", log=print):
         super().__init__()
@@ -313,9 +381,6 @@ class RunLogs(keras.callbacks.Callback):
         text = "".join(json.dumps(record) + "\n" for record in records)
         write_text_atomic(os.path.join(self.folder, METRICS), text)
         if records:
-            write_tensorboard(
-                os.path.join(self.folder, "tensorboard"), records, self.records.start_time
-            )
             plot_learning_curves(os.path.join(self.folder, CURVES), records, self.title)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -327,7 +392,10 @@ class RunLogs(keras.callbacks.Callback):
         )
         if "val_bpc" in record:
             line += f" ({record['val_bpc']:.3f} bpc)"
-        self.log(f"{line}, {record['tokens_per_sec']:,.0f} tokens/s")
+        speed = record["tokens_per_sec"]
+        if speed is not None:
+            line += f"; training {speed:,.0f} tokens/s"
+        self.log(f"{line}; {record['seconds']:.0f} s with validation")
 
 
 class StopOnNaN(keras.callbacks.Callback):

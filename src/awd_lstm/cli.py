@@ -22,6 +22,11 @@ import tempfile
 
 PRESETS_HELP = "ptb, wikitext-2, wikitext-103, ptb-char, enwik8, small, synthetic"
 BACKENDS = ("tensorflow", "jax", "torch")
+VERBOSE_HELP = (
+    "also show TensorFlow's start-up log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is set)"
+)
+# The commands that run a model, and so load Keras and its backend.
+MODEL_COMMANDS = ("train", "finetune", "evaluate", "generate", "score", "export")
 
 
 class UsageError(Exception):
@@ -54,6 +59,36 @@ def _add_config_flags(parser, fields=None):
             group.add_argument(flag, type=field.type, metavar=metavar, help=help_text)
 
 
+def _add_model_source(parser):
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", metavar="RUN", help="run folder written by train")
+    source.add_argument(
+        "--model", metavar="FILE", help="a .keras file written by export (its vocabulary inside)"
+    )
+
+
+def _open_model(args, stateful):
+    """The model and vocabulary of `--run` (its best weights) or `--model` (a
+    `.keras` file); generation and scoring make the copy they need."""
+    if args.run is not None:
+        from awd_lstm.runs import Run
+
+        run = Run.open(args.run)
+        model = run.load_model(batch_size=1) if stateful else run.load_model(stateful=False)
+        return model, run.vocabulary
+    from awd_lstm.export import load_model
+
+    try:
+        model = load_model(args.model)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"--model {args.model} cannot be loaded: {e}") from None
+    if getattr(model, "vocabulary", None) is None:
+        raise UsageError(
+            f"--model {args.model} carries no vocabulary; export it with awd-lstm export"
+        )
+    return model, model.vocabulary
+
+
 def _parse_bool(text):
     if text.lower() in ("1", "true", "yes"):
         return True
@@ -76,6 +111,7 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"awd-lstm {__version__}")
     backend_help = "Keras backend (default: the run's, else KERAS_BACKEND, else tensorflow)"
     parser.add_argument("--backend", choices=BACKENDS, help=backend_help)
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_common(subparser, progress=True):
@@ -83,13 +119,27 @@ def build_parser():
         subparser.add_argument(
             "--backend", choices=BACKENDS, default=argparse.SUPPRESS, help=backend_help
         )
+        subparser.add_argument(
+            "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+        )
         if progress:
             subparser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    def add_tensorboard(subparser):
+        subparser.add_argument(
+            "--tensorboard-every",
+            type=int,
+            default=50,
+            metavar="N",
+            help="training steps between two per-step TensorBoard points (default 50; "
+            "0: per epoch only)",
+        )
 
     def add_time_limit(subparser):
         subparser.add_argument(
             "--max-minutes",
             type=float,
+            metavar="X",
             help="stop at the end of the epoch after which another one would pass this "
             "many minutes of training",
         )
@@ -97,11 +147,13 @@ def build_parser():
     train = commands.add_parser("train", help="train a language model")
     train.add_argument(
         "--data",
+        metavar="DIR",
         help="corpus folder (PTB, WikiText or train/valid/test.txt); "
         "default: the built-in synthetic corpus",
     )
     train.add_argument(
         "--preset",
+        metavar="NAME",
         help=f"reference settings: {PRESETS_HELP} (default: synthetic without --data, ptb with it)",
     )
     train.add_argument(
@@ -118,16 +170,55 @@ def build_parser():
     train.add_argument(
         "--synthetic-tokens",
         type=int,
+        metavar="N",
         help="training tokens of the built-in corpus (valid and test: a "
         "tenth each; default 200000)",
     )
-    train.add_argument("--out", default=None, help="run folder (default: runs/<preset>)")
+    train.add_argument(
+        "--out", metavar="DIR", default=None, help="run folder (default: runs/<preset>)"
+    )
+    vocabulary = train.add_argument_group(
+        "vocabulary, for text that is not pre-tokenized",
+        "default: the reference's, every whitespace-separated word of the three splits; "
+        "any of these flags builds it from the training split only, and the words "
+        "outside it read as <unk>",
+    )
+    vocabulary.add_argument(
+        "--lowercase", action="store_true", default=None, help="lower-case the text first"
+    )
+    vocabulary.add_argument(
+        "--split-punctuation",
+        action="store_true",
+        default=None,
+        help='split punctuation from words, "Hello, world!" into "Hello , world !" (the '
+        "Moses tokenizer: pip install 'awd-lstm[text]'); generate joins it back",
+    )
+    vocabulary.add_argument(
+        "--min-count",
+        type=int,
+        metavar="N",
+        help="training words seen fewer than N times read as <unk>",
+    )
+    vocabulary.add_argument(
+        "--max-vocab",
+        type=int,
+        metavar="N",
+        help="keep the N most frequent tokens, <eos> and <unk> included (ties: the word "
+        "seen first)",
+    )
+    vocabulary.add_argument(
+        "--train-vocab",
+        action="store_true",
+        default=None,
+        help="only build the vocabulary from the training split (implied by the others)",
+    )
     train.add_argument(
         "--show-config",
         action="store_true",
         help="print the resolved settings (the preset with the flags over it) and exit",
     )
     add_time_limit(train)
+    add_tensorboard(train)
     scale = train.add_argument_group("several devices or machines (data parallel)")
     scale.add_argument(
         "--distribute",
@@ -148,18 +239,23 @@ def build_parser():
         help="fine-tune a trained run: averaged SGD from its best weights until the "
         "non-monotone rule fires",
     )
-    finetune.add_argument("--run", required=True, help="run folder written by train")
-    finetune.add_argument("--out", help="run folder of the fine-tuning (default: RUN/finetune)")
+    finetune.add_argument("--run", required=True, metavar="RUN", help="run folder written by train")
+    finetune.add_argument(
+        "--out", metavar="DIR", help="run folder of the fine-tuning (default: RUN/finetune)"
+    )
     finetune.add_argument(
         "--resume", action="store_true", help="continue an interrupted fine-tuning"
     )
     add_common(finetune)
     add_time_limit(finetune)
+    add_tensorboard(finetune)
     _add_config_flags(finetune, FINETUNE_FIELDS)  # those a fine-tuning may change
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained run")
-    evaluate.add_argument("--run", required=True, help="run folder written by train")
-    evaluate.add_argument("--split", choices=("valid", "test"), default="test")
+    evaluate.add_argument("--run", required=True, metavar="RUN", help="run folder written by train")
+    evaluate.add_argument(
+        "--split", choices=("valid", "test"), default="test", help="the split (default: test)"
+    )
     pointer = evaluate.add_argument_group(
         "continuous cache pointer (defaults: the reference's values for the run's corpus; "
         "PTB's for other presets)"
@@ -193,16 +289,20 @@ def build_parser():
     add_common(evaluate)
 
     generate = commands.add_parser("generate", help="sample text from a trained run")
-    generate.add_argument("--run", required=True, help="run folder written by train")
-    generate.add_argument("--prompt", default="", help="text to continue (default: a new line)")
+    _add_model_source(generate)
+    generate.add_argument(
+        "--prompt", metavar="TEXT", default="", help="text to continue (default: a new line)"
+    )
     generate.add_argument("--tokens", type=int, default=100, metavar="N", help="tokens to draw")
     generate.add_argument(
-        "--temperature", type=float, default=1.0, metavar="T", help="> 0 (default 1)"
+        "--temperature", type=float, default=1.0, metavar="X", help="> 0 (default 1)"
     )
     generate.add_argument(
-        "--top-k", type=int, metavar="K", help="draw among the K most likely tokens only"
+        "--top-k", type=int, metavar="N", help="draw among the N most likely tokens only"
     )
-    generate.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
+    generate.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="seed of the draws (default 0)"
+    )
     add_common(generate, progress=False)
 
     score = commands.add_parser(
@@ -210,8 +310,10 @@ def build_parser():
         help="log-probability of each line of a text: log_prob, tokens and perplexity, "
         "tab-separated, one line per input line",
     )
-    score.add_argument("--run", required=True, help="run folder written by train")
-    score.add_argument("file", help="UTF-8 text, one sentence per line; - reads stdin")
+    _add_model_source(score)
+    score.add_argument(
+        "file", metavar="FILE", help="UTF-8 text, one sentence per line; - reads stdin"
+    )
     score.add_argument(
         "--batch-size", type=int, default=32, metavar="N", help="sentences per batch"
     )
@@ -220,23 +322,72 @@ def build_parser():
     export = commands.add_parser(
         "export", help="save a run's model as .keras or as a TensorFlow SavedModel"
     )
-    export.add_argument("--run", required=True, help="run folder written by train")
-    export.add_argument("--format", choices=("keras", "savedmodel"), default="keras")
+    export.add_argument("--run", required=True, metavar="RUN", help="run folder written by train")
     export.add_argument(
-        "--out", required=True, help="a .keras file, or a new folder for the SavedModel"
+        "--format",
+        choices=("keras", "savedmodel"),
+        default="keras",
+        help="keras: a .keras file, any backend (default); savedmodel: a TensorFlow "
+        "SavedModel serving log-probabilities (tensorflow backend)",
+    )
+    export.add_argument(
+        "--out",
+        required=True,
+        metavar="PATH",
+        help="a .keras file, or a new folder for the SavedModel",
     )
     add_common(export, progress=False)
+
+    plot = commands.add_parser(
+        "plot", help="draw several runs' learning curves in one PNG, to compare them"
+    )
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="run folders")
+    plot.add_argument(
+        "--out", metavar="FILE", default="runs.png", help="the PNG (default: runs.png)"
+    )
+    plot.add_argument(
+        "--split",
+        choices=("valid", "train"),
+        default="valid",
+        help="whose perplexity (default: valid)",
+    )
+    plot.add_argument("--title", metavar="TEXT", default="", help="the figure's title")
 
     presets = commands.add_parser(
         "presets", help="list the presets, or print one's settings (every hyperparameter)"
     )
-    presets.add_argument("name", nargs="?", help=f"one of {PRESETS_HELP}")
+    presets.add_argument("name", nargs="?", metavar="NAME", help=f"one of {PRESETS_HELP}")
 
     data = commands.add_parser("data", help="corpus tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     stats = data_commands.add_parser("stats", help="token and vocabulary counts of a corpus")
-    stats.add_argument("directory")
-    stats.add_argument("--level", choices=("word", "char"), default="word")
+    stats.add_argument("directory", metavar="DIR", help="corpus folder")
+    stats.add_argument(
+        "--level", choices=("word", "char"), default="word", help="tokens (default: word)"
+    )
+    from awd_lstm.data.download import MIRROR_VARIABLE, SOURCES
+
+    download = data_commands.add_parser(
+        "download",
+        help="download a standard corpus, check its checksum and lay it out for train --data",
+    )
+    download.add_argument("name", choices=tuple(SOURCES), help="the corpus")
+    download.add_argument("--dir", metavar="DIR", help="the corpus folder (default: data/NAME)")
+    download.add_argument(
+        "--url",
+        metavar="URL",
+        help="download from here instead: the file itself, or a folder ending in / that "
+        f"holds the corpus's files under their usual names (default: ${MIRROR_VARIABLE} "
+        "as such a folder, else the corpus's home); the published checksum still applies",
+    )
+    download.add_argument(
+        "--sha256",
+        nargs="+",
+        metavar="HEX",
+        help="expect these checksums instead of the published ones, one per file (ptb: "
+        "train, valid, test), for files meant to differ",
+    )
+    download.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
@@ -256,7 +407,13 @@ def _select_backend(args):
                 "run the command in a fresh process"
             )
         os.environ["KERAS_BACKEND"] = backend
+    quiet = not getattr(args, "verbose", False) and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command in MODEL_COMMANDS and "keras" not in sys.modules:
+        from awd_lstm._quiet import startup_lines_hidden
+
+        with startup_lines_hidden() if quiet else contextlib.nullcontext():
+            import keras  # noqa: F401 (with TensorFlow, if it is the backend)
 
 
 @contextlib.contextmanager
@@ -291,7 +448,6 @@ def command_generate(args):
     import warnings
 
     from awd_lstm.generation import check_generation_settings, generate
-    from awd_lstm.runs import Run
 
     settings = dict(
         num_tokens=args.tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed
@@ -299,13 +455,13 @@ def command_generate(args):
     flags = dict(num_tokens="--tokens", temperature="--temperature", top_k="--top-k")
     with _flags_named(**flags, seed="--seed"):
         check_generation_settings(**settings)  # before the model is loaded
-    run = Run.open(args.run)
+    model, vocabulary = _open_model(args, stateful=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        text, _ = generate(run.load_model(batch_size=1), run.vocabulary, args.prompt, **settings)
+        text, _ = generate(model, vocabulary, args.prompt, **settings)
     _report_warnings("generate", caught)
     if args.prompt.strip():
-        separator = "" if run.vocabulary.level == "char" else " "
+        separator = "" if vocabulary.level == "char" else " "
         text = args.prompt.rstrip("\n") + separator + text
     print(text)
     return 0
@@ -317,7 +473,6 @@ def command_score(args):
     from awd_lstm._validation import check_positive_int
     from awd_lstm.data.corpus import split_lines
     from awd_lstm.generation import score_sentences
-    from awd_lstm.runs import Run
 
     with _flags_named(batch_size="--batch-size"):
         check_positive_int("batch_size", args.batch_size)
@@ -330,12 +485,11 @@ def command_score(args):
         except OSError as e:
             raise UsageError(f"{args.file} cannot be read: {e.strerror}") from None
     sentences = split_lines(raw, source)
-    run = Run.open(args.run)
-    model = run.load_model(stateful=False)
+    model, vocabulary = _open_model(args, stateful=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         scores = score_sentences(
-            model, run.vocabulary, sentences, batch_size=args.batch_size, progress=_progress(args)
+            model, vocabulary, sentences, batch_size=args.batch_size, progress=_progress(args)
         )
     _report_warnings("score", caught)
     print("\n".join(f"{lp:.6f}\t{n}\t{math.exp(-lp / n):.6f}" for lp, n in scores))
@@ -348,8 +502,8 @@ def command_export(args):
 
     run = Run.open(args.run)
     with _flags_named(out="--out", format="--format"):
-        vocab_path = export_run(run, args.out, args.format)
-    print(f"wrote {args.out} and its vocabulary {vocab_path}")
+        export_run(run, args.out, args.format)
+    print(f"wrote {args.out} (the model and its vocabulary)")
     return 0
 
 
@@ -363,11 +517,14 @@ def command_train(args):
         from awd_lstm.runs import Run
 
         run = Run.open(args.resume)
-        shown = describe(run.config, run.vocabulary.level)
-        print(json.dumps({"preset": run.info.get("preset"), **shown}, indent=1))
+        shown = {"preset": run.info.get("preset"), **describe(run.config, run.vocabulary.level)}
+        if not run.tokenization.is_default:
+            shown["tokenization"] = run.tokenization.to_json()
+        print(json.dumps(shown, indent=1))
         return 0
     if args.resume:
         fixed = ["data", "preset", "level", "synthetic_tokens", "out", "max_minutes"]
+        fixed += TOKENIZATION_FLAGS
         given = _flags_given(args, fixed + [f.name for f in config_fields()])
         if given:
             raise UsageError(
@@ -382,13 +539,17 @@ def command_train(args):
     except ValueError as e:
         raise UsageError(str(e)) from None
     level = args.level or PRESET_LEVELS.get(preset, "word")
+    tokenization = _tokenization(args)
     if args.show_config:
         from awd_lstm.presets import describe
 
-        print(json.dumps({"preset": preset, **describe(config, level)}, indent=1))
+        shown = {"preset": preset, **describe(config, level)}
+        if tokenization is not None:
+            shown["tokenization"] = tokenization.to_json()
+        print(json.dumps(shown, indent=1))
         return 0
     _check_batch(args, config)
-    options = dict(data=args.data, level=level, preset=preset)
+    options = dict(data=args.data, level=level, preset=preset, tokenization=tokenization)
     options.update(synthetic_tokens=args.synthetic_tokens, max_minutes=args.max_minutes)
     flags = dict(synthetic_tokens="--synthetic-tokens", max_minutes="--max-minutes", data="--data")
     if not chief:
@@ -414,6 +575,23 @@ def command_train(args):
     return _train(args, run, corpus, resume=False)
 
 
+TOKENIZATION_FLAGS = ["lowercase", "split_punctuation", "min_count", "max_vocab", "train_vocab"]
+
+
+def _tokenization(args):
+    """The `Tokenization` of train's vocabulary flags; None without any of them."""
+    from awd_lstm.data import Tokenization
+
+    if not _flags_given(args, TOKENIZATION_FLAGS):
+        return None
+    settings = dict(lowercase=bool(args.lowercase), split_punctuation=bool(args.split_punctuation))
+    for name in ("min_count", "max_vocab"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    with _flags_named(min_count="--min-count", max_vocab="--max-vocab"):
+        return Tokenization(**settings, train_only=True)
+
+
 def _check_batch(args, config):
     if args.distribution is not None:
         args.distribution.check_batch(config.batch_size)
@@ -424,6 +602,7 @@ def _train(args, run, corpus, resume, weights=None):
     from awd_lstm import training
 
     options = dict(progress=not args.no_progress, max_seconds=run.max_seconds, resume=resume)
+    options["tensorboard_every"] = args.tensorboard_every
     if run.stage == "finetune":
         training.finetune(run.config, corpus, run.path, weights, **options)
         return 0
@@ -500,12 +679,59 @@ def command_presets(args):
 
 
 def command_data(args):
+    if args.data_command == "download":
+        return command_data_download(args)
     from awd_lstm.data import find_layout, load_corpus
 
     layout, _ = find_layout(args.directory)
     stats = load_corpus(args.directory, level=args.level).stats()
     stats["layout"] = layout
     print(json.dumps(stats, indent=1))
+    return 0
+
+
+def command_data_download(args):
+    from awd_lstm.data import download
+
+    with _flags_named(url="--url", sha256="--sha256"):
+        download.resolve_files(args.name, args.url, args.sha256)
+
+    def log(line):
+        print(f"awd-lstm data: {line}", flush=True)
+
+    try:
+        result = download.download_corpus(
+            args.name, args.dir, args.url, args.sha256, progress=_progress(args), log=log
+        )
+    except download.DownloadError as e:
+        # The network's or the server's fault, not the command line's.
+        print(f"awd-lstm data: error: {e}", file=sys.stderr)
+        return 1
+    files = ", ".join(os.path.basename(p) for p in result.paths)
+    done = "downloaded into" if result.downloaded else "is already in"
+    print(f"awd-lstm data: {args.name} {done} {result.directory} ({files})")
+    print(f"next: {result.train_command}")
+    return 0
+
+
+def command_plot(args):
+    from awd_lstm.run_logs import plot_runs
+    from awd_lstm.runs import Run
+
+    if not args.out.endswith(".png"):
+        raise UsageError(f"--out must end with .png; got {args.out}")
+    runs = []
+    for path in args.runs:
+        history = Run.open(path).history
+        if not history:
+            raise UsageError(f"the run in {path} has no completed epoch yet")
+        runs.append((os.path.basename(os.path.normpath(path)), history))
+    labels = [label for label, _ in runs]
+    if len(set(labels)) < len(labels):  # runs/a/ptb and runs/b/ptb: the whole paths
+        runs = [(os.path.normpath(path), history) for path, (_, history) in zip(args.runs, runs)]
+    metric = "val_ppl" if args.split == "valid" else "train_ppl"
+    plot_runs(args.out, runs, metric, args.title)
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -517,6 +743,7 @@ COMMANDS = {
     "score": command_score,
     "export": command_export,
     "presets": command_presets,
+    "plot": command_plot,
     "data": command_data,
 }
 
@@ -538,6 +765,11 @@ def main(argv=None):
         from awd_lstm.data import CorpusError
         from awd_lstm.runs import RunError
 
+        if getattr(args, "tensorboard_every", None) is not None:  # before anything is written
+            from awd_lstm._validation import check_non_negative_int
+
+            with _flags_named(tensorboard_every="--tensorboard-every"):
+                check_non_negative_int("tensorboard_every", args.tensorboard_every)
         try:
             return COMMANDS[args.command](args)
         except (CorpusError, CheckpointError, distribute.DistributionError, RunError) as e:

@@ -1,6 +1,8 @@
 """Exporting a trained language model: a `.keras` file (every backend) or a TensorFlow
 SavedModel that serves next-word log-probabilities (TensorFlow backend only: the
-SavedModel is a TensorFlow graph)."""
+SavedModel is a TensorFlow graph). Both carry the model's vocabulary: the `.keras`
+file as a Keras asset (`load_model(path).vocabulary`), the SavedModel folder as
+`vocab.json`."""
 
 import os
 import shutil
@@ -24,13 +26,44 @@ def inference_model(config, vocab_size, weights):
 
 
 def export_keras(model, path):
-    """Saves `model` as a `.keras` file, atomically; `keras.saving.load_model(path)`
-    gives it back with identical outputs."""
+    """Saves `model` as a `.keras` file, atomically, its vocabulary (`model.vocabulary`,
+    if set) inside; `load_model(path)` gives it back with identical outputs."""
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"a Keras model file must end with .keras; got {path!r}")
-    with atomic_path(path, suffix=".keras") as tmp:
+    with atomic_path(path, suffix=".keras") as tmp, backend.tensorflow_unimported():
         model.save(tmp)
+
+
+def load_model(path):
+    """The language model of a `.keras` file (as `export_keras` or `awd-lstm export`
+    write it) or of a run folder (its best weights), with its vocabulary as
+    `.vocabulary`: a model for any batch, from a zero state at every call
+    (`model.as_stateful(batch_size)` gives a stateful one). Keras' safe mode is on:
+    a file that would run code is refused."""
+    import keras
+
+    from awd_lstm import models  # noqa: F401 (registers the package's classes)
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        from awd_lstm.runs import Run
+
+        return Run.open(path).load_model(stateful=False)
+    if not path.endswith(".keras"):
+        raise ValueError(f"expected a .keras file or a run folder; got {path!r}")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} does not exist")
+    with backend.tensorflow_unimported():
+        model = keras.saving.load_model(path, safe_mode=True)
+    if getattr(model, "vocabulary", None) is None:
+        # Files of earlier versions had the vocabulary beside them.
+        from awd_lstm.data import Vocabulary
+
+        beside = path[: -len(".keras")] + ".vocab.json"
+        if os.path.exists(beside):
+            model.vocabulary = Vocabulary.load(beside)
+    return model
 
 
 def export_savedmodel(model, path):
@@ -46,10 +79,21 @@ def export_savedmodel(model, path):
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
         archive.write_out(tmp, verbose=False)
+        if getattr(model, "vocabulary", None) is not None:
+            model.vocabulary.save(os.path.join(tmp, "vocab.json"))
+        # mkdtemp's folder is private (0700); the SavedModel gets what a folder made
+        # with os.mkdir would: the umask's permissions.
+        os.chmod(tmp, 0o777 & ~_umask())
         os.replace(tmp, path)  # a folder appears whole or not at all
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _check_savedmodel_folder(path):
@@ -65,11 +109,10 @@ def _check_savedmodel_folder(path):
 
 
 def export_run(run, out, format="keras"):
-    """Exports the best weights of `run` (an `awd_lstm.runs.Run`) as a `.keras` file
-    (`format="keras"`, `out` ending in `.keras`) or a TensorFlow SavedModel (a new
-    folder `out`; TensorFlow backend), with the vocabulary beside it (`NAME.vocab.json`)
-    or inside it (`vocab.json`). Everything is checked before a file is written.
-    Returns the vocabulary's path."""
+    """Exports the best weights of `run` (an `awd_lstm.runs.Run`) with its vocabulary
+    as a `.keras` file (`format="keras"`, `out` ending in `.keras`) or a TensorFlow
+    SavedModel (a new folder `out`; TensorFlow backend). Everything is checked before
+    a file is written."""
     out = os.fspath(out)
     if format not in ("keras", "savedmodel"):
         raise ValueError(f"`format` must be 'keras' or 'savedmodel'; Received: format={format!r}")
@@ -83,12 +126,8 @@ def export_run(run, out, format="keras"):
     if not os.access(parent, os.W_OK):
         raise ValueError(f"the folder of `out`, {parent}, is not writable")
     run.weights_path("best")  # the run has trained weights
-    model = run.load_model(stateful=False)
+    model = run.load_model(stateful=False)  # with the run's vocabulary
     if format == "keras":
         export_keras(model, out)
-        vocab_path = out[: -len(".keras")] + ".vocab.json"
     else:
         export_savedmodel(model, out)
-        vocab_path = os.path.join(out, "vocab.json")
-    run.vocabulary.save(vocab_path)
-    return vocab_path

@@ -1,6 +1,8 @@
 """Using a trained language model: sampling text and scoring sentences.
 
-Both take a run's weights (`awd_lstm.runs.Run.trained_weights`) and vocabulary.
+Both take a language model (a run's, an exported one loaded with
+`awd_lstm.load_model`, one of your own) and its vocabulary (by default the one it
+carries), and make the stateful or stateless copy they need themselves.
 Randomness comes from a NumPy generator seeded by the caller, never a global seed.
 """
 
@@ -9,7 +11,7 @@ import warnings
 import numpy as np
 
 from awd_lstm._validation import check_positive_int
-from awd_lstm.data import EOS, UNK, tokenize_line
+from awd_lstm.data import EOS, UNK
 from awd_lstm.log_probs import target_log_probs
 from awd_lstm.progress import Progress
 
@@ -34,9 +36,33 @@ def _encode_with_unk(vocab, tokens, what):
     return vocab.encode(tokens)
 
 
-def _detokenize(tokens, level):
+def _vocabulary_of(model, vocab):
+    """`vocab`, else the model's own; checked against the model's size."""
+    vocab = vocab if vocab is not None else getattr(model, "vocabulary", None)
+    if vocab is None:
+        raise ValueError(
+            "the model carries no vocabulary; pass `vocab` (a run's: "
+            "awd_lstm.load_run(path).vocabulary)"
+        )
+    size = getattr(model, "vocab_size", len(vocab))
+    if len(vocab) != size:
+        raise ValueError(f"the vocabulary has {len(vocab)} tokens and the model {size}")
+    return vocab
+
+
+def _as(model, variant, *args):
+    if not hasattr(model, variant):
+        raise TypeError(
+            f"expected an AWDLSTMLanguageModel (a run's or awd_lstm.load_model's); "
+            f"got {type(model).__name__}"
+        )
+    return getattr(model, variant)(*args)
+
+
+def _detokenize(tokens, level, tokenization=None):
     """Text from generated tokens: `<eos>` ends a line; characters join without
-    spaces (`_` is a space)."""
+    spaces (`_` is a space), words with spaces or as `tokenization` joins them
+    (punctuation split by the Moses tokenizer joined back)."""
     lines, line = [], []
     for token in tokens:
         if token == EOS:
@@ -47,7 +73,8 @@ def _detokenize(tokens, level):
     lines.append(line)
     if level == "char":
         return "\n".join("".join(" " if c == "_" else c for c in words) for words in lines)
-    return "\n".join(" ".join(words) for words in lines)
+    join = " ".join if tokenization is None else tokenization.detokenize
+    return "\n".join(join(words) for words in lines)
 
 
 def _is_int(value):
@@ -68,18 +95,21 @@ def check_generation_settings(num_tokens=100, temperature=1.0, top_k=None, seed=
         raise ValueError(f"`seed` must be an integer in [0, 2**32); Received: seed={seed!r}")
 
 
-def generate(model, vocab, prompt="", num_tokens=100, temperature=1.0, top_k=None, seed=None):
+def generate(model, vocab=None, prompt="", num_tokens=100, temperature=1.0, top_k=None, seed=None):
     """Samples a continuation of `prompt` from a stateful language model of batch 1.
 
-    The prompt is read like a corpus line (without its `<eos>`; words outside the
-    vocabulary become `<unk>` with a warning), run through the model to set its
-    state, then each next token is drawn from `softmax(logits / temperature)`,
-    restricted to the `top_k` most likely tokens if given. An empty prompt starts a
-    new sentence.
+    The prompt is read like a line of the vocabulary's corpus, with its tokenization
+    (without its `<eos>`; words outside the vocabulary become `<unk>` with a
+    warning), run through the model to set its state, then each next token is drawn
+    from `softmax(logits / temperature)`, restricted to the `top_k` most likely
+    tokens if given. An empty prompt starts a new sentence.
 
     Args:
-        model: An `AWDLSTMLanguageModel` with `stateful=True, batch_size=1`.
-        vocab: Its `Vocabulary`.
+        model: An `AWDLSTMLanguageModel`: a run's (`Run.load_model`), a loaded
+            `.keras` file's (`awd_lstm.load_model`), your own. Generation runs a
+            stateful copy of batch 1 (`model.as_stateful(1)`; the model itself if it
+            is one).
+        vocab: Its `Vocabulary` (default: `model.vocabulary`).
         prompt: Text to continue.
         num_tokens: Tokens to draw (`<eos>` counts as one).
         temperature: > 0; below 1 sharpens, above 1 flattens the distribution.
@@ -91,10 +121,11 @@ def generate(model, vocab, prompt="", num_tokens=100, temperature=1.0, top_k=Non
         printed as a word) and the drawn tokens.
     """
     check_generation_settings(num_tokens, temperature, top_k, seed)
-    if not model.stateful or model.batch_size != 1:
-        raise ValueError("generate() needs a stateful model of batch_size=1")
+    vocab = _vocabulary_of(model, vocab)
+    if not (model.stateful and model.batch_size == 1):
+        model = _as(model, "as_stateful", 1)
     # A prompt starts a sentence: the line before it ended with <eos>.
-    tokens = tokenize_line(prompt, vocab.level)[:-1] if prompt.strip() else []
+    tokens = vocab.tokenize(prompt)[:-1] if prompt.strip() else []
     ids = _encode_with_unk(vocab, [EOS, *tokens], "the prompt")
     rng = np.random.default_rng(seed)
     model.reset_state()
@@ -111,16 +142,21 @@ def generate(model, vocab, prompt="", num_tokens=100, temperature=1.0, top_k=Non
         drawn.append(vocab.tokens[token_id])
         next_input = np.array([[token_id]], dtype=np.int32)
         logits = np.asarray(model.predict_on_batch(next_input), dtype=np.float64)[0, -1]
-    return _detokenize(drawn, vocab.level), drawn
+    return _detokenize(drawn, vocab.level, vocab.tokenization), drawn
 
 
-def score_sentences(model, vocab, sentences, batch_size=32, length_quantum=8, progress=False):
-    """Log-probability of each sentence under a (non-stateful) language model.
+def score_sentences(
+    model, vocab=None, sentences=(), batch_size=32, length_quantum=8, progress=False
+):
+    """Log-probability of each sentence under a language model (`model`, `vocab` as
+    in `generate`; a stateful model is scored through its copy for any batch,
+    `model.as_stateless()`).
 
-    Every sentence is scored on its own, from a zero state, as a line of a corpus:
-    its tokens and `<eos>` are predicted with `<eos>` (the end of the line before) as
-    the first input. Sentences are sorted by length and batched, padded to multiples
-    of `length_quantum` to bound the number of compiled shapes; padding comes after a
+    Every sentence is scored on its own, from a zero state, as a line of the
+    vocabulary's corpus (read with its tokenization): its tokens and `<eos>` are
+    predicted with `<eos>` (the end of the line before) as the first input.
+    Sentences are sorted by length and batched, padded to multiples of
+    `length_quantum` to bound the number of compiled shapes; padding comes after a
     sentence's tokens and so cannot change them (the model reads left to right).
 
     Returns:
@@ -128,9 +164,12 @@ def score_sentences(model, vocab, sentences, batch_size=32, length_quantum=8, pr
         (natural logarithm; `num_tokens` counts the `<eos>`).
     """
     check_positive_int("batch_size", batch_size)
-    encoded = [
-        _encode_with_unk(vocab, tokenize_line(s, vocab.level), "the input") for s in sentences
-    ]
+    vocab = _vocabulary_of(model, vocab)
+    if model.stateful:
+        model = _as(model, "as_stateless")
+    if isinstance(sentences, str):
+        raise TypeError("`sentences` must be a list of strings, not one string")
+    encoded = [_encode_with_unk(vocab, vocab.tokenize(s), "the input") for s in sentences]
     eos = vocab.index[EOS]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     rows = min(batch_size, len(order))  # every batch as tall: one compiled shape per width

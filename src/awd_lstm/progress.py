@@ -60,6 +60,11 @@ class Progress:
         parts = [
             f"{100 * current / max(self.total, 1):3.0f}% {current:,}/{self.total:,} {self.unit}s"
         ]
-        parts += [f"{name} {value:.4g}" for name, value in values]
+        parts += [f"{name} {_number(value)}" for name, value in values]
         parts.append(f"{seconds:.0f} s")
         print(", ".join(parts), file=self.stream or sys.stdout, flush=True)
+
+
+def _number(value):
+    """4 significant digits, thousands in full with separators (no `6.886e+04`)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"

@@ -1,135 +1,195 @@
 """What a run folder shows a person: TensorBoard scalars and a PNG of the learning curves.
 
-Both are rewritten whole from the epoch records after every epoch (atomically), so a
-resumed run's files hold each epoch once. The TensorBoard event file is written by this
-module (TFRecord framing with masked CRC-32C around `Event` protocol buffers holding
-`simple_value` summaries), so it needs neither TensorFlow nor TensorBoard installed;
-`tensorboard --logdir RUN/tensorboard` reads it.
+TensorBoard: `ScalarWriter` writes with tensorboardX (a maintained writer of
+TensorBoard's event files that needs neither TensorFlow nor PyTorch), in Keras'
+layout: `RUN/tensorboard/train` and `RUN/tensorboard/validation`, the same tag in
+both (`epoch_loss`, `epoch_perplexity`) so that the two curves overlay. Every
+scalar's step is the training step (the optimizer's update count), the epoch's at the
+step it ended on, so one axis serves the per-step and the per-epoch points. Each
+process appends a file of its own to each folder, written and flushed as each point
+comes (tensorboardX's synchronous `EventsWriter`: its `SummaryWriter` queues events
+for a thread and its `flush` does not wait for them), so a running
+`tensorboard --logdir RUN/tensorboard` shows every point at once. A resumed run
+starts its files with TensorBoard's restart marker at the step after its checkpoint,
+which hides the points a killed run logged past it, so no step is shown twice.
+
+The PNG is redrawn whole from the epoch records after every epoch (atomically).
 """
 
+import glob
 import math
 import os
-import struct
+import time
 
 from awd_lstm._files import atomic_path
 
-EVENTS_FILE = "events.out.tfevents.0.awd-lstm"
-
-# The scalars of an epoch record shown in TensorBoard, by tag.
-SCALARS = {
-    "loss/train": "train_loss",
-    "loss/valid": "val_loss",
-    "perplexity/train": "train_ppl",
-    "perplexity/valid": "val_ppl",
-    "learning_rate": "lr",
-    "tokens_per_sec": "tokens_per_sec",
-}
+TRAIN, VALIDATION = "train", "validation"
 
 
-def _crc32c_table():
-    table = []
-    for byte in range(256):
-        crc = byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return table
+class ScalarWriter:
+    """The TensorBoard scalars of a run folder's `tensorboard/` (`folder`).
 
+    Args:
+        folder: `RUN/tensorboard`; its `train/` and `validation/` are made.
+        purge_step: Points at this step and later, written before (by a run that was
+            killed and is now resumed), are hidden (None: none).
+    """
 
-_CRC_TABLE = _crc32c_table()
+    def __init__(self, folder, purge_step=None):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
 
+        self._event = Event
+        self.writers = {}
+        for split in (TRAIN, VALIDATION):
+            path = os.path.join(folder, split)
+            os.makedirs(path, exist_ok=True)
+            # A numbered file per process: two opened in the same second (a quick
+            # resume) would otherwise get the same name, and TensorBoard reads the
+            # files in name order, which this keeps the order they were written in.
+            number = len(glob.glob(os.path.join(path, "events.out.tfevents.*"))) + 1
+            writer = EventsWriter(os.path.join(path, "events"), f".{number:04d}")
+            if purge_step is not None:
+                start = SessionLog(status=SessionLog.START)
+                writer.write_event(Event(wall_time=time.time(), step=purge_step, session_log=start))
+            writer.flush()
+            self.writers[split] = writer
 
-def crc32c(data):
-    """CRC-32C (Castagnoli), the checksum of TFRecord files."""
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
+    def add(self, split, scalars, step):
+        """Writes `scalars` (`{tag: value}`; non-finite and None values skipped) to
+        `split` (`"train"` or `"validation"`) at `step`, and flushes."""
+        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.summary import scalar
 
-
-def _masked_crc(data):
-    crc = crc32c(data)
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(value):
-    out = bytearray()
-    while True:
-        bits, value = value & 0x7F, value >> 7
-        out.append(bits | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _bytes_field(number, payload):
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _event(wall_time, step=0, file_version=None, scalars=()):
-    # Event: wall_time = 1 (double), step = 2 (int64), file_version = 3, summary = 5.
-    out = _varint(1 << 3 | 1) + struct.pack("<d", wall_time)
-    if step:
-        out += _varint(2 << 3) + _varint(step)
-    if file_version is not None:
-        out += _bytes_field(3, file_version.encode())
-    if scalars:
-        # Summary.value = 1; Value.tag = 1, Value.simple_value = 2 (float).
-        values = b"".join(
-            _bytes_field(
-                1,
-                _bytes_field(1, tag.encode()) + _varint(2 << 3 | 5) + struct.pack("<f", value),
-            )
-            for tag, value in scalars
-        )
-        out += _bytes_field(5, values)
-    return out
-
-
-def _record(data):
-    length = struct.pack("<Q", len(data))
-    checksums = struct.pack("<I", _masked_crc(length)), struct.pack("<I", _masked_crc(data))
-    return length + checksums[0] + data + checksums[1]
-
-
-def write_tensorboard(folder, records, start_time):
-    """Writes `records` (epoch dicts with the keys of `SCALARS`) as one TensorBoard
-    event file in `folder`, one step per epoch."""
-    os.makedirs(folder, exist_ok=True)
-    chunks = [_record(_event(start_time, file_version="brain.Event:2"))]
-    elapsed = 0.0
-    for record in records:
-        elapsed += record.get("seconds", 0.0)
-        scalars = [
-            (tag, float(record[key]))
-            for tag, key in SCALARS.items()
-            if key in record and math.isfinite(record[key])
+        values = [
+            value
+            for tag, number in scalars.items()
+            if number is not None and math.isfinite(number)
+            for value in scalar(tag, float(number)).value
         ]
-        chunks.append(_record(_event(start_time + elapsed, record["epoch"], scalars=scalars)))
-    with atomic_path(os.path.join(folder, EVENTS_FILE)) as tmp, open(tmp, "wb") as f:
-        f.write(b"".join(chunks))
+        if values:
+            event = self._event(wall_time=time.time(), step=step, summary=Summary(value=values))
+            self.writers[split].write_event(event)
+            self.writers[split].flush()
+
+    def close(self):
+        for writer in self.writers.values():
+            writer.close()
+        self.writers = {}
 
 
 def plot_learning_curves(path, records, title=""):
-    """A PNG of training and validation perplexity per epoch (log scale), with the
-    epoch where NT-ASGD started averaging marked."""
+    """A PNG of training and validation perplexity per epoch, with the epoch where
+    NT-ASGD started averaging and the best validation marked: integer epoch ticks,
+    a log scale with plain labels where the perplexities span a factor of 3 or more
+    (a linear one below), markers while there are few epochs. It reads well after
+    one epoch and after hundreds."""
+    _save(learning_curves_figure(records, title), path)
+
+
+def learning_curves_figure(records, title=""):
+    """The `matplotlib.figure.Figure` `plot_learning_curves` draws."""
+    figure, axes = _figure(title)
+    epochs = [r["epoch"] for r in records]
+    style = _line_style(len(epochs))
+    axes.plot(epochs, [r["train_ppl"] for r in records], style, ms=3, label="train")
+    validation = [r["val_ppl"] for r in records]
+    axes.plot(epochs, validation, style, ms=3, label="validation")
+    best = min(range(len(validation)), key=validation.__getitem__) if validation else None
+    if best is not None:
+        axes.plot(
+            epochs[best],
+            validation[best],
+            "*",
+            ms=11,
+            color="C1",
+            mec="black",
+            mew=0.5,
+            label=f"best validation {validation[best]:.2f} (epoch {epochs[best]})",
+        )
+    switched = [r["epoch"] for r in records if r.get("averaging")]
+    if switched and switched[0] > epochs[0]:
+        axes.axvline(
+            switched[0] - 0.5,
+            color="gray",
+            ls="--",
+            lw=1,
+            label=f"averaging (NT-ASGD) from epoch {switched[0]}",
+        )
+    _finish(axes, epochs, [r["train_ppl"] for r in records] + validation)
+    return figure
+
+
+def plot_runs(path, runs, metric="val_ppl", title=""):
+    """A PNG comparing runs: `metric` (`"val_ppl"` or `"train_ppl"`) per epoch of each
+    of `runs` (`(label, records)` pairs), each run's switch to averaging marked on its
+    curve."""
+    _save(runs_figure(runs, metric, title), path)
+
+
+def runs_figure(runs, metric="val_ppl", title=""):
+    """The `matplotlib.figure.Figure` `plot_runs` draws."""
+    figure, axes = _figure(title)
+    everything, all_epochs = [], []
+    for index, (label, records) in enumerate(runs):
+        epochs = [r["epoch"] for r in records]
+        values = [r[metric] for r in records]
+        color = f"C{index % 10}"
+        axes.plot(epochs, values, _line_style(len(epochs)), ms=3, color=color, label=label)
+        switched = [i for i, r in enumerate(records) if r.get("averaging")]
+        if switched and switched[0] > 0:
+            i = switched[0]
+            axes.plot(epochs[i], values[i], "D", ms=5, color=color, mec="black", mew=0.5)
+        everything += values
+        all_epochs += epochs
+    if any(r.get("averaging") for _, records in runs for r in records):
+        axes.plot([], [], "D", ms=5, color="gray", mec="black", mew=0.5, label="averaging starts")
+    _finish(axes, all_epochs, everything, "validation" if metric == "val_ppl" else "training")
+    return figure
+
+
+def _figure(title):
     # A bare Figure renders with Agg and leaves pyplot's global backend alone.
     from matplotlib.figure import Figure
 
-    epochs = [r["epoch"] for r in records]
     figure = Figure(figsize=(7, 4.2), dpi=100)
     axes = figure.add_subplot()
-    axes.plot(epochs, [r["train_ppl"] for r in records], "o-", ms=3, label="train")
-    axes.plot(epochs, [r["val_ppl"] for r in records], "o-", ms=3, label="validation")
-    switched = [r["epoch"] for r in records if r.get("averaging")]
-    if switched and switched[0] > epochs[0]:
-        axes.axvline(switched[0] - 0.5, color="gray", ls="--", lw=1, label="averaging on")
-    axes.set_yscale("log")
-    axes.set_xlabel("epoch")
-    axes.set_ylabel("perplexity")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
     if title:
         axes.set_title(title)
+    return figure, axes
+
+
+def _line_style(epochs):
+    return "o-" if epochs <= 40 else "-"
+
+
+def _finish(axes, epochs, values, which=""):
+    from matplotlib import ticker
+
+    axes.set_xlabel("epoch")
+    axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, min_n_ticks=1))
+    if epochs:
+        low, high = min(epochs), max(epochs)
+        pad = max(0.5, 0.03 * (high - low))
+        axes.set_xlim(low - pad, high + pad)
+    values = [v for v in values if v is not None and math.isfinite(v) and v > 0]
+    label = f"{which} perplexity".strip()
+    if values and max(values) / min(values) >= 3:
+        axes.set_yscale("log")
+        # Plain numbers (60, 100, 200, 500), not powers of ten.
+        subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if max(values) / min(values) < 10 else (1.0, 2.0, 5.0)
+        axes.yaxis.set_major_locator(ticker.LogLocator(subs=subs))
+        axes.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axes.yaxis.set_minor_formatter(ticker.NullFormatter())
+        label += " (log scale)"
+    else:
+        axes.yaxis.set_major_formatter(ticker.ScalarFormatter(useOffset=False))
+    axes.set_ylabel(label[0].upper() + label[1:])
+    axes.grid(True, which="major", alpha=0.3)
+    axes.legend(fontsize="small")
+
+
+def _save(figure, path):
     figure.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         figure.savefig(tmp, format="png")

@@ -5,7 +5,8 @@ A run folder holds:
 - `config.json`: the settings (`TrainingConfig`), the corpus's location, the backend,
   the vocabulary's fingerprint. Written last when the run is created, atomically: a
   folder with a `config.json` holds a complete vocabulary (and built-in corpus).
-- `vocab.json`, and `corpus/` for the built-in corpus.
+- `vocab.json` (with the tokenization settings, `awd_lstm.data.Tokenization`, where
+  they are not the reference's), and `corpus/` for the built-in corpus.
 - After each epoch: `metrics.jsonl`, `best.weights.h5` (the best validated weights),
   `checkpoint.weights.h5` (what a resumed run continues from), `tensorboard/`,
   `learning_curves.png`.
@@ -180,6 +181,13 @@ class Run:
         return self.info.get("stage", "train")
 
     @property
+    def tokenization(self):
+        """How the run reads text (`awd_lstm.data.Tokenization`, kept in `vocab.json`;
+        the reference's for a run without one): `corpus`, `generate` and `score`
+        read with it."""
+        return self.vocabulary.tokenization
+
+    @property
     def finished(self):
         """Whether the run has ended (it has a `final.json`)."""
         return os.path.exists(os.path.join(self.path, FINAL))
@@ -309,7 +317,7 @@ class Run:
         return checkpoints.load_checkpoint_weights(self.config, vocab_size, path)
 
     def load_model(self, batch_size=1, stateful=True, weights="best"):
-        """A language model holding the run's weights.
+        """A language model holding the run's weights and vocabulary (`.vocabulary`).
 
         Args:
             batch_size: Streams of the stateful model.
@@ -326,9 +334,11 @@ class Run:
         if not stateful:
             from awd_lstm.export import inference_model
 
-            return inference_model(self.config, vocab_size, values)
-        model = recipe.build_model(self.config, vocab_size, batch_size)
-        recipe.copy_weights(values, model)
+            model = inference_model(self.config, vocab_size, values)
+        else:
+            model = recipe.build_model(self.config, vocab_size, batch_size)
+            recipe.copy_weights(values, model)
+        model.vocabulary = self.vocabulary
         return model
 
     # -- evaluation -----------------------------------------------------------------
@@ -517,17 +527,26 @@ def _whole_or_removed(path):
 
 
 def create_training_run(
-    path, config, data=None, level="word", preset=None, synthetic_tokens=None, max_minutes=None
+    path,
+    config,
+    data=None,
+    level="word",
+    preset=None,
+    synthetic_tokens=None,
+    max_minutes=None,
+    tokenization=None,
 ):
     """Makes a training run in `path`: reads the corpus in `data` at `level` (or, with
     `data=None`, writes the built-in corpus of `synthetic_tokens` training tokens,
     200,000 by default, to `RUN/corpus`), checks its splits against the batch sizes,
-    then writes `vocab.json` and `config.json`. Everything is checked before anything
-    is written, and a folder this call made is removed again if it fails. Returns
-    `(run, corpus, description)`, the description naming the corpus for a log line."""
-    import keras
-
-    from awd_lstm.data import load_corpus
+    then writes `vocab.json` and `config.json`. `tokenization` (an
+    `awd_lstm.data.Tokenization` or its dict; default: the reference's) reads the text
+    and chooses the vocabulary, and is kept in `vocab.json`. Everything is checked
+    before anything is written, and a folder this call made is removed again if it
+    fails. Returns `(run, corpus, description)`, the description naming the corpus for
+    a log line."""
+    from awd_lstm import backend
+    from awd_lstm.data import Tokenization, load_corpus
     from awd_lstm.recipe import check_splits
 
     path = os.fspath(path)
@@ -535,6 +554,9 @@ def create_training_run(
         raise RunError(f"run folder {path} already holds a run; choose another or resume it")
     if max_minutes is not None:
         check_positive_number("max_minutes", max_minutes)
+    if tokenization is not None:
+        tokenization = Tokenization.from_json(tokenization)
+        tokenization.check_level(level)
     if data is None:
         tokens = 200_000 if synthetic_tokens is None else synthetic_tokens
         if check_positive_int("synthetic_tokens", tokens) < 1000:
@@ -546,15 +568,20 @@ def create_training_run(
                 f"the built-in synthetic corpus is word level; give `data`, a corpus "
                 f"folder, for level={level!r}"
             )
+        if tokenization is not None and not tokenization.is_default:
+            raise RunError(
+                "the built-in synthetic corpus has a vocabulary of its own; give `data`, "
+                "a corpus folder, for tokenization settings"
+            )
     with _whole_or_removed(path):
-        keras.utils.set_random_seed(config.seed)
+        backend.set_random_seed(config.seed)
         synthetic = None
         if data is None:
             corpus = write_builtin_corpus(os.path.join(path, CORPUS), config.seed, tokens)
             synthetic = {"tokens": tokens, "seed": config.seed}
             description = f"built-in synthetic corpus ({os.path.join(path, CORPUS)})"
         else:
-            corpus = load_corpus(data, level=level)
+            corpus = load_corpus(data, level=level, tokenization=tokenization)
             description = data
         check_splits(config, corpus)
         run = Run.create(
@@ -574,13 +601,13 @@ def resume_run(path, stage="train", writes=True):
     resumable (and writable, with `writes`), the process seeded with its seed. Returns `(run,
     corpus)`; `awd_lstm.training.train(run.config, corpus, run.path, resume=True,
     max_seconds=run.max_seconds)` continues it."""
-    import keras
+    from awd_lstm import backend
 
     run = Run.open(path)
     run.check_resumable(stage)
     if writes:
         check_writable(run.path)
-    keras.utils.set_random_seed(run.config.seed)
+    backend.set_random_seed(run.config.seed)
     return run, run.corpus()
 
 
@@ -592,7 +619,7 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, **override
     `awd_lstm.training.finetune(run.config, corpus, run.path, weights, resume=resume,
     max_seconds=run.max_seconds)` runs it (`weights` is None where it continues from
     its checkpoint)."""
-    import keras
+    from awd_lstm import backend
 
     path = os.fspath(path) if path is not None else os.path.join(os.fspath(trained), "finetune")
     if resume:
@@ -608,7 +635,7 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, **override
     if os.path.exists(os.path.join(path, CONFIG)):
         raise RunError(f"{path} already holds a fine-tuning; resume it or choose another folder")
     config = parent.finetune_config(**overrides)
-    keras.utils.set_random_seed(config.seed)
+    backend.set_random_seed(config.seed)
     corpus = parent.corpus()
     weights = parent.trained_weights("best")
     run = parent.create_finetune(path, config, max_minutes=max_minutes)

@@ -37,6 +37,7 @@ from awd_lstm._files import (  # noqa: F401 (CheckpointError re-exported)
     remove_stale_temporaries,
 )
 from awd_lstm._seeds import derived_seed
+from awd_lstm._validation import check_non_negative_int
 
 # The recipe's model, evaluation and weight files, re-exported where earlier versions
 # had them.
@@ -70,6 +71,7 @@ def train(
     distribution=None,
     test=True,
     callbacks=None,
+    tensorboard_every=50,
 ):
     """Trains a language model on `corpus` with `config`; writes the run to `run_dir`.
 
@@ -109,6 +111,9 @@ def train(
     acts on the training model; the run's best weights are `best.weights.h5` whatever
     the callbacks do.
 
+    `tensorboard_every`: training steps between two per-step TensorBoard points
+    (`RUN/tensorboard`, `awd_lstm.callbacks.TensorBoardScalars`; 0: per epoch only).
+
     Returns an evaluation model holding the best weights and the list of epoch
     records.
     """
@@ -125,6 +130,7 @@ def train(
         distribution,
         test,
         callbacks,
+        tensorboard_every,
     )
 
 
@@ -139,14 +145,16 @@ def finetune(
     resume=False,
     test=True,
     callbacks=None,
+    tensorboard_every=50,
 ):
     """The reference's fine-tuning stage: from the trained `weights` (a list, one per
     trainable variable) averaging starts at the first step; the run stops when the
     non-monotone rule fires (or after `config.epochs`). The starting weights'
     validation loss is the one to beat, so the best checkpoint never gets worse.
     `run_dir` becomes a complete fine-tuning run, as in `train` (make it with
-    `Run.create_finetune` to record the trained run it starts from); `callbacks` as in
-    `train`."""
+    `Run.create_finetune` to record the trained run it starts from); `callbacks` and
+    `tensorboard_every` as in `train` (the starting weights' validation loss is
+    TensorBoard's step 0)."""
     return _run(
         config,
         corpus,
@@ -160,6 +168,7 @@ def finetune(
         None,
         test,
         callbacks,
+        tensorboard_every,
     )
 
 
@@ -243,6 +252,7 @@ def _run(
     distribution=None,
     test=True,
     callbacks=None,
+    tensorboard_every=50,
 ):
     distribution = distribution or Distribution()
     distribution.check_batch(config.batch_size)
@@ -260,6 +270,7 @@ def _run(
         checkpoints.check_free_space(out_dir, model)
         best_path = os.path.join(out_dir, BEST)
         parts = _recipe_parts(config, corpus, evaluator, stage, out_dir, run_dir, log, max_seconds)
+        parts.tensorboard.every = check_non_negative_int("tensorboard_every", tensorboard_every)
         user = list(callbacks or [])
         stateful = {**parts.stateful, **{f"user_{i}": c for i, c in enumerate(user)}}
         checkpoint = recipe_callbacks.RunCheckpoint(
@@ -287,27 +298,33 @@ def _run(
         if state is not None:
             # After on_train_begin, which resets Keras' own callbacks (EarlyStopping...).
             checkpoint.restore_callbacks(state)
+        elif stage == "finetune":
+            parts.tensorboard.start_point(parts.validation.best, corpus.vocab.level)
         epoch = state["epoch"] if state else 0
         parts.run_logs.write()
-        while parts.stop_rules.reason is None:
-            hooks.on_epoch_begin(epoch)
-            try:
-                with distribution.scope():
-                    train_loss, tokens = _train_epoch(
-                        model, train_data, config, epoch + 1, stage, progress, hooks
-                    )
-            except FloatingPointError as e:
-                raise FloatingPointError(
-                    f"training stopped: {e}; {_what_is_kept(epoch, best_path)} "
-                    "(a lower learning rate or clip may help)"
-                ) from None
-            try:
-                hooks.on_epoch_end(epoch, {"loss": train_loss, "tokens": tokens})
-            except WriteError as e:
-                raise _write_failed(e, epoch + 1) from None
-            epoch += 1
-        log(f"{stage} stopped after epoch {epoch}: {parts.stop_rules.reason}")
-        hooks.on_train_end({"stop": parts.stop_rules.reason})
+        try:
+            while parts.stop_rules.reason is None:
+                hooks.on_epoch_begin(epoch)
+                try:
+                    with distribution.scope():
+                        train_loss, tokens, seconds = _train_epoch(
+                            model, train_data, config, epoch + 1, stage, progress, hooks
+                        )
+                except FloatingPointError as e:
+                    raise FloatingPointError(
+                        f"training stopped: {e}; {_what_is_kept(epoch, best_path)} "
+                        "(a lower learning rate or clip may help)"
+                    ) from None
+                try:
+                    logs = {"loss": train_loss, "tokens": tokens, "train_seconds": seconds}
+                    hooks.on_epoch_end(epoch, logs)
+                except WriteError as e:
+                    raise _write_failed(e, epoch + 1) from None
+                epoch += 1
+            log(f"{stage} stopped after epoch {epoch}: {parts.stop_rules.reason}")
+            hooks.on_train_end({"stop": parts.stop_rules.reason})
+        finally:
+            parts.tensorboard.close()  # its files complete however the run ends
         checkpoints.load_weights(evaluator, best_path)
         if run is not None and test:
             final_test(run, evaluator, corpus, log, progress)
@@ -323,6 +340,9 @@ def _recipe_parts(config, corpus, evaluator, stage, out_dir, run_dir, log, max_s
         nonmono=config.nonmono, stop_on_trigger=stage == "finetune", log=log
     )
     records = recipe_callbacks.EpochRecords(level)
+    # Before the checkpoint: a run killed between the two redoes the epoch, and its
+    # resumed TensorBoard files hide the epoch's first points (see run_logs).
+    tensorboard = recipe_callbacks.TensorBoardScalars(os.path.join(out_dir, "tensorboard"))
     title = f"{stage}: {os.path.basename(os.path.abspath(run_dir))}"
     # The recipe's callbacks of one run (see `awd_lstm.callbacks` for the order).
     return types.SimpleNamespace(
@@ -334,9 +354,11 @@ def _recipe_parts(config, corpus, evaluator, stage, out_dir, run_dir, log, max_s
             validation,
             trigger,
             records,
+            tensorboard,
         ],
         validation=validation,
         records=records,
+        tensorboard=tensorboard,
         stateful={"validation": validation, "trigger": trigger, "records": records},
         stop_rules=recipe_callbacks.StopRules(config.epochs, records, max_seconds, trigger),
         run_logs=recipe_callbacks.RunLogs(out_dir, records, title, log),
@@ -364,7 +386,7 @@ def _write_failed(error, epoch):
 
 
 def _train_epoch(model, train_data, config, epoch, stage, progress, hooks):
-    """One pass over the training streams; returns (mean loss, tokens)."""
+    """One pass over the training streams; returns (mean loss, tokens, seconds)."""
     start_time = time.perf_counter()
     optimizer = model.optimizer
     model.reset_state()
@@ -400,4 +422,5 @@ def _train_epoch(model, train_data, config, epoch, stage, progress, hooks):
                 ("tokens/s", tokens / max(time.perf_counter() - start_time, 1e-9)),
             ],
         )
-    return loss_sum * config.batch_size / tokens, tokens
+    seconds = time.perf_counter() - start_time
+    return loss_sum * config.batch_size / tokens, tokens, seconds

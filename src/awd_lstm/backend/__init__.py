@@ -24,8 +24,10 @@ and the tied decoder's cross-entropy (`padded_cross_entropy`) loop over chunks o
 
 import importlib
 import math
+import random
 
 import keras
+import numpy as np
 from keras import ops
 
 from awd_lstm.backend._keras import (  # noqa: F401 (re-exported)
@@ -35,7 +37,9 @@ from awd_lstm.backend._keras import (  # noqa: F401 (re-exported)
     flatten_metrics,
     fused_lstm,
     in_stateless_scope,
+    set_keras_seed,
     symbolic_build,
+    tensorflow_unimported,
     track_variable,
     training_of_current_call,
 )
@@ -52,6 +56,24 @@ def name():
 
 def _module():
     return importlib.import_module(f"awd_lstm.backend.{name()}")
+
+
+def set_random_seed(seed):
+    """Seeds Python's, NumPy's, Keras' and the backend's global random generators, as
+    `keras.utils.set_random_seed` does, without importing TensorFlow on JAX and
+    PyTorch (Keras' function imports it whenever it is installed)."""
+    if name() == "tensorflow":
+        keras.utils.set_random_seed(seed)
+        return
+    if not isinstance(seed, int):
+        raise ValueError(f"`seed` must be an integer; Received: seed={seed!r}")
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (the legacy global generator, as Keras seeds it)
+    set_keras_seed(seed)
+    if name() == "torch":
+        import torch
+
+        torch.manual_seed(seed)
 
 
 def keep_mask(shape, rate, seed):

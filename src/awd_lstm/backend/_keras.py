@@ -34,7 +34,22 @@
    `_model_variables_moving_average`: NT-ASGD's uniform average rides on Keras' EMA
    machinery (updated after every step on every backend, swapped in by
    `SwapEMAWeights`); the averaging rule has no public hook.
+11. `global_state`'s global seed attributes (`rng_utils.GLOBAL_RANDOM_SEED`,
+   `seed_generator.GLOBAL_SEED_GENERATOR`): `keras.utils.set_random_seed` imports
+   TensorFlow whenever it is installed (to seed `tf.random` for `tf.data`), which on
+   JAX and PyTorch costs seconds and prints TensorFlow's start-up lines; on those
+   backends the package sets what it sets without that import. No public function
+   seeds Keras alone.
+12. `module_utils.tensorflow._available`: Keras' saving asks whether TensorFlow is
+   installed, importing it, for every object it serializes (to recognise
+   `tf.TensorShape` and the like). While TensorFlow has not been imported, no object
+   can be one of its types; the package's saving and loading on JAX and PyTorch tell
+   Keras it is absent for that time, so that it is not imported. Keras' saving has no
+   setting for this.
 """
+
+import contextlib
+import sys
 
 import keras
 
@@ -92,6 +107,34 @@ def torch_generator(seed_generator):
 def symbolic_build(model, data_batch):
     """8. Builds `model`'s metrics and optimizer from one batch, as `fit` would."""
     model._maybe_symbolic_build(data_batch=data_batch)
+
+
+def set_keras_seed(seed):
+    """11. Keras' global seed and its global `SeedGenerator` (made again from it), as
+    `keras.utils.set_random_seed` sets them."""
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+
+
+@contextlib.contextmanager
+def tensorflow_unimported():
+    """12. While the block runs, Keras sees TensorFlow as absent if no one has imported
+    it (nothing changes if it is imported, or if Keras has imported it already)."""
+    from keras.src.utils import module_utils
+
+    lazy = module_utils.tensorflow
+    if "tensorflow" in sys.modules or lazy._available is not None:
+        yield
+        return
+    lazy._available = False
+    try:
+        yield
+    finally:
+        lazy._available = None
 
 
 class SumOverReplicasFirst:

@@ -2,17 +2,28 @@
 
 Word level as in the reference implementation: every line is split on whitespace and
 ends with `<eos>`, empty lines included. Character level: every character of a line is
-a token (white space becomes `_`), then `<eos>`.
+a token (white space becomes `_`), then `<eos>`. The vocabulary is the reference's,
+built over all three splits.
+
+For text that is not pre-tokenized like PTB and WikiText, a `Tokenization` lower-cases
+lines, splits punctuation from words (the Moses tokenizer of the optional `sacremoses`
+package) and builds the vocabulary from the training split alone, without its rare
+words (`min_count`) or beyond its most frequent ones (`max_vocab`): the words left out
+become `<unk>`. The vocabulary keeps these settings, so that a run reads prompts and
+sentences as it read its training text.
 """
 
 import bz2
 import collections
+import dataclasses
+import functools
 import gzip
 import hashlib
 import itertools
 import json
 import lzma
 import os
+import re
 
 import numpy as np
 
@@ -38,8 +49,128 @@ class CorpusError(ValueError):
     """A corpus or vocabulary that cannot be used; the message is one sentence."""
 
 
-def tokenize_line(line, level="word"):
-    """The tokens of one line (without its line break), `<eos>` last."""
+# The fewest tokens `max_vocab` may keep: `<eos>`, `<unk>` and one word.
+MIN_MAX_VOCAB = 3
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenization:
+    """How lines become tokens and which tokens the vocabulary keeps.
+
+    The defaults are the reference's (whitespace split, every word of the three splits
+    in the vocabulary), right for pre-tokenized corpora such as PTB and WikiText. Any
+    other setting builds the vocabulary from the training split only; the words it
+    does not keep, and those of the valid and test splits (and of prompts, scored
+    sentences) that are not in it, become `<unk>`.
+
+    Args:
+        lowercase: Lower-case every line first.
+        split_punctuation: Split punctuation from words, "Hello, world!" into
+            "Hello , world !" (word level; needs the `sacremoses` package:
+            `pip install 'awd-lstm[text]'`); `<unk>` in the text stays one token.
+        min_count: Training words seen fewer times become `<unk>`.
+        max_vocab: Keep at most this many tokens, `<eos>` and `<unk>` included: the
+            most frequent training words (ties: the word seen first in training wins).
+        train_only: Build the vocabulary from the training split only; implied by
+            every other setting that is not its default.
+    """
+
+    lowercase: bool = False
+    split_punctuation: bool = False
+    min_count: int = 1
+    max_vocab: int | None = None
+    train_only: bool = False
+
+    def __post_init__(self):
+        for name in ("lowercase", "split_punctuation", "train_only"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise CorpusError(f"`{name}` must be true or false; Received: {name}={value!r}")
+        if not _is_int(self.min_count) or self.min_count < 1:
+            raise CorpusError(
+                f"`min_count` must be a positive integer; Received: min_count={self.min_count!r}"
+            )
+        if self.max_vocab is not None and (
+            not _is_int(self.max_vocab) or self.max_vocab < MIN_MAX_VOCAB
+        ):
+            raise CorpusError(
+                f"`max_vocab` must be an integer of at least {MIN_MAX_VOCAB} ({EOS}, {UNK} "
+                f"and a word); Received: max_vocab={self.max_vocab!r}"
+            )
+        others = (self.lowercase, self.split_punctuation, self.min_count > 1)
+        if any(others) or self.max_vocab is not None:
+            object.__setattr__(self, "train_only", True)
+
+    @property
+    def is_default(self):
+        """Whether these are the reference's settings."""
+        return self == Tokenization()
+
+    def to_json(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        """The settings of a `to_json` dict; `CorpusError` names an unknown one."""
+        if isinstance(data, cls):
+            return data
+        if not isinstance(data, dict):
+            raise CorpusError(f"tokenization settings must be a dict; got {type(data).__name__}")
+        names = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise CorpusError(f"unknown tokenization setting {unknown[0]!r}")
+        return cls(**data)
+
+    def check_level(self, level):
+        """Raises `CorpusError` for settings that do not apply at `level`."""
+        if self.split_punctuation and level != "word":
+            raise CorpusError(
+                "punctuation splitting is for word-level corpora: at character level "
+                "every character is a token already"
+            )
+
+    def detokenize(self, words):
+        """One line of text from word-level tokens: joined by spaces, or with the Moses
+        detokenizer after `split_punctuation` ("Hello , world !" -> "Hello, world!")."""
+        if self.split_punctuation:
+            return _moses()[1].detokenize(list(words))
+        return " ".join(words)
+
+
+@functools.lru_cache(maxsize=1)
+def _moses():
+    """The Moses tokenizer and detokenizer (English rules) of `sacremoses`."""
+    try:
+        from sacremoses import MosesDetokenizer, MosesTokenizer
+    except ImportError:
+        raise CorpusError(
+            "punctuation splitting needs the sacremoses package, which is not installed: "
+            "pip install 'awd-lstm[text]' (or pip install sacremoses)"
+        ) from None
+    return MosesTokenizer(lang="en"), MosesDetokenizer(lang="en")
+
+
+# `<unk>` in a corpus (WikiText's) stays one token when punctuation is split.
+_PROTECTED = [re.escape(UNK)]
+
+DEFAULT_TOKENIZATION = Tokenization()
+
+
+def tokenize_line(line, level="word", tokenization=None):
+    """The tokens of one line (without its line break), `<eos>` last, read with
+    `tokenization` (a `Tokenization`; default: the reference's whitespace split)."""
+    if tokenization is not None and (tokenization.lowercase or tokenization.split_punctuation):
+        if tokenization.lowercase:
+            line = line.lower()
+        if tokenization.split_punctuation:
+            tokenization.check_level(level)
+            words = _moses()[0].tokenize(line, escape=False, protected_patterns=_PROTECTED)
+            return words + [EOS]
     if level == "word":
         return line.split() + [EOS]
     return ["_" if c.isspace() else c for c in line] + [EOS]
@@ -64,15 +195,20 @@ def split_lines(raw, source):
     return lines
 
 
-def read_tokens(path, level="word"):
+def read_tokens(path, level="word", tokenization=None):
     """Reads a text file into a list of tokens.
 
     Accepts UTF-8 with or without a byte-order mark and `\\n`, `\\r\\n` or `\\r` line
     ends, plain or compressed (`.xz`, `.gz`, `.bz2`). Raises `CorpusError` for a
-    missing, unreadable, non-UTF-8 or empty file.
+    missing, unreadable, non-UTF-8 or empty file. `tokenization`: a `Tokenization`
+    (default: the reference's whitespace split).
     """
     if level not in LEVELS:
         raise CorpusError(f"level must be one of {LEVELS}; got {level!r}")
+    if tokenization is not None:
+        tokenization.check_level(level)
+        if tokenization.split_punctuation:
+            _moses()  # a missing sacremoses is reported before the file is read
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CorpusError(f"corpus file {path} does not exist")
@@ -86,7 +222,7 @@ def read_tokens(path, level="word"):
     lines = split_lines(raw, f"corpus file {path}")
     tokens = []
     for line in lines:
-        tokens.extend(tokenize_line(line, level))
+        tokens.extend(tokenize_line(line, level, tokenization))
     return tokens
 
 
@@ -97,9 +233,11 @@ class Vocabulary:
         tokens: The tokens in id order.
         counts: Their training counts (optional, same length).
         level: "word" or "char", the tokenization the vocabulary was built with.
+        tokenization: The `Tokenization` it was built with (default: the
+            reference's), which `tokenize` reads new text with.
     """
 
-    def __init__(self, tokens, counts=None, level="word"):
+    def __init__(self, tokens, counts=None, level="word", tokenization=None):
         tokens = list(tokens)
         if not tokens:
             raise CorpusError("a vocabulary needs at least one token")
@@ -109,13 +247,20 @@ class Vocabulary:
             raise CorpusError("vocabulary counts must match its tokens one to one")
         if level not in LEVELS:
             raise CorpusError(f"level must be one of {LEVELS}; got {level!r}")
+        tokenization = DEFAULT_TOKENIZATION if tokenization is None else tokenization
+        if not isinstance(tokenization, Tokenization):
+            raise CorpusError(
+                f"tokenization must be a Tokenization; got {type(tokenization).__name__}"
+            )
+        tokenization.check_level(level)
         self.tokens = tokens
         self.counts = None if counts is None else [int(c) for c in counts]
         self.level = level
+        self.tokenization = tokenization
         self.index = {token: i for i, token in enumerate(tokens)}
 
     @classmethod
-    def build(cls, tokens, level="word", extra_tokens=()):
+    def build(cls, tokens, level="word", extra_tokens=(), tokenization=None):
         """A vocabulary of `tokens` (counted) and `extra_tokens` (count 0 unless also
         in `tokens`), most frequent first, ties in order of first appearance."""
         counts = collections.Counter(tokens)
@@ -123,7 +268,26 @@ class Vocabulary:
         for i, token in enumerate(itertools.chain(tokens, extra_tokens, [EOS])):
             first.setdefault(token, i)
         ordered = sorted(first, key=lambda t: (-counts[t], first[t]))
-        return cls(ordered, [counts[t] for t in ordered], level)
+        return cls(ordered, [counts[t] for t in ordered], level, tokenization)
+
+    @classmethod
+    def from_training(cls, tokens, level="word", tokenization=None):
+        """The vocabulary of the training tokens alone under `tokenization`'s
+        `min_count` and `max_vocab`, with `<eos>` and `<unk>` always in it: most
+        frequent first, ties in order of first appearance; the counts are those of
+        the training tokens with the words left out read as `<unk>`."""
+        tokenization = DEFAULT_TOKENIZATION if tokenization is None else tokenization
+        counts = collections.Counter(tokens)
+        first = {}
+        for i, token in enumerate(tokens):
+            first.setdefault(token, i)
+        words = [t for t in first if t not in (EOS, UNK) and counts[t] >= tokenization.min_count]
+        words.sort(key=lambda t: (-counts[t], first[t]))
+        if tokenization.max_vocab is not None:
+            words = words[: tokenization.max_vocab - 2]  # room for <eos> and <unk>
+        kept = {*words, EOS, UNK}
+        mapped = [t if t in kept else UNK for t in tokens]
+        return cls.build(mapped, level, [UNK], tokenization)
 
     def __len__(self):
         return len(self.tokens)
@@ -153,6 +317,11 @@ class Vocabulary:
     def decode(self, ids):
         return [self.tokens[int(i)] for i in ids]
 
+    def tokenize(self, line):
+        """The tokens of one line of new text (a prompt, a sentence to score), read as
+        the vocabulary's corpus was: `<eos>` last."""
+        return tokenize_line(line, self.level, self.tokenization)
+
     def fingerprint(self):
         """A short hash of the level and the tokens in order: two vocabularies with the
         same fingerprint map every token to the same id."""
@@ -160,7 +329,10 @@ class Vocabulary:
         return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def to_json(self):
-        return {"level": self.level, "tokens": self.tokens, "counts": self.counts}
+        data = {"level": self.level, "tokens": self.tokens, "counts": self.counts}
+        if not self.tokenization.is_default:  # absent: the reference's (older files)
+            data["tokenization"] = self.tokenization.to_json()
+        return data
 
     def save(self, path):
         """Writes the vocabulary as JSON, atomically (a temporary file, then rename)."""
@@ -172,7 +344,10 @@ class Vocabulary:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-            return cls(data["tokens"], data.get("counts"), data.get("level", "word"))
+            tokenization = data.get("tokenization")
+            if tokenization is not None:
+                tokenization = Tokenization.from_json(tokenization)
+            return cls(data["tokens"], data.get("counts"), data.get("level", "word"), tokenization)
         except FileNotFoundError:
             raise CorpusError(f"vocabulary file {path} does not exist") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -198,6 +373,8 @@ class Corpus:
         """Token counts, vocabulary size and out-of-vocabulary rates, per split."""
         unk = self.vocab.unk_id
         result = {"vocab_size": len(self.vocab), "level": self.vocab.level}
+        if not self.vocab.tokenization.is_default:
+            result["tokenization"] = self.vocab.tokenization.to_json()
         for name in SPLITS:
             ids = self.split(name)
             result[name] = {
@@ -233,7 +410,7 @@ def find_layout(directory):
     raise CorpusError(f"data folder {directory} holds none of the known layouts ({known})")
 
 
-def load_corpus(directory=None, paths=None, level="word", vocab=None):
+def load_corpus(directory=None, paths=None, level="word", vocab=None, tokenization=None):
     """Reads a corpus folder (any of `LAYOUTS`) or explicit `{split: path}`.
 
     Args:
@@ -241,23 +418,43 @@ def load_corpus(directory=None, paths=None, level="word", vocab=None):
         paths: Instead of `directory`, a dict with the paths of "train", "valid" and
             "test".
         level: "word" or "char".
-        vocab: A `Vocabulary` to reuse (a run's). By default one is built, as the
-            reference does, over all three splits (ordered by training frequency).
+        vocab: A `Vocabulary` to reuse (a run's); the text is read with its
+            tokenization. By default one is built, as the reference does, over all
+            three splits (ordered by training frequency).
+        tokenization: A `Tokenization` (or its `to_json` dict) for text that is not
+            pre-tokenized: the vocabulary is then built from the training split only
+            and words outside it read as `<unk>`. Default: the reference's (with
+            `vocab`: the vocabulary's).
 
     Returns:
         A `Corpus`.
     """
     if (directory is None) == (paths is None):
         raise CorpusError("give either a data folder or the paths of the three splits")
+    if tokenization is not None:
+        tokenization = Tokenization.from_json(tokenization)
+    if vocab is not None:
+        if vocab.level != level:
+            raise CorpusError(
+                f"the vocabulary is {vocab.level}-level but level={level!r} was asked"
+            )
+        if tokenization is not None and tokenization != vocab.tokenization:
+            raise CorpusError(
+                "the vocabulary was built with other tokenization settings than those given"
+            )
+        tokenization = vocab.tokenization
+    tokenization = DEFAULT_TOKENIZATION if tokenization is None else tokenization
+    tokenization.check_level(level)
     if directory is not None:
         _, paths = find_layout(directory)
     missing = [s for s in SPLITS if s not in paths]
     if missing:
         raise CorpusError(f"no path given for the {missing[0]} split")
-    tokens = {s: read_tokens(paths[s], level) for s in SPLITS}
-    if vocab is None:
-        vocab = Vocabulary.build(tokens["train"], level, tokens["valid"] + tokens["test"])
-    elif vocab.level != level:
-        raise CorpusError(f"the vocabulary is {vocab.level}-level but level={level!r} was asked")
+    tokens = {s: read_tokens(paths[s], level, tokenization) for s in SPLITS}
+    if vocab is None and tokenization.train_only:
+        vocab = Vocabulary.from_training(tokens["train"], level, tokenization)
+    elif vocab is None:
+        extra = tokens["valid"] + tokens["test"]
+        vocab = Vocabulary.build(tokens["train"], level, extra, tokenization)
     ids = {s: vocab.encode(tokens[s], source=f"corpus file {paths[s]}") for s in SPLITS}
     return Corpus(vocab, ids["train"], ids["valid"], ids["test"], dict(paths))

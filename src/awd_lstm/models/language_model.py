@@ -1,5 +1,7 @@
 """The AWD-LSTM language model (Merity et al. 2017, section 5)."""
 
+import os
+
 import keras
 import numpy as np
 from keras import ops
@@ -10,6 +12,9 @@ from awd_lstm.layers import LockedDropout
 from awd_lstm.layers.adaptive_softmax import AdaptiveSoftmax, check_cutoffs
 from awd_lstm.models.encoder import AWDLSTMEncoder
 from awd_lstm.regularizers import activation_regularization, temporal_activation_regularization
+
+# The vocabulary's file among a saved model's assets.
+VOCAB_ASSET = "vocab.json"
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -128,6 +133,9 @@ class AWDLSTMLanguageModel(keras.Model):
         self.stateful = bool(stateful)
         self.batch_size = batch_size
         self.seed = seed
+        # The model's `awd_lstm.data.Vocabulary`, if it has one (a run's model, a loaded
+        # `.keras` file): saved inside a `.keras` file as an asset.
+        self.vocabulary = None
         if tie_weights:
             self.decoder = None
         else:
@@ -526,6 +534,63 @@ class AWDLSTMLanguageModel(keras.Model):
         if "_hidden_predictor" not in self.__dict__:
             self.__dict__["_hidden_predictor"] = _HiddenStatesPredictor(self)
         return self.__dict__["_hidden_predictor"].predict_on_batch(ids)
+
+    # -- the vocabulary, inside a `.keras` file ---------------------------------------
+
+    def save_assets(self, dir_path):
+        """Keras' saving hook: the vocabulary, if the model has one, goes into the
+        `.keras` file (`assets/vocab.json`)."""
+        if self.vocabulary is not None:
+            self.vocabulary.save(os.path.join(dir_path, VOCAB_ASSET))
+
+    def load_assets(self, dir_path):
+        """Keras' loading hook: the vocabulary a `.keras` file carries."""
+        path = os.path.join(dir_path, VOCAB_ASSET) if dir_path else None
+        if path is None or not os.path.exists(path):
+            return
+        from awd_lstm.data import CorpusError, Vocabulary
+
+        vocabulary = Vocabulary.load(path)
+        if len(vocabulary) != self.vocab_size:
+            raise CorpusError(
+                f"the vocabulary inside the file has {len(vocabulary)} tokens, the model "
+                f"{self.vocab_size}"
+            )
+        self.vocabulary = vocabulary
+
+    # -- the same model, stateful or not --------------------------------------------
+
+    def as_stateful(self, batch_size=1):
+        """This model as a stateful one of `batch_size` streams (generation, streaming
+        evaluation): itself if it is one; otherwise a copy with its present weights
+        and vocabulary (made once, its weights set again at every call)."""
+        if self.stateful and self.batch_size == batch_size:
+            return self
+        return self._variant(True, batch_size)
+
+    def as_stateless(self):
+        """This model for any batch, from a zero state at every call (scoring,
+        export): itself if it is not stateful; otherwise a copy, as `as_stateful`."""
+        return self if not self.stateful else self._variant(False, None)
+
+    def _variant(self, stateful, batch_size):
+        if stateful and (isinstance(batch_size, bool) or not isinstance(batch_size, int)):
+            raise ValueError(f"`batch_size` must be a positive integer; Received: {batch_size!r}")
+        # Kept in __dict__: the copy is not one of this model's layers.
+        variants = self.__dict__.setdefault("_variants", {})
+        key = (stateful, batch_size)
+        if key not in variants:
+            with backend.tensorflow_unimported():  # get_config serializes with Keras
+                config = {**self.get_config(), "stateful": stateful, "batch_size": batch_size}
+                variant = type(self).from_config(config)
+            variant.build((batch_size, None))
+            variants[key] = variant
+        variant = variants[key]
+        for target, source in zip(variant.trainable_variables, self.trainable_variables):
+            target.assign(ops.convert_to_numpy(source))
+        variant.vocabulary = self.vocabulary
+        variant.reset_state()
+        return variant
 
     @classmethod
     def from_run(cls, path, batch_size=1, stateful=True, weights="best"):
