@@ -79,3 +79,15 @@ def run(tmp_path_factory):
     code = main(["train", "--out", str(out), *TINY_FLAGS])
     assert code == 0
     return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small corpus of a 4-state hidden Markov source over 30 words (3,000 training
+    tokens), for the training loop's tests."""
+    from awd_lstm.data import HiddenMarkovSource, Vocabulary, load_corpus
+
+    folder = tmp_path_factory.mktemp("hmm")
+    source = HiddenMarkovSource(num_states=4, vocab_size=30, seed=0)
+    source.write_corpus(folder, 3000, 400, 400)
+    return load_corpus(folder, vocab=Vocabulary(source.words()))

@@ -251,6 +251,7 @@ def test_run_folder_keeps_the_settings_and_score_and_generate_use_them(text, tmp
     vocab = run.vocabulary
 
     scorer = _ScriptedModel(len(vocab))
+    scorer.stateful = False  # scoring takes a model for any batch
     [(log_prob, tokens)] = score_sentences(scorer, vocab, ["Hello, World!"])
     assert tokens == 5  # hello , world ! <eos>
     assert log_prob == pytest.approx(-5 * math.log(len(vocab)))

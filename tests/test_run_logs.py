@@ -80,31 +80,27 @@ def tiny():
     return dataclasses.replace(TINY, epochs=2, lr=5.0)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from awd_lstm.data import HiddenMarkovSource, Vocabulary, load_corpus
+def _quiet_run(config, corpus, folder, callbacks, every, resume=False):
+    from awd_lstm.training import train
 
-    folder = tmp_path_factory.mktemp("hmm")
-    source = HiddenMarkovSource(num_states=4, vocab_size=30, seed=0)
-    source.write_corpus(folder, 3000, 400, 400)
-    return load_corpus(folder, vocab=Vocabulary(source.words()))
+    _, records = train(
+        config,
+        corpus,
+        str(folder),
+        log=lambda _: None,
+        progress=False,
+        test=False,
+        callbacks=callbacks,
+        tensorboard_every=every,
+        resume=resume,
+    )
+    return records
 
 
 def test_tensorboard_points_are_readable_while_the_run_goes(corpus, tiny, tmp_path):
     pytest.importorskip("tensorboard")
-    from awd_lstm.training import train
-
     steps = _Steps(tmp_path / "tensorboard")
-    _, records = train(
-        tiny,
-        corpus,
-        str(tmp_path),
-        log=lambda _: None,
-        progress=False,
-        test=False,
-        callbacks=[steps],
-        tensorboard_every=10,
-    )
+    records = _quiet_run(tiny, corpus, tmp_path, [steps], every=10)
     for epoch, (train_points, validation_points, logs) in enumerate(steps.seen):
         ends = steps.epoch_ends[: epoch + 1]
         # Keras' layout: the same tags in train/ and validation/, so the curves overlay.
@@ -124,35 +120,14 @@ def test_tensorboard_points_are_readable_while_the_run_goes(corpus, tiny, tmp_pa
 
 def test_a_resumed_run_appends_without_repeating_steps(corpus, tiny, tmp_path):
     pytest.importorskip("tensorboard")
-    from awd_lstm.training import train
-
     config = dataclasses.replace(tiny, epochs=3)
     folder = tmp_path / "tensorboard"
     crashing = _Steps(folder, crash_at=(1, 24))  # in epoch 2, after the points of step 10s
     with pytest.raises(_Crash):
-        train(
-            config,
-            corpus,
-            str(tmp_path),
-            log=lambda _: None,
-            progress=False,
-            test=False,
-            callbacks=[crashing],
-            tensorboard_every=5,
-        )
+        _quiet_run(config, corpus, tmp_path, [crashing], every=5)
     first = crashing.epoch_ends[0]
     resumed = _Steps(folder)
-    train(
-        config,
-        corpus,
-        str(tmp_path),
-        log=lambda _: None,
-        progress=False,
-        test=False,
-        resume=True,
-        callbacks=[resumed],
-        tensorboard_every=5,
-    )
+    _quiet_run(config, corpus, tmp_path, [resumed], every=5, resume=True)
     train_points, validation_points = (
         read_scalars(folder / "train"),
         read_scalars(folder / "validation"),

@@ -8,7 +8,6 @@ import keras
 import numpy as np
 import pytest
 
-from awd_lstm.data import HiddenMarkovSource, Vocabulary, load_corpus
 from awd_lstm.training import TrainingConfig, build_model, copy_weights, evaluate, train
 from tests.conftest import to_numpy
 from tests.test_language_model import _cross_entropy, _numpy_forward
@@ -31,14 +30,6 @@ TINY = TrainingConfig(
     nonmono=1,
     seed=3,
 )
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("hmm")
-    source = HiddenMarkovSource(num_states=4, vocab_size=30, seed=0)
-    source.write_corpus(folder, 3000, 400, 400)
-    return load_corpus(folder, vocab=Vocabulary(source.words()))
 
 
 def test_evaluation_carries_state_over_the_split_and_weights_by_length(rng, corpus):
@@ -102,7 +93,8 @@ def test_training_lowers_the_loss_and_writes_its_outputs(corpus, tmp_path):
     assert (tmp_path / "best.weights.h5").exists()
     assert not list(tmp_path.glob(".tmp-*"))
     assert (tmp_path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    for split in ("train", "validation"):
+        assert len(list((tmp_path / "tensorboard" / split).glob("events.out.tfevents.*"))) == 1
     best = min(r["val_loss"] for r in records)
     assert evaluate(model, corpus.valid, TINY.bptt) == pytest.approx(best, rel=1e-5)
 
@@ -660,31 +652,62 @@ def test_dynamic_evaluation_checks_its_settings():
         check_dynamic_settings(float("nan"), 0.1)
 
 
-def test_mixed_precision_trains_in_bfloat16_with_float32_weights_and_logits(rng):
-    """`mixed_precision=True`: the LSTMs compute in bfloat16, the weights stay float32
-    (checkpoints fit either setting), the logits are float32, and the first steps'
-    losses are those of float32 training within bfloat16's precision (weight drop on,
-    the other dropouts off: their masks need not be drawn alike in another dtype)."""
+@pytest.mark.parametrize("device", ["cpu", "gpu"])
+def test_mixed_precision_trains_with_float32_weights_and_logits(rng, device, monkeypatch):
+    """`mixed_precision=True`: the LSTMs compute in bfloat16 (on a GPU: float16, the
+    loss scaled by 2**10 and the gradients unscaled; checked here on the CPU with
+    the policy a GPU gets), the weights stay float32 (checkpoints fit either
+    setting), the logits are float32, and the first steps' losses and weights are
+    those of float32 training within the low precision's (weight drop on, the other
+    dropouts off: their masks need not be drawn alike in another dtype; no clipping,
+    which would hide a gradient left scaled)."""
+    from awd_lstm import backend, recipe
+
+    monkeypatch.setattr(backend, "has_gpu", lambda: device == "gpu")
     no_dropout = dict.fromkeys(
         ("embedding_dropout", "input_dropout", "hidden_dropout", "output_dropout"), 0.0
     )
     config = TrainingConfig(
-        embedding_size=8, hidden_size=16, num_layers=2, batch_size=4, seed=3, **no_dropout
+        embedding_size=8,
+        hidden_size=16,
+        num_layers=2,
+        batch_size=4,
+        seed=3,
+        lr=1.0,
+        clip=1e9,
+        **no_dropout,
     )
     plain = build_model(config, 40, 4)
-    mixed = build_model(dataclasses.replace(config, mixed_precision=True), 40, 4)
+    mixed_config = dataclasses.replace(config, mixed_precision=True)
+    low = {"cpu": "bfloat16", "gpu": "float16"}[device]
+    assert mixed_config.dtype_policy == f"mixed_{low}"
+    mixed = build_model(mixed_config, 40, 4)
     assert keras.config.dtype_policy().name == "float32"  # put back after the build
-    assert mixed.encoder.lstms[0].compute_dtype == "bfloat16"
+    assert mixed.encoder.lstms[0].compute_dtype == low
     assert {v.dtype for v in mixed.trainable_variables} == {"float32"}
+    scale = recipe.FLOAT16_LOSS_SCALE if device == "gpu" else None
+    assert mixed.optimizer.loss_scale_factor == scale
+    assert type(mixed.optimizer) is type(plain.optimizer)  # not wrapped: NT-ASGD's state
     mixed.set_weights(plain.get_weights())
     ids = rng.integers(0, 40, (4, 10)).astype("int32")
     assert str(mixed.predict_on_batch(ids).dtype) == "float32"
     mixed.reset_state()
+    start = [to_numpy(v) for v in plain.trainable_variables]
     for step in range(3):
         x, y = ids[:, step : step + 6], ids[:, step + 1 : step + 7]
         a = plain.train_on_batch(x, y, return_dict=True)["ce"]
         b = mixed.train_on_batch(x, y, return_dict=True)["ce"]
-        assert b == pytest.approx(a, rel=2e-2)
+        assert b == pytest.approx(a, rel=2e-2)  # the loss shown unscaled
+    moved = np.concatenate(
+        [(to_numpy(p) - b).ravel() for b, p in zip(start, plain.trainable_variables)]
+    )
+    mixed_moved = np.concatenate(
+        [(to_numpy(m) - b).ravel() for b, m in zip(start, mixed.trainable_variables)]
+    )
+    # The same update, to the low precision's rounding (a gradient left scaled would
+    # move the weights 1024 times as far).
+    assert np.linalg.norm(mixed_moved) / np.linalg.norm(moved) == pytest.approx(1.0, abs=0.1)
+    assert np.corrcoef(moved, mixed_moved)[0, 1] > 0.95
 
 
 def test_a_mixed_precision_run_checkpoints_and_resumes_to_the_same_end(corpus, tmp_path):

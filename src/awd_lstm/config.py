@@ -163,9 +163,16 @@ class TrainingConfig:
 
     @property
     def dtype_policy(self):
-        """The Keras dtype policy of the run's models: `"mixed_bfloat16"` or
-        `"float32"`."""
-        return "mixed_bfloat16" if self.mixed_precision else "float32"
+        """The Keras dtype policy of the run's models: `"float32"`, or with
+        `mixed_precision` `"mixed_float16"` where the backend computes on a GPU (its
+        float16 units; training scales the loss, `recipe.FLOAT16_LOSS_SCALE`) and
+        `"mixed_bfloat16"` elsewhere (bfloat16 keeps float32's range: no scaling).
+        The weights are float32 under every policy, so a run resumes on either."""
+        if not self.mixed_precision:
+            return "float32"
+        from awd_lstm import backend
+
+        return "mixed_float16" if backend.has_gpu() else "mixed_bfloat16"
 
     def model_kwargs(self):
         keys = (

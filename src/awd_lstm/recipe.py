@@ -19,21 +19,33 @@ from awd_lstm.models import AWDLSTMLanguageModel
 from awd_lstm.optimizers import NTASGD, SGD, AdamL2
 from awd_lstm.progress import Progress
 
+# The loss scale of float16 training (mixed_float16): the loss is multiplied by it
+# before the gradients are taken and the gradients divided by it before the update, so
+# that the small gradients of the float16 products do not flush to zero. A fixed
+# scale (Keras' `loss_scale_factor`), not Keras' dynamic `LossScaleOptimizer`: that
+# wraps the optimizer, hiding NT-ASGD's averaging state and changing the checkpoint's
+# optimizer variables, so a run could not resume under another policy. 2**10 keeps a
+# mean cross-entropy of up to 60 nats within float16's range (65504).
+FLOAT16_LOSS_SCALE = 2.0**10
 
-def build_optimizer(config):
+
+def build_optimizer(config, loss_scale_factor=None):
     """The optimizer of `config.optimizer`, with the reference's clipping (global norm)
-    and weight decay."""
+    and weight decay (and Keras' `loss_scale_factor`)."""
+    options = dict(global_clipnorm=config.clip, loss_scale_factor=loss_scale_factor)
     if config.optimizer == "adam":
-        return AdamL2(config.lr, l2=config.weight_decay, global_clipnorm=config.clip)
+        return AdamL2(config.lr, l2=config.weight_decay, **options)
     if config.optimizer == "sgd":
-        return SGD(config.lr, weight_decay=config.weight_decay or None, global_clipnorm=config.clip)
-    return NTASGD(config.lr, weight_decay=config.weight_decay, global_clipnorm=config.clip)
+        return SGD(config.lr, weight_decay=config.weight_decay or None, **options)
+    return NTASGD(config.lr, weight_decay=config.weight_decay, **options)
 
 
 def build_model(config, vocab_size, batch_size, optimizer=None):
     """A stateful language model for `batch_size` streams, compiled for training with
-    `optimizer` (default: the one `config` names)."""
-    with dtype_policy(config.dtype_policy):
+    `optimizer` (default: the one `config` names), under `config.dtype_policy` (with
+    float16, the loss scaled by `FLOAT16_LOSS_SCALE`)."""
+    policy = config.dtype_policy
+    with dtype_policy(policy):
         model = AWDLSTMLanguageModel(
             vocab_size,
             stateful=True,
@@ -41,7 +53,12 @@ def build_model(config, vocab_size, batch_size, optimizer=None):
             seed=config.seed,
             **config.model_kwargs(),
         )
-    model.compile(optimizer=optimizer or build_optimizer(config), **model.compile_defaults())
+    scale = FLOAT16_LOSS_SCALE if policy == "mixed_float16" else None
+    optimizer = optimizer or build_optimizer(config, loss_scale_factor=scale)
+    if scale is not None and optimizer.loss_scale_factor is None:
+        optimizer.loss_scale_factor = scale
+    # auto_scale_loss=False: the fixed scale above, not Keras' LossScaleOptimizer wrapper.
+    model.compile(optimizer=optimizer, auto_scale_loss=False, **model.compile_defaults())
     model.build((batch_size, None))
     # JAX pads every training segment to the longest the schedule draws: one
     # compiled step for all of them.

@@ -176,6 +176,11 @@ def runs_padded_segments():
     return name() == "jax" and _module().runs_padded_segments()
 
 
+def has_gpu():
+    """Whether the backend computes on a GPU."""
+    return _module().has_gpu()
+
+
 def fused_lstm_blocks_jit():
     """Whether a layer that ran Keras' fused LSTM cannot be XLA-compiled (TensorFlow's
     cuDNN kernel, on a GPU), as `keras.layers.LSTM` marks itself."""

@@ -345,3 +345,8 @@ def data_parallel():
 
     devices = jax.devices()
     return keras.distribution.DataParallel(devices=devices), len(devices)
+
+
+def has_gpu():
+    """Whether JAX computes on a GPU."""
+    return jax.default_backend() == "gpu"

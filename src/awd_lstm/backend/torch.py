@@ -71,3 +71,8 @@ def native_lstm(sequences, h0, c0, kernel, recurrent_kernel, bias, go_backwards,
 
 def activation_modules():
     return (torch,)
+
+
+def has_gpu():
+    """Whether Keras' PyTorch backend computes on a CUDA device."""
+    return torch.cuda.is_available()

@@ -344,6 +344,8 @@ class Vocabulary:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
+            if not isinstance(data, dict):
+                raise ValueError(f"expected a JSON object; got {type(data).__name__}")
             tokenization = data.get("tokenization")
             if tokenization is not None:
                 tokenization = Tokenization.from_json(tokenization)

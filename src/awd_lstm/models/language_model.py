@@ -535,6 +535,16 @@ class AWDLSTMLanguageModel(keras.Model):
             self.__dict__["_hidden_predictor"] = _HiddenStatesPredictor(self)
         return self.__dict__["_hidden_predictor"].predict_on_batch(ids)
 
+    def layer_groups(self):
+        """The layer groups of ULMFiT's discriminative rates and gradual unfreezing,
+        first to last: the embedding (the tied decoder's weights too), each LSTM, the
+        output layer (the decoder's bias, an untied decoder, an adaptive softmax's
+        clusters)."""
+        encoder = self.encoder
+        output = [self.decoder_bias]
+        output += [layer for layer in (self.decoder, self.adaptive_softmax) if layer is not None]
+        return [[encoder.embedding], *([lstm] for lstm in encoder.lstms), output]
+
     # -- the vocabulary, inside a `.keras` file ---------------------------------------
 
     def save_assets(self, dir_path):
