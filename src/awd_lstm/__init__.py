@@ -34,6 +34,7 @@ _SUBMODULES = (
     "regularizers",
     "runs",
     "training",
+    "transfer",
 )
 
 __all__ = [*_SUBMODULES, "__version__", "load_model", "load_run"]
