@@ -55,9 +55,13 @@ def state_keys(model):
                 visit(child, f"{key}.{name}")
 
     visit(model, "")
+    # The weights of frozen layers are non-trainable too; the weights file has them.
+    weights = {id(v) for v in model.weights}
     keys = {}
     for variable in model.non_trainable_variables:
         if id(variable) not in found:
+            if id(variable) in weights:
+                continue
             raise CheckpointError(f"no attribute path reaches the variable {variable.path}")
         keys[found[id(variable)].lstrip(".")] = variable
     return keys
@@ -89,7 +93,7 @@ def save_checkpoint(model, state, path):
         model.save_weights(tmp, overwrite=True)
         # Keras' weights file leaves out the seed generators' states: without them a
         # resumed run would draw other dropout masks than an uninterrupted one.
-        if model.cutoffs:
+        if getattr(model, "cutoffs", None):
             # The row budgets grown so far: static shapes, kept so a resumed run
             # computes with the same ones as an uninterrupted run.
             state = {**state, "tail_capacity": list(model.tail_capacity)}
@@ -129,7 +133,7 @@ def load_checkpoint(model, path):
         raise
     except (OSError, KeyError, ValueError) as e:
         raise CheckpointError(f"{path} is not a resumable checkpoint: {e}") from None
-    if model.cutoffs and "tail_capacity" in state:
+    if getattr(model, "cutoffs", None) and "tail_capacity" in state:
         model.tail_capacity = state.pop("tail_capacity")
     return state
 

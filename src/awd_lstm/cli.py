@@ -13,6 +13,7 @@ events and the learning-curve PNG follow each epoch; `final.json` ends the run.
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -26,7 +27,29 @@ VERBOSE_HELP = (
     "also show TensorFlow's start-up log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is set)"
 )
 # The commands that run a model, and so load Keras and its backend.
-MODEL_COMMANDS = ("train", "finetune", "evaluate", "generate", "score", "export")
+MODEL_COMMANDS = ("train", "finetune", "evaluate", "generate", "score", "export", "classify")
+# The classifier's settings that are flags, with their help.
+CLASSIFIER_FLAG_HELP = {
+    "epochs": "passes over the training documents",
+    "batch_size": "documents per step",
+    "lr": "peak learning rate of the slanted triangular schedule",
+    "unfreeze": "gradual: the head first, one layer group more per epoch (default); all: "
+    "every group from the start; none: the head only",
+    "factor": "each layer group's rate is the next one's divided by this",
+    "drop_mult": "the encoder's dropouts times this",
+    "bptt": "tokens per BPT3C segment",
+    "max_len": "the last tokens of a document the gradient reaches",
+    "valid_fraction": "validation documents carved from training where the data has none",
+    "test_fraction": "test documents carved from training where the data has none",
+    "seed": "seed of the splits, batches and new weights",
+    "train_documents": "the built-in task's training documents",
+}
+
+
+def _classifier_config(**values):
+    from awd_lstm.classification import ClassifierConfig
+
+    return ClassifierConfig(**values)
 
 
 class UsageError(Exception):
@@ -337,6 +360,77 @@ def build_parser():
         help="a .keras file, or a new folder for the SavedModel",
     )
     add_common(export, progress=False)
+
+    classify = commands.add_parser(
+        "classify", help="text classification on a language model's encoder (ULMFiT)"
+    )
+    classify_commands = classify.add_subparsers(dest="classify_command", required=True)
+    fit = classify_commands.add_parser(
+        "train",
+        help="train a classifier: gradual unfreezing, discriminative and slanted "
+        "triangular learning rates (default data: the built-in task)",
+    )
+    fit.add_argument(
+        "--data",
+        metavar="PATH",
+        help="labelled documents: a CSV/TSV file or folder (train.tsv, valid.tsv, "
+        "test.tsv), or class folders (train/<label>/*.txt); default: the built-in task",
+    )
+    fit.add_argument(
+        "--encoder", metavar="RUN", help="a language-model run whose encoder to start from"
+    )
+    fit.add_argument(
+        "--out", metavar="DIR", default=None, help="run folder (default: runs/classifier)"
+    )
+    fit.add_argument("--resume", action="store_true", help="continue the run in --out")
+    fit.add_argument(
+        "--label-column", metavar="NAME", default="label", help="tables' label column (label)"
+    )
+    fit.add_argument(
+        "--text-column", metavar="NAME", default="text", help="tables' text column (text)"
+    )
+    settings = fit.add_argument_group("classifier settings (defaults: ULMFiT's)")
+    for field in dataclasses.fields(_classifier_config()):
+        if field.name in CLASSIFIER_FLAG_HELP:
+            flag = "--" + field.name.replace("_", "-")
+            kind = field.type if isinstance(field.type, type) else type(field.default)
+            if field.name == "unfreeze":
+                settings.add_argument(
+                    flag, choices=("gradual", "all", "none"), help=CLASSIFIER_FLAG_HELP[field.name]
+                )
+                continue
+            metavar = "N" if kind is int else "X"
+            help_text = f"{CLASSIFIER_FLAG_HELP[field.name]} (default {field.default:g})"
+            settings.add_argument(flag, type=kind, metavar=metavar, help=help_text)
+    add_common(fit)
+    add_tensorboard(fit)
+    assess = classify_commands.add_parser(
+        "evaluate", help="accuracy, per-class precision/recall/F1 and a confusion-matrix PNG"
+    )
+    assess.add_argument("--run", required=True, metavar="RUN", help="classifier run folder")
+    assess.add_argument(
+        "--split", choices=("valid", "test"), default="test", help="the split (default: test)"
+    )
+    assess.add_argument(
+        "--confusion",
+        metavar="FILE",
+        help="the confusion matrix's PNG (default: RUN/confusion_SPLIT.png)",
+    )
+    add_common(assess)
+    guess = classify_commands.add_parser(
+        "predict", help="the label and class probabilities of each document (one per line)"
+    )
+    guess.add_argument("--run", required=True, metavar="RUN", help="classifier run folder")
+    guess.add_argument(
+        "file", metavar="FILE", help="UTF-8 text, one document per line; - reads stdin"
+    )
+    guess.add_argument(
+        "--format",
+        choices=("tsv", "jsonl"),
+        default="tsv",
+        help="tsv: label and probabilities, tab-separated (default); jsonl: one JSON object",
+    )
+    add_common(guess)
 
     plot = commands.add_parser(
         "plot", help="draw several runs' learning curves in one PNG, to compare them"
@@ -735,6 +829,89 @@ def command_plot(args):
     return 0
 
 
+def command_classify(args):
+    from awd_lstm import classification
+
+    handler = {
+        "train": _classify_train,
+        "evaluate": _classify_evaluate,
+        "predict": _classify_predict,
+    }[args.classify_command]
+    try:
+        return handler(args, classification)
+    except classification.ClassifierRunError as e:
+        raise UsageError(str(e)) from None
+
+
+def _classify_train(args, classification):
+    out = args.out or os.path.join("runs", "classifier")
+    if args.resume:
+        given = _flags_given(args, ["data", "encoder", *CLASSIFIER_FLAG_HELP])
+        if given:
+            raise UsageError(
+                f"--resume continues a run with its own settings; drop {', '.join(given)}"
+            )
+        run = classification.ClassifierRun.open(out)
+        if run.final is not None:
+            raise UsageError(f"the run in {out} has finished; nothing to resume")
+    else:
+        values = {k: getattr(args, k) for k in CLASSIFIER_FLAG_HELP if getattr(args, k) is not None}
+        flags = {k: "--" + k.replace("_", "-") for k in CLASSIFIER_FLAG_HELP}
+        with _flags_named(**flags):
+            config = _classifier_config(**values)
+            run = classification.create_classifier_run(
+                out, config, args.data, args.encoder, args.label_column, args.text_column
+            )
+        source = args.data or "the built-in task"
+        print(
+            f"awd-lstm classify train: {source}; {len(run.labels)} classes; "
+            f"encoder {args.encoder or 'new'}; run folder {out}",
+            flush=True,
+        )
+    classification.train_classifier(
+        run,
+        progress=not args.no_progress,
+        resume=args.resume,
+        tensorboard_every=args.tensorboard_every,
+    )
+    return 0
+
+
+def _classify_evaluate(args, classification):
+    run = classification.ClassifierRun.open(args.run)
+    report = run.evaluate(args.split, progress=_progress(args))
+    picture = args.confusion or os.path.join(args.run, f"confusion_{args.split}.png")
+    if not picture.endswith(".png"):
+        raise UsageError(f"--confusion must end with .png; got {picture}")
+    classification.plot_confusion(picture, report)
+    print(json.dumps({**report, "confusion_png": picture}))
+    return 0
+
+
+def _classify_predict(args, classification):
+    from awd_lstm.data.corpus import split_lines
+
+    run = classification.ClassifierRun.open(args.run)
+    if args.file == "-":
+        raw, source = sys.stdin.buffer.read(), "standard input"
+    else:
+        try:
+            with open(args.file, "rb") as f:
+                raw, source = f.read(), args.file
+        except OSError as e:
+            raise UsageError(f"{args.file} cannot be read: {e.strerror}") from None
+    documents = split_lines(raw, source)
+    probabilities = run.predict(documents, progress=_progress(args))
+    labels = list(run.labels)
+    for p in probabilities:
+        label = labels[int(p.argmax())]
+        if args.format == "jsonl":
+            print(json.dumps({"label": label, "probabilities": dict(zip(labels, map(float, p)))}))
+        else:
+            print("\t".join([label, *(f"{x:.6f}" for x in p)]))
+    return 0
+
+
 COMMANDS = {
     "train": command_train,
     "finetune": command_finetune,
@@ -744,6 +921,7 @@ COMMANDS = {
     "export": command_export,
     "presets": command_presets,
     "plot": command_plot,
+    "classify": command_classify,
     "data": command_data,
 }
 

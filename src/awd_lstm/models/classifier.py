@@ -122,37 +122,91 @@ class AWDLSTMClassifier(keras.Model):
     def pool(self, ids, lengths=None, training=False):
         """The concat pooling `[h_T, max_t h_t, mean_t h_t]` `(batch, 3 * units)` of the
         documents `ids` (each of `lengths` tokens), read in segments of `bptt`."""
-        steps = ids.shape[1]
-        if steps is None:
-            raise ValueError("the classifier needs the documents' padded length known")
         if lengths is None:
             lengths = ops.sum(ops.ones_like(ids, dtype="int32"), axis=1)
         lengths = ops.cast(lengths, "int32")
-        # The segments the gradient reaches: those of the last `max_len` tokens.
+        steps = ids.shape[1]
+        if steps is None:
+            # A shape-generic trace (TensorFlow's `fit` relaxes the time axis after
+            # its second shape): the same segments in a loop of the graph.
+            return self._pool_in_a_loop(ids, lengths, training)
         first_trained = 0 if self.max_len is None else max(0, steps - self.max_len)
-        states = None
-        last = maximum = total = None
+        states, pooled = None, None
         for start in range(0, steps, self.bptt):
-            end = min(start + self.bptt, steps)
-            out = self.encoder(ids[:, start:end], initial_states=states, training=training)
-            h = out["raw_outputs"][-1]
-            states = out["states"]
-            if end <= first_trained:
+            segment = ids[:, start : start + self.bptt]
+            frozen = start + segment.shape[1] <= first_trained
+            states, pooled = self._segment(
+                segment, start, states, lengths, frozen, pooled, training
+            )
+        return self._concat(pooled, lengths)
+
+    def _pool_in_a_loop(self, ids, lengths, training):
+        bptt = self.bptt
+        batch, steps = ops.shape(ids)[0], ops.shape(ids)[1]
+        segments = (steps + bptt - 1) // bptt
+        ids = ops.pad(ids, [[0, 0], [0, segments * bptt - steps]])  # padding: past `lengths`
+        first_trained = 0 if self.max_len is None else ops.maximum(0, steps - self.max_len)
+        units = self.encoder.layer_units
+        states = [[ops.zeros((batch, u)), ops.zeros((batch, u))] for u in units]
+        width = units[-1]
+        pooled = (
+            ops.zeros((batch, width)),
+            ops.full((batch, width), -1e30),
+            ops.zeros((batch, width)),
+        )
+
+        def body(i, states, pooled):
+            start = i * bptt
+            segment = ops.slice(ids, [0, start], [batch, bptt])
+            frozen = start + bptt <= first_trained
+            states, pooled = self._segment(
+                segment, start, states, lengths, frozen, pooled, training
+            )
+            return i + 1, states, pooled
+
+        _, _, pooled = ops.while_loop(
+            lambda i, states, pooled: i < segments, body, (ops.convert_to_tensor(0), states, pooled)
+        )
+        return self._concat(pooled, lengths)
+
+    def _segment(self, segment, start, states, lengths, frozen, pooled, training):
+        """One BPT3C segment: the encoder from `states`, its outputs added to
+        `pooled` (the running `(last, max, sum)`); out of the gradient's reach where
+        `frozen` (a bool, or a scalar tensor in a graph loop)."""
+        out = self.encoder(segment, initial_states=states, training=training)
+        h, states = out["raw_outputs"][-1], [list(pair) for pair in out["states"]]
+        if isinstance(frozen, bool):
+            if frozen:
                 h = ops.stop_gradient(h)
                 states = [[ops.stop_gradient(s) for s in pair] for pair in states]
-            h = ops.cast(h, "float32")
-            positions = ops.arange(start, end, dtype="int32")[None, :]
-            real = ops.expand_dims(positions < lengths[:, None], -1)  # (batch, segment, 1)
-            at_end = ops.expand_dims(positions == lengths[:, None] - 1, -1)
-            segment_last = ops.sum(ops.where(at_end, h, 0.0), axis=1)
-            segment_max = ops.max(ops.where(real, h, -1e30), axis=1)
-            segment_sum = ops.sum(ops.where(real, h, 0.0), axis=1)
-            if last is None:
-                last, maximum, total = segment_last, segment_max, segment_sum
-            else:
-                last = last + segment_last
-                maximum = ops.maximum(maximum, segment_max)
-                total = total + segment_sum
+        else:
+            # A blend, not a branch: the gradient of `stop_gradient(x) * 1 + x * 0` is 0.
+            keep = ops.cast(frozen, h.dtype)
+            h = keep * ops.stop_gradient(h) + (1 - keep) * h
+            states = [
+                [
+                    ops.cast(keep, s.dtype) * ops.stop_gradient(s)
+                    + (1 - ops.cast(keep, s.dtype)) * s
+                    for s in pair
+                ]
+                for pair in states
+            ]
+        h = ops.cast(h, "float32")
+        positions = start + ops.arange(ops.shape(segment)[1], dtype="int32")[None, :]
+        real = ops.expand_dims(positions < lengths[:, None], -1)  # (batch, segment, 1)
+        at_end = ops.expand_dims(positions == lengths[:, None] - 1, -1)
+        last = ops.sum(ops.where(at_end, h, 0.0), axis=1)
+        maximum = ops.max(ops.where(real, h, -1e30), axis=1)
+        total = ops.sum(ops.where(real, h, 0.0), axis=1)
+        if pooled is not None:
+            last = pooled[0] + last
+            maximum = ops.maximum(pooled[1], maximum)
+            total = pooled[2] + total
+        return states, (last, maximum, total)
+
+    @staticmethod
+    def _concat(pooled, lengths):
+        last, maximum, total = pooled
         count = ops.cast(ops.maximum(lengths, 1), "float32")[:, None]
         return ops.concatenate([last, maximum, total / count], axis=-1)
 
