@@ -309,3 +309,63 @@ def test_a_finetuning_from_python_is_the_commands(run, tmp_path):
     assert done.finished and done.trained_from() == str(trained)
     with pytest.raises(RunError, match="has finished; nothing to resume"):
         open_finetune(trained, resume=True)
+
+
+def _target_text(folder, vocabulary, seed=0):
+    """A corpus of the trained run's words and words it never saw."""
+    rng = np.random.default_rng(seed)
+    known = [t for t in vocabulary.tokens if t not in ("<eos>", "<unk>")][:40]
+    words = known + [f"new{i}" for i in range(10)]
+    folder.mkdir()
+    for split, lines in (("train", 60), ("valid", 15), ("test", 15)):
+        text = "\n".join(" ".join(rng.choice(words, 8)) for _ in range(lines)) + "\n"
+        (folder / f"{split}.txt").write_text(text)
+    return folder
+
+
+def test_target_domain_finetuning_remaps_the_vocabulary(run, tmp_path, capsys):
+    from awd_lstm.runs import open_finetune
+
+    trained = Run.open(run)
+    text = _target_text(tmp_path / "target", trained.vocabulary)
+    tuned, corpus, weights = open_finetune(run, tmp_path / "tuned", data=str(text), epochs=1)
+    new, old = tuned.vocabulary, trained.vocabulary
+    assert tuned.vocabulary.fingerprint() == corpus.vocab.fingerprint()
+    assert {f"new{i}" for i in range(10)} <= set(new.tokens)
+    before = trained.trained_weights("best")
+    model = trained.load_model(stateful=False)
+    paths = [v.path for v in model.trainable_variables]
+    embedding = paths.index(model.encoder.embedding.embeddings.path)
+    bias = paths.index(model.decoder_bias.path)
+    for i, (start, now) in enumerate(zip(before, weights)):
+        if i in (embedding, bias):
+            continue
+        np.testing.assert_array_equal(now, start)  # the LSTMs as trained
+    for table in (embedding, bias):
+        for token in new.tokens:
+            row = weights[table][new.index[token]]
+            if token in old:
+                np.testing.assert_array_equal(row, before[table][old.index[token]])
+            else:
+                np.testing.assert_allclose(
+                    row, before[table].mean(axis=0, dtype=np.float64), atol=1e-7
+                )
+    # The command: one epoch on the new text, then it evaluates on it.
+    out = tmp_path / "by_command"
+    argv = ["finetune", "--run", str(run), "--data", str(text), "--out", str(out), "--epochs", "1"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert Run.open(out).vocabulary.tokens == new.tokens
+    assert (
+        main(["finetune", "--run", str(run), "--out", str(out), "--resume", "--data", str(text)])
+        == 2
+    )
+    assert "continues a fine-tuning with its own settings" in capsys.readouterr().err
+
+
+def test_a_model_with_an_adaptive_softmax_is_not_remapped(run):
+    from awd_lstm.runs import remap_weights
+
+    trained = Run.open(run)
+    config = dataclasses.replace(trained.config, cutoffs=(10,))
+    with pytest.raises(RunError, match="cannot be remapped to another vocabulary"):
+        remap_weights(config, trained.vocabulary, trained.vocabulary, [])

@@ -74,7 +74,7 @@ class ClassifierConfig:
         embedding_size, hidden_size, num_layers: A new encoder's sizes (without a
             language model to start from).
         train_documents: The built-in task's training documents (valid and test: a
-            fifth each).
+            fifth as many each, at least 200).
     """
 
     epochs: int = 4
@@ -413,8 +413,9 @@ def create_classifier_run(
                 seed = lm_run.info["synthetic_seed"]  # the classes perturb the corpus's source
             sources = ClassSources(seed=seed)
             n = config.train_documents
+            held_out = max(200, n // 5)  # enough test documents to tell errors apart
             sources.write_task(
-                os.path.join(path, TASK), train=n, valid=n // 5, test=n // 5, seed=seed
+                os.path.join(path, TASK), train=n, valid=held_out, test=held_out, seed=seed
             )
             task = {"seed": seed, "train_documents": n}
             info.update({"data": None, "task": task})

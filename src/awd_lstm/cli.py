@@ -267,6 +267,12 @@ def build_parser():
         "--out", metavar="DIR", help="run folder of the fine-tuning (default: RUN/finetune)"
     )
     finetune.add_argument(
+        "--data",
+        metavar="DIR",
+        help="fine-tune on this corpus instead (the target domain's text, ULMFiT's "
+        "second stage): a vocabulary of its own, known words keeping their trained rows",
+    )
+    finetune.add_argument(
         "--resume", action="store_true", help="continue an interrupted fine-tuning"
     )
     add_common(finetune)
@@ -712,7 +718,7 @@ def command_finetune(args):
     overrides = {name: getattr(args, name) for name in FINETUNE_FIELDS}
     with _flags_named(max_minutes="--max-minutes"):
         run, corpus, weights = open_finetune(
-            args.run, args.out, args.resume, args.max_minutes, **overrides
+            args.run, args.out, args.resume, args.max_minutes, data=args.data, **overrides
         )
     print(f"awd-lstm finetune: {args.run} -> {run.path}", flush=True)
     return _train(args, run, corpus, resume=args.resume, weights=weights)

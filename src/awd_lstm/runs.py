@@ -26,6 +26,8 @@ import json
 import os
 import shutil
 
+import numpy as np
+
 from awd_lstm._files import write_json_atomic
 from awd_lstm._validation import check_positive_int, check_positive_number
 from awd_lstm.config import TrainingConfig
@@ -271,7 +273,11 @@ class Run:
         run it was made from (or of `trained_run`, where that folder is gone)."""
         if os.path.exists(os.path.join(self.path, CHECKPOINT)):
             return None
-        return Run.open(self.trained_from(trained_run)).trained_weights("best")
+        trained = Run.open(self.trained_from(trained_run))
+        weights = trained.trained_weights("best")
+        if trained.vocabulary.tokens != self.vocabulary.tokens:  # target-domain text
+            weights = remap_weights(trained.config, trained.vocabulary, self.vocabulary, weights)
+        return weights
 
     def _resolve(self, absolute, relative):
         """A recorded path: relative to the run folder where it still exists there (a
@@ -456,9 +462,23 @@ class Run:
         except ValueError as e:
             raise RunError(str(e)) from None
 
-    def create_finetune(self, path, config, max_minutes=None):
+    def create_finetune(self, path, config, max_minutes=None, data=None, vocabulary=None):
         """Creates the run folder of a fine-tuning of this run (see `finetune_config`);
-        a folder this call made is removed again if it fails."""
+        a folder this call made is removed again if it fails. With `data` (a corpus
+        folder) and its `vocabulary`, the fine-tuning is on that text instead of the
+        run's own (ULMFiT's target-domain fine-tuning)."""
+        if data is not None:
+            with _whole_or_removed(path):
+                return Run.create(
+                    path,
+                    config,
+                    vocabulary,
+                    data=data,
+                    stage="finetune",
+                    max_minutes=max_minutes,
+                    finetuned_from=self.path,
+                    backend=self.info.get("backend"),
+                )
         data = self._corpus_location()
         synthetic = None
         if self.info.get("synthetic_tokens") is not None:
@@ -611,7 +631,7 @@ def resume_run(path, stage="train", writes=True):
     return run, run.corpus()
 
 
-def open_finetune(trained, path=None, resume=False, max_minutes=None, **overrides):
+def open_finetune(trained, path=None, resume=False, max_minutes=None, data=None, **overrides):
     """The fine-tuning of the trained run in folder `trained`, in folder `path`
     (default `trained/finetune`): made with `finetune_config(**overrides)` and
     `max_minutes`, or with `resume=True` opened again to continue (with its own
@@ -624,7 +644,7 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, **override
     path = os.fspath(path) if path is not None else os.path.join(os.fspath(trained), "finetune")
     if resume:
         given = sorted(k for k, v in overrides.items() if v is not None)
-        if given or max_minutes is not None:
+        if given or max_minutes is not None or data is not None:
             raise RunError("--resume (resume=True) continues a fine-tuning with its own settings")
         run, corpus = resume_run(path, "finetune")
         # Before its first checkpoint it starts again from the trained run's weights.
@@ -636,10 +656,48 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, **override
         raise RunError(f"{path} already holds a fine-tuning; resume it or choose another folder")
     config = parent.finetune_config(**overrides)
     backend.set_random_seed(config.seed)
-    corpus = parent.corpus()
     weights = parent.trained_weights("best")
-    run = parent.create_finetune(path, config, max_minutes=max_minutes)
+    if data is None:
+        corpus = parent.corpus()
+        run = parent.create_finetune(path, config, max_minutes=max_minutes)
+        return run, corpus, weights
+    from awd_lstm.data import load_corpus
+    from awd_lstm.recipe import check_splits
+
+    # The new text read the trained run's way: its level and tokenization.
+    level, tokenization = parent.vocabulary.level, parent.vocabulary.tokenization
+    corpus = load_corpus(data, level=level, tokenization=tokenization)
+    check_splits(config, corpus)
+    weights = remap_weights(parent.config, parent.vocabulary, corpus.vocab, weights)
+    run = parent.create_finetune(path, config, max_minutes, data=data, vocabulary=corpus.vocab)
     return run, corpus, weights
+
+
+def remap_weights(config, old_vocabulary, new_vocabulary, weights):
+    """A language model's trainable weights (`Run.trained_weights`) for another
+    vocabulary: the embedding rows (and an untied decoder's columns) and the decoder
+    bias of words both vocabularies have are kept, a new word's are the mean
+    (`awd_lstm.transfer.remap_embeddings`); the LSTMs' are unchanged. A model with an
+    adaptive softmax cannot be remapped (its clusters follow the vocabulary's order)."""
+    from awd_lstm.export import inference_model
+    from awd_lstm.transfer import remap_embeddings
+
+    if config.cutoffs:
+        raise RunError(
+            "a language model with an adaptive softmax (cutoffs) cannot be remapped to "
+            "another vocabulary: its clusters follow the vocabulary's frequency order"
+        )
+    template = inference_model(config, len(old_vocabulary), weights)
+    old, new = old_vocabulary.tokens, new_vocabulary.tokens
+    remapped = []
+    for variable, value in zip(template.trainable_variables, weights, strict=True):
+        value = np.asarray(value)
+        if variable is template.encoder.embedding.embeddings or variable is template.decoder_bias:
+            value = remap_embeddings(old, new, value)
+        elif template.decoder is not None and variable is template.decoder.kernel:
+            value = remap_embeddings(old, new, value.T).T  # (hidden, vocabulary)
+        remapped.append(value)
+    return remapped
 
 
 def saved_backend(path):
