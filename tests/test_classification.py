@@ -47,6 +47,9 @@ def test_a_classifier_run_holds_its_files_and_results(classifier_run):
     }
     for split in ("train", "validation"):
         assert list((classifier_run / "tensorboard" / split).glob("events.out.tfevents.*"))
+    # A new encoder: every group trains from the start, at one rate.
+    config = json.loads((classifier_run / "config.json").read_text())["config"]
+    assert (config["unfreeze"], config["factor"], config["epochs"]) == ("all", 1.0, 2)
 
 
 def test_evaluate_reports_per_class_scores_and_draws_the_confusion(classifier_run, capsys):
@@ -135,6 +138,8 @@ def test_a_frozen_encoder_keeps_the_language_models_weights(run, tmp_path):
     assert model.vocabulary.tokens == load_run(run).vocabulary.tokens
     final = json.loads((out / "final.json").read_text())
     assert {"bayes_error", "bag_of_words_error"} <= set(final)
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert (config["factor"], config["epochs"]) == (2.6, 1)  # ULMFiT's rates on an encoder
 
 
 def _one_line(capsys, message):

@@ -56,13 +56,17 @@ class ClassifierConfig:
     """The settings of a classifier run (JSON in `config.json`).
 
     Args:
-        epochs: Passes over the training documents.
+        epochs: Passes over the training documents (None: 4 on given data, 12 on
+            the built-in task).
         batch_size: Documents per step.
         lr: The slanted triangular schedule's peak rate (the last group's).
         cut_frac, ratio: The schedule's rise fraction and peak-to-floor ratio.
-        factor: Each layer group's rate is the next one's divided by this.
+        factor: Each layer group's rate is the next one's divided by this (None:
+            ULMFiT's 2.6 on a language model's encoder, 1 on a new one).
         unfreeze: "gradual" (the head first, one group more per epoch), "all" (every
-            group from the start) or "none" (the head only: the encoder stays fixed).
+            group from the start) or "none" (the head only: the encoder stays fixed);
+            None: "gradual" on a language model's encoder, "all" on a new one (whose
+            random weights have nothing to keep).
         head_sizes, head_dropout: The head (`AWDLSTMClassifier`).
         drop_mult: The encoder's dropouts are the language model's times this
             (fastai's text classifier: 0.5).
@@ -75,15 +79,18 @@ class ClassifierConfig:
             language model to start from).
         train_documents: The built-in task's training documents (valid and test: a
             fifth as many each, at least 200).
+        separation: How far apart the built-in task's classes are
+            (`ClassSources(separation=...)`: larger is easier; at 0.1 the Bayes error
+            is about 1% and a bag of words' about 25%).
     """
 
-    epochs: int = 4
+    epochs: int = None
     batch_size: int = 32
     lr: float = 0.01
     cut_frac: float = 0.1
     ratio: float = 32.0
-    factor: float = 2.6
-    unfreeze: str = "gradual"
+    factor: float = None
+    unfreeze: str = None
     head_sizes: tuple = (50,)
     head_dropout: tuple = (0.2, 0.1)
     drop_mult: float = 0.5
@@ -96,13 +103,15 @@ class ClassifierConfig:
     embedding_size: int = 64
     hidden_size: int = 128
     num_layers: int = 2
-    train_documents: int = 1000
+    train_documents: int = 5000
+    separation: float = 0.1
 
     def __post_init__(self):
         object.__setattr__(self, "head_sizes", tuple(self.head_sizes))
         object.__setattr__(self, "head_dropout", tuple(self.head_dropout))
+        if self.epochs is not None:
+            check_positive_int("epochs", self.epochs)
         for name in (
-            "epochs",
             "batch_size",
             "bptt",
             "max_len",
@@ -113,11 +122,17 @@ class ClassifierConfig:
             "train_documents",
         ):
             check_positive_int(name, getattr(self, name))
-        for name in ("lr", "factor", "ratio"):
+        for name in ("lr", "ratio"):
             check_positive_number(name, getattr(self, name))
+        if self.factor is not None:
+            check_positive_number("factor", self.factor)
+        if not 0.0 < self.separation <= 1.0:
+            raise ValueError(
+                f"`separation` must be in (0, 1]; Received: separation={self.separation!r}"
+            )
         for name in ("cut_frac", "drop_mult", "valid_fraction", "test_fraction"):
             check_rate(name, getattr(self, name))
-        if self.unfreeze not in UNFREEZE:
+        if self.unfreeze is not None and self.unfreeze not in UNFREEZE:
             raise ValueError(
                 f"`unfreeze` must be one of {', '.join(UNFREEZE)}; "
                 f"Received: unfreeze={self.unfreeze!r}"
@@ -401,6 +416,13 @@ def create_classifier_run(
     path = os.fspath(path)
     if os.path.exists(os.path.join(path, CONFIG)):
         raise ClassifierRunError(f"{path} already holds a run; resume it or choose another folder")
+    pretrained = encoder is not None
+    config = dataclasses.replace(
+        config,
+        factor=config.factor if config.factor is not None else (2.6 if pretrained else 1.0),
+        unfreeze=config.unfreeze or ("gradual" if pretrained else "all"),
+        epochs=config.epochs or (4 if data is not None else 12),
+    )
     lm_run = Run.open(encoder) if encoder is not None else None
     with _whole_or_removed(path):  # a folder this call made is removed if it fails
         options = {"label_column": label_column, "text_column": text_column}
@@ -411,13 +433,13 @@ def create_classifier_run(
             seed = config.seed
             if lm_run is not None and lm_run.info.get("synthetic_seed") is not None:
                 seed = lm_run.info["synthetic_seed"]  # the classes perturb the corpus's source
-            sources = ClassSources(seed=seed)
+            sources = ClassSources(seed=seed, separation=config.separation)
             n = config.train_documents
             held_out = max(200, n // 5)  # enough test documents to tell errors apart
             sources.write_task(
                 os.path.join(path, TASK), train=n, valid=held_out, test=held_out, seed=seed
             )
-            task = {"seed": seed, "train_documents": n}
+            task = {"seed": seed, "train_documents": n, "separation": config.separation}
             info.update({"data": None, "task": task})
         else:
             data = os.fspath(data)
@@ -595,7 +617,7 @@ def train_classifier(run, log=print, progress=True, resume=False, tensorboard_ev
     if task is not None:
         from awd_lstm.data.synthetic import ClassSources
 
-        sources = ClassSources(seed=task["seed"])
+        sources = ClassSources(seed=task["seed"], separation=task.get("separation", 0.05))
         source_ids = [_source_ids(sources, text) for text in corpus.texts("test")]
         train_ids = [_source_ids(sources, text) for text in corpus.texts("train")]
         bayes = sources.bayes_error(source_ids, labels["test"])
