@@ -112,6 +112,28 @@ def test_slanted_triangular_is_eq_3_at_every_step(total, cut_frac, ratio):
     assert min(got) == pytest.approx(0.01 / ratio)
 
 
+def test_staged_slanted_triangular_starts_a_triangle_per_stage():
+    from awd_lstm.transfer import StagedSlantedTriangular
+
+    stages = [7, 7, 20]
+    schedule = StagedSlantedTriangular(0.01, stages, cut_frac=0.1, ratio=32)
+    got = [float(to_numpy(schedule(ops.convert_to_tensor(t, "int32")))) for t in range(40)]
+
+    def within(t, n):  # eq. 3 with T = n, the rise over at least one step
+        cut = max(1, int(n * 0.1))
+        p = t / cut if t < cut else max(1 - (t - cut) / (n - cut), 0.0)
+        return 0.01 * (1 + p * 31) / 32
+
+    expected = [within(t, 7) for t in range(7)] + [within(t, 7) for t in range(7)]
+    expected += [within(t, 20) for t in range(20)] + [0.01 / 32] * 6
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert got[1] == got[8] == pytest.approx(0.01)  # each stage peaks
+    again = StagedSlantedTriangular.from_config(schedule.get_config())
+    assert float(to_numpy(again(ops.convert_to_tensor(21, "int32")))) == pytest.approx(got[21])
+    with pytest.raises(ValueError, match="at least one stage"):
+        StagedSlantedTriangular(0.01, [])
+
+
 def test_slanted_triangular_paper_defaults_peak_and_ends():
     schedule = SlantedTriangular(total_steps=1000)
     assert (schedule.max_learning_rate, schedule.cut_frac, schedule.ratio) == (0.01, 0.1, 32.0)

@@ -350,14 +350,26 @@ def _steps_per_epoch(config, documents):
     return math.ceil(documents / config.batch_size)
 
 
-def _compile(model, config, total_steps):
+def _compile(model, config, steps_per_epoch):
+    """Adam (beta_1 0.7, beta_2 0.99) with discriminative rates and slanted triangular
+    learning rates: one triangle over the run, or with gradual unfreezing one per
+    stage (an epoch per group unfrozen, then the rest of the run)."""
     import keras
 
-    from awd_lstm.transfer import DiscriminativeAdam, SlantedTriangular, discriminative_multipliers
-
-    schedule = SlantedTriangular(
-        config.lr, max(total_steps, math.ceil(1 / config.cut_frac)), config.cut_frac, config.ratio
+    from awd_lstm.transfer import (
+        DiscriminativeAdam,
+        SlantedTriangular,
+        StagedSlantedTriangular,
+        discriminative_multipliers,
     )
+
+    if config.unfreeze == "gradual":
+        partial = min(len(model.layer_groups()) - 1, config.epochs - 1)
+        stages = [steps_per_epoch] * partial + [steps_per_epoch * (config.epochs - partial)]
+        schedule = StagedSlantedTriangular(config.lr, stages, config.cut_frac, config.ratio)
+    else:
+        total = max(steps_per_epoch * config.epochs, math.ceil(1 / config.cut_frac))
+        schedule = SlantedTriangular(config.lr, total, config.cut_frac, config.ratio)
     optimizer = DiscriminativeAdam(
         schedule,
         multipliers=discriminative_multipliers(model, config.factor),
@@ -505,7 +517,7 @@ def train_classifier(run, log=print, progress=True, resume=False, tensorboard_ev
     labels = {s: corpus.label_ids(s) for s in docs}
     model = run.build_model()
     steps = _steps_per_epoch(config, len(docs["train"]))
-    _compile(model, config, steps * config.epochs)
+    _compile(model, config, steps)
     model.optimizer.build(model.trainable_variables)
     checkpoint_path = os.path.join(run.path, CHECKPOINT)
     state = None

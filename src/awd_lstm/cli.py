@@ -575,20 +575,11 @@ def command_score(args):
     import warnings
 
     from awd_lstm._validation import check_positive_int
-    from awd_lstm.data.corpus import split_lines
     from awd_lstm.generation import score_sentences
 
     with _flags_named(batch_size="--batch-size"):
         check_positive_int("batch_size", args.batch_size)
-    if args.file == "-":
-        raw, source = sys.stdin.buffer.read(), "standard input"
-    else:
-        try:
-            with open(args.file, "rb") as f:
-                raw, source = f.read(), args.file
-        except OSError as e:
-            raise UsageError(f"{args.file} cannot be read: {e.strerror}") from None
-    sentences = split_lines(raw, source)
+    sentences = _input_lines(args.file)
     model, vocabulary = _open_model(args, stateful=False)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -598,6 +589,20 @@ def command_score(args):
     _report_warnings("score", caught)
     print("\n".join(f"{lp:.6f}\t{n}\t{math.exp(-lp / n):.6f}" for lp, n in scores))
     return 0
+
+
+def _input_lines(path):
+    """The lines of the UTF-8 text in `path` (`-`: standard input)."""
+    from awd_lstm.data.corpus import split_lines
+
+    if path == "-":
+        return split_lines(sys.stdin.buffer.read(), "standard input")
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UsageError(f"{path} cannot be read: {e.strerror}") from None
+    return split_lines(raw, path)
 
 
 def command_export(args):
@@ -899,18 +904,9 @@ def _classify_evaluate(args, classification):
 
 
 def _classify_predict(args, classification):
-    from awd_lstm.data.corpus import split_lines
 
     run = classification.ClassifierRun.open(args.run)
-    if args.file == "-":
-        raw, source = sys.stdin.buffer.read(), "standard input"
-    else:
-        try:
-            with open(args.file, "rb") as f:
-                raw, source = f.read(), args.file
-        except OSError as e:
-            raise UsageError(f"{args.file} cannot be read: {e.strerror}") from None
-    documents = split_lines(raw, source)
+    documents = _input_lines(args.file)
     probabilities = run.predict(documents, progress=_progress(args))
     labels = list(run.labels)
     for p in probabilities:

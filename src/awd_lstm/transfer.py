@@ -139,6 +139,62 @@ class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+@keras.saving.register_keras_serializable(package="awd_lstm")
+class StagedSlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
+    """A slanted triangle per stage: the schedule of `SlantedTriangular` started
+    again at each stage of `stage_steps`, as fastai runs one cycle per stage of
+    gradual unfreezing. Without it a single triangle over the whole run spends its
+    high rates on the first stages, while most of the model is frozen.
+
+    Within a stage of `n` steps the rate follows eq. 3 with `T = n` (a rise over
+    `max(1, floor(n * cut_frac))` steps); after the last stage the rate stays at
+    `max_learning_rate / ratio`.
+
+    Args:
+        max_learning_rate: The peak of every triangle.
+        stage_steps: The steps of each stage, in order (e.g. an epoch per unfrozen
+            group, then the remaining epochs).
+        cut_frac, ratio: As `SlantedTriangular`'s.
+    """
+
+    def __init__(
+        self, max_learning_rate=MAX_LEARNING_RATE, stage_steps=(), cut_frac=CUT_FRAC, ratio=RATIO
+    ):
+        self.max_learning_rate = check_positive_number("max_learning_rate", max_learning_rate)
+        self.stage_steps = [check_positive_int("stage_steps", n) for n in stage_steps]
+        if not self.stage_steps:
+            raise ValueError("`stage_steps` must list at least one stage")
+        if not 0.0 < cut_frac < 1.0:
+            raise ValueError(
+                f"`cut_frac` must be a number in (0, 1); Received: cut_frac={cut_frac!r}"
+            )
+        if check_positive_number("ratio", ratio) < 1:
+            raise ValueError(f"`ratio` must be a number >= 1; Received: ratio={ratio!r}")
+        self.cut_frac, self.ratio = float(cut_frac), float(ratio)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        rate = ops.zeros_like(step) + self.max_learning_rate / self.ratio  # after the stages
+        starts = [sum(self.stage_steps[:i]) for i in range(len(self.stage_steps))]
+        for begin, n in zip(starts, self.stage_steps):
+            cut = float(max(1, math.floor(n * self.cut_frac)))
+            local = step - float(begin)
+            falling = ops.maximum(1.0 - (local - cut) / max(n - cut, 1.0), 0.0)
+            p = ops.where(local < cut, local / cut, falling)
+            value = self.max_learning_rate * (1.0 + p * (self.ratio - 1.0)) / self.ratio
+            inside = ops.logical_and(step >= float(begin), step < float(begin + n))
+            rate = ops.where(inside, value, rate)
+        return rate
+
+    def get_config(self):
+        return {
+            "max_learning_rate": self.max_learning_rate,
+            "stage_steps": list(self.stage_steps),
+            "cut_frac": self.cut_frac,
+            "ratio": self.ratio,
+        }
+
+
 def _group_list(groups):
     """`groups` (a list of groups, or a model with `layer_groups()`) as a list of lists."""
     if hasattr(groups, "layer_groups"):

@@ -82,7 +82,13 @@ class AWDLSTMClassifier(keras.Model):
             last = block == len(sizes) - 1
             self.head.append(
                 [
-                    keras.layers.BatchNormalization(name=f"head_norm_{block}"),
+                    # PyTorch's (fastai's) statistics: Keras' default momentum of
+                    # 0.99 leaves the moving statistics of a short fine-tuning (a
+                    # few hundred steps) near their start, and inference with them
+                    # predicts one class.
+                    keras.layers.BatchNormalization(
+                        momentum=0.9, epsilon=1e-5, name=f"head_norm_{block}"
+                    ),
                     keras.layers.Dropout(
                         rate,
                         seed=derived_seed(seed, "head", block, "dropout"),
