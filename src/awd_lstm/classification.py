@@ -380,9 +380,9 @@ def _compile(model, config, steps_per_epoch):
     return model
 
 
-def _encoder_of(config, vocabulary, encoder_run):
+def _encoder_config(config, vocabulary, encoder_run):
     """A new encoder's config, or the language model's with its dropouts times
-    `drop_mult`, and the weights to start from."""
+    `drop_mult` (its weights are loaded when training starts)."""
     from awd_lstm.models import AWDLSTMEncoder
 
     defaults = dict(
@@ -397,13 +397,13 @@ def _encoder_of(config, vocabulary, encoder_run):
             seed=config.seed,
             **{k: v * config.drop_mult for k, v in defaults.items()},
         )
-        return encoder.get_config(), None
+        return encoder.get_config()
     language_model = encoder_run.load_model(stateful=False)
     source = language_model.encoder
     encoder_config = source.get_config()
     for name in defaults:
         encoder_config[name] = encoder_config[name] * config.drop_mult
-    return encoder_config, [np.asarray(v) for v in _numpy(source.weights)]
+    return encoder_config
 
 
 def _numpy(variables):
@@ -486,7 +486,7 @@ def create_classifier_run(
             vocabulary = Vocabulary.from_training(
                 tokens, tokenization=Tokenization(train_only=True)
             )
-        info["encoder"], _ = _encoder_of(config, vocabulary, lm_run)
+        info["encoder"] = _encoder_config(config, vocabulary, lm_run)
         from awd_lstm import backend
 
         info["backend"] = backend.name()
@@ -630,8 +630,9 @@ def train_classifier(run, log=print, progress=True, resume=False, tensorboard_ev
         from awd_lstm.data.synthetic import ClassSources
 
         sources = ClassSources(seed=task["seed"], separation=task.get("separation", 0.05))
-        source_ids = [_source_ids(sources, text) for text in corpus.texts("test")]
-        train_ids = [_source_ids(sources, text) for text in corpus.texts("train")]
+        index = {w: i for i, w in enumerate(sources.words())}
+        source_ids = [_source_ids(index, text) for text in corpus.texts("test")]
+        train_ids = [_source_ids(index, text) for text in corpus.texts("train")]
         bayes = sources.bayes_error(source_ids, labels["test"])
         baseline = sources.baseline_error(train_ids, labels["train"], source_ids, labels["test"])
         final.update(
@@ -663,11 +664,10 @@ def _all_trainable(groups):
                 layer.trainable = flag
 
 
-def _source_ids(sources, text):
-    """A built-in task document's ids in its source's numbering (`w0123` is 123)."""
+def _source_ids(index, text):
+    """A built-in task document's ids in its source's numbering (`index`: word to id)."""
     from awd_lstm.data.labelled import document_lines
 
-    index = {w: i for i, w in enumerate(sources.words())}
     return np.array([index[t] for line in document_lines(text) for t in [*line.split(), "<eos>"]])
 
 
