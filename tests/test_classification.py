@@ -142,6 +142,53 @@ def test_a_frozen_encoder_keeps_the_language_models_weights(run, tmp_path):
     assert (config["factor"], config["epochs"]) == (2.6, 1)  # ULMFiT's rates on an encoder
 
 
+def test_a_new_encoders_vocabulary_reads_raw_text_as_told(tmp_path, capsys):
+    """`classify train --lowercase --min-count 2`: the vocabulary is built from the
+    training documents read that way, and predict reads new text the same way; with
+    `--encoder` the flags are refused (the language model's tokenization reads)."""
+    from awd_lstm import classification
+
+    table = tmp_path / "raw.tsv"
+    rows = ["label\ttext"]
+    for i in range(24):
+        rows.append(f"{'ab'[i % 2]}\t{'Good' if i % 2 else 'BAD'} Movie number{i} good bad")
+    table.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "run"
+    argv = ["classify", "train", "--data", str(table), "--out", str(out), "--lowercase"]
+    assert main([*argv, "--min-count", "2", "--epochs", "1", "--no-progress"]) == 0
+    run = classification.ClassifierRun.open(out)
+    assert run.vocabulary.tokenization.lowercase
+    assert {"good", "bad", "movie"} <= set(run.vocabulary.tokens)
+    assert not {"Good", "BAD", "number3"} & set(run.vocabulary.tokens)  # lower-cased, rare
+    assert run.vocabulary.tokenize("GOOD Movie") == ["good", "movie", "<eos>"]
+    capsys.readouterr()
+    refused = ["classify", "train", "--encoder", str(out), "--out", str(tmp_path / "x")]
+    assert main([*refused, "--lowercase"]) == 2
+    _one_line(capsys, "drop --lowercase")
+    assert not (tmp_path / "x").exists()
+
+
+def test_gradual_unfreezing_runs_a_slanted_triangle_per_stage(run, tmp_path):
+    """End to end: with gradual unfreezing on an encoder of 4 layer groups and 3
+    epochs, the rate of every step (TensorBoard's `batch_learning_rate`) is
+    `StagedSlantedTriangular` over stages of one epoch, one epoch, the rest: each
+    stage starts again at its lowest rate."""
+    from awd_lstm.transfer import StagedSlantedTriangular
+    from tests.test_run_logs import read_scalars
+
+    out = tmp_path / "staged"
+    argv = ["classify", "train", "--encoder", str(run), "--out", str(out), "--epochs", "3"]
+    argv += ["--train-documents", "30", "--batch-size", "8", "--tensorboard-every", "1"]
+    assert main([*argv, "--no-progress"]) == 0
+    rates = read_scalars(out / "tensorboard" / "train")["batch_learning_rate"]
+    steps = 4  # ceil(30 / 8) per epoch
+    assert [step for step, _ in rates] == list(range(1, 3 * steps + 1))
+    schedule = StagedSlantedTriangular(0.01, [steps, steps, steps], cut_frac=0.1, ratio=32)
+    expected = [float(to_numpy(schedule(i))) for i in range(3 * steps)]
+    np.testing.assert_allclose([rate for _, rate in rates], expected, rtol=1e-6)
+    assert rates[steps][1] == pytest.approx(0.01 / 32) == rates[2 * steps][1]
+
+
 def _one_line(capsys, message):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err

@@ -84,6 +84,23 @@ def test_the_head_and_its_checks():
         AWDLSTMClassifier(keras.layers.Dense(3), 3)
 
 
+def test_the_heads_batch_norm_keeps_pytorchs_statistics(rng):
+    """One training call moves the head's moving mean a tenth of the way to the batch's
+    mean (PyTorch's momentum 0.1; Keras' default 0.99 moves it a hundredth), and the
+    variance likewise, with PyTorch's epsilon: after a short fine-tuning, inference
+    normalizes with statistics near the data's, not near their start."""
+    model = _classifier()
+    ids = rng.integers(1, 20, size=(6, 9)).astype("int32")
+    pooled = to_numpy(model.pool(ids))
+    norm = model.head[0][0]
+    assert (norm.momentum, norm.epsilon) == (0.9, 1e-5)
+    model(ids, training=True)  # no dropout in the encoder: the same pooled features
+    np.testing.assert_allclose(to_numpy(norm.moving_mean), 0.1 * pooled.mean(0), atol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(norm.moving_variance), 0.9 + 0.1 * pooled.var(0), rtol=1e-5, atol=1e-6
+    )
+
+
 def test_fit_trains_and_the_keras_file_round_trips(rng, tmp_path):
     model = _classifier(bptt=6)
     model.compile(keras.optimizers.Adam(0.01), keras.losses.SparseCategoricalCrossentropy(True))

@@ -413,12 +413,19 @@ def _numpy(variables):
 
 
 def create_classifier_run(
-    path, config, data=None, encoder=None, label_column="label", text_column="text"
+    path,
+    config,
+    data=None,
+    encoder=None,
+    label_column="label",
+    text_column="text",
+    tokenization=None,
 ):
     """Makes a classifier run in `path`: reads the labelled data in `data` (or writes
     the built-in task to `RUN/data`), takes the vocabulary of the language-model run
-    `encoder` (or builds one from the training documents), checks everything, then
-    writes `vocab.json`, `labels.json` and, last, `config.json`. Returns the
+    `encoder` (or builds one from the training documents, read with `tokenization`, a
+    `Tokenization`: by default every whitespace-separated word), checks everything,
+    then writes `vocab.json`, `labels.json` and, last, `config.json`. Returns the
     `ClassifierRun`."""
     from awd_lstm.data import Tokenization, Vocabulary
     from awd_lstm.data.labelled import load_labelled
@@ -429,6 +436,15 @@ def create_classifier_run(
     if os.path.exists(os.path.join(path, CONFIG)):
         raise ClassifierRunError(f"{path} already holds a run; resume it or choose another folder")
     pretrained = encoder is not None
+    if pretrained and tokenization is not None:
+        raise ClassifierRunError(
+            "the encoder's run reads the documents with its own vocabulary; a "
+            "tokenization only builds a new encoder's"
+        )
+    if tokenization is None:
+        tokenization = Tokenization(train_only=True)
+    elif not tokenization.train_only:
+        tokenization = dataclasses.replace(tokenization, train_only=True)
     config = dataclasses.replace(
         config,
         factor=config.factor if config.factor is not None else (2.6 if pretrained else 1.0),
@@ -481,11 +497,9 @@ def create_classifier_run(
                 t
                 for text in corpus.texts("train")
                 for line in document_lines(text)
-                for t in tokenize_line(line)
+                for t in tokenize_line(line, "word", tokenization)
             ]
-            vocabulary = Vocabulary.from_training(
-                tokens, tokenization=Tokenization(train_only=True)
-            )
+            vocabulary = Vocabulary.from_training(tokens, tokenization=tokenization)
         info["encoder"] = _encoder_config(config, vocabulary, lm_run)
         from awd_lstm import backend
 
@@ -556,6 +570,13 @@ def train_classifier(run, log=print, progress=True, resume=False, tensorboard_ev
                 ids, batch_lengths, y = pad_batch(
                     docs["train"], batch, labels["train"], length_quantum=config.length_quantum
                 )
+                logged = tensorboard_every and (step + 1) % tensorboard_every == 0
+                # The step's own rate (the head's): the schedule at the step about to run.
+                rate = (
+                    float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+                    if logged
+                    else None
+                )
                 result = model.train_on_batch(
                     {"ids": ids, "lengths": batch_lengths}, y, return_dict=True
                 )
@@ -566,8 +587,8 @@ def train_classifier(run, log=print, progress=True, resume=False, tensorboard_ev
                 loss_sum += loss * len(batch)
                 count += len(batch)
                 tokens += int(batch_lengths.sum())
-                if tensorboard_every and step % tensorboard_every == 0:
-                    writer.add(TRAIN, {"batch_loss": loss}, step)
+                if logged:
+                    writer.add(TRAIN, {"batch_loss": loss, "batch_learning_rate": rate}, step)
                 bar.update(tokens, [("loss", loss_sum / count)])
             seconds = time.perf_counter() - started
             valid = _split_scores(model, docs["valid"], labels["valid"], config)

@@ -75,7 +75,8 @@ def _add_config_flags(parser, fields=None):
         if field.type is bool:
             group.add_argument(flag, type=_parse_bool, metavar="true|false", help=help_text)
         elif field.type is str:
-            group.add_argument(flag, choices=OPTIMIZERS, help=help_text)
+            choices = field.metadata.get("choices", OPTIMIZERS)
+            group.add_argument(flag, choices=choices, help=help_text)
         elif field.type is tuple:
             metavar = field.metadata.get("metavar", "EPOCH")
             group.add_argument(flag, type=int, nargs="*", metavar=metavar, help=help_text)
@@ -120,6 +121,38 @@ def _parse_bool(text):
     if text.lower() in ("0", "false", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false; got {text!r}")
+
+
+def add_vocabulary_flags(parser, description):
+    """The flags of a vocabulary built from text that is not pre-tokenized (train's
+    and classify train's), in a group of their own; returns the group."""
+    vocabulary = parser.add_argument_group(
+        "vocabulary, for text that is not pre-tokenized", description
+    )
+    vocabulary.add_argument(
+        "--lowercase", action="store_true", default=None, help="lower-case the text first"
+    )
+    vocabulary.add_argument(
+        "--split-punctuation",
+        action="store_true",
+        default=None,
+        help='split punctuation from words, "Hello, world!" into "Hello , world !" (the '
+        "Moses tokenizer: pip install 'awd-lstm[text]'); generate joins it back",
+    )
+    vocabulary.add_argument(
+        "--min-count",
+        type=int,
+        metavar="N",
+        help="training words seen fewer than N times read as <unk>",
+    )
+    vocabulary.add_argument(
+        "--max-vocab",
+        type=int,
+        metavar="N",
+        help="keep the N most frequent tokens, <eos> and <unk> included (ties: the word "
+        "seen first)",
+    )
+    return vocabulary
 
 
 def build_parser():
@@ -202,34 +235,11 @@ def build_parser():
     train.add_argument(
         "--out", metavar="DIR", default=None, help="run folder (default: runs/<preset>)"
     )
-    vocabulary = train.add_argument_group(
-        "vocabulary, for text that is not pre-tokenized",
+    vocabulary = add_vocabulary_flags(
+        train,
         "default: the reference's, every whitespace-separated word of the three splits; "
         "any of these flags builds it from the training split only, and the words "
         "outside it read as <unk>",
-    )
-    vocabulary.add_argument(
-        "--lowercase", action="store_true", default=None, help="lower-case the text first"
-    )
-    vocabulary.add_argument(
-        "--split-punctuation",
-        action="store_true",
-        default=None,
-        help='split punctuation from words, "Hello, world!" into "Hello , world !" (the '
-        "Moses tokenizer: pip install 'awd-lstm[text]'); generate joins it back",
-    )
-    vocabulary.add_argument(
-        "--min-count",
-        type=int,
-        metavar="N",
-        help="training words seen fewer than N times read as <unk>",
-    )
-    vocabulary.add_argument(
-        "--max-vocab",
-        type=int,
-        metavar="N",
-        help="keep the N most frequent tokens, <eos> and <unk> included (ties: the word "
-        "seen first)",
     )
     vocabulary.add_argument(
         "--train-vocab",
@@ -396,6 +406,11 @@ def build_parser():
     )
     fit.add_argument(
         "--text-column", metavar="NAME", default="text", help="tables' text column (text)"
+    )
+    add_vocabulary_flags(
+        fit,
+        "for a new encoder (an encoder's run reads the documents its own way); default: "
+        "every whitespace-separated word of the training documents",
     )
     settings = fit.add_argument_group("classifier settings (defaults: ULMFiT's)")
     for field in dataclasses.fields(_classifier_config()):
@@ -691,7 +706,7 @@ def _tokenization(args):
     """The `Tokenization` of train's vocabulary flags; None without any of them."""
     from awd_lstm.data import Tokenization
 
-    if not _flags_given(args, TOKENIZATION_FLAGS):
+    if not _flags_given(args, TOKENIZATION_FLAGS):  # (classify train has no --train-vocab)
         return None
     settings = dict(lowercase=bool(args.lowercase), split_punctuation=bool(args.split_punctuation))
     for name in ("min_count", "max_vocab"):
@@ -861,7 +876,7 @@ def command_classify(args):
 def _classify_train(args, classification):
     out = args.out or os.path.join("runs", "classifier")
     if args.resume:
-        given = _flags_given(args, ["data", "encoder", *CLASSIFIER_FLAG_HELP])
+        given = _flags_given(args, ["data", "encoder", *CLASSIFIER_FLAG_HELP, *TOKENIZATION_FLAGS])
         if given:
             raise UsageError(
                 f"--resume continues a run with its own settings; drop {', '.join(given)}"
@@ -874,8 +889,21 @@ def _classify_train(args, classification):
         flags = {k: "--" + k.replace("_", "-") for k in CLASSIFIER_FLAG_HELP}
         with _flags_named(**flags):
             config = _classifier_config(**values)
+            tokenization = _tokenization(args)
+            if tokenization is not None and args.encoder is not None:
+                given = ", ".join(_flags_given(args, TOKENIZATION_FLAGS))
+                raise UsageError(
+                    f"the encoder's run reads the documents with its own vocabulary; drop "
+                    f"{given} (they build a new encoder's)"
+                )
             run = classification.create_classifier_run(
-                out, config, args.data, args.encoder, args.label_column, args.text_column
+                out,
+                config,
+                args.data,
+                args.encoder,
+                args.label_column,
+                args.text_column,
+                tokenization=tokenization,
             )
         source = args.data or "the built-in task"
         print(
