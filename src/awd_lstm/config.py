@@ -64,6 +64,44 @@ class TrainingConfig:
             "metavar": "RANK",
         },
     )
+    cell: str = _field(
+        "lstm",
+        {
+            "help": "the recurrent layers: lstm (weight-dropped) or mogrifier (Melis et al. "
+            "2020, with the same weight drop)",
+            "choices": ("lstm", "mogrifier"),
+        },
+    )
+    mogrifier_rounds: int = _field(
+        5,
+        {"paper": "feature_mask_rounds", "help": "the Mogrifier's rounds (with --cell mogrifier)"},
+    )
+    mogrifier_rank: int = _field(
+        0,
+        {
+            "paper": "feature_mask_rank",
+            "help": "the rank of the Mogrifier's factorized matrices; 0: full",
+        },
+    )
+    mixture_components: int = _field(
+        0,
+        {
+            "paper": "n_experts",
+            "help": "softmaxes of a mixture-of-softmaxes output layer over the tied "
+            "embedding (Yang et al. 2018); 0: one softmax",
+        },
+    )
+    mixture_dropout: float = _field(
+        0.0, {"paper": "dropoutl", "help": "locked dropout of the mixture's latent vectors"}
+    )
+    last_hidden_size: int = _field(
+        0,
+        {
+            "paper": "nhidlast",
+            "help": "units of the last LSTM; 0: the embedding size (what a tied softmax "
+            "needs; a mixture of softmaxes may differ)",
+        },
+    )
     alpha: float = _field(2.0, {"paper": "alpha", "help": "activation regularization scale"})
     beta: float = _field(1.0, {"paper": "beta", "help": "temporal activation regularization scale"})
     optimizer: str = _field(
@@ -147,6 +185,35 @@ class TrainingConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+        if self.cell not in ("lstm", "mogrifier"):
+            raise ValueError(f"cell must be lstm or mogrifier; got {self.cell!r}")
+        for name in (
+            "mixture_components",
+            "last_hidden_size",
+            "mogrifier_rounds",
+            "mogrifier_rank",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
+        if not (isinstance(self.mixture_dropout, (int, float)) and 0 <= self.mixture_dropout < 1):
+            raise ValueError(f"mixture_dropout must be in [0, 1); got {self.mixture_dropout!r}")
+        if self.mixture_components and (self.cutoffs or not self.tie_weights):
+            raise ValueError(
+                "a mixture of softmaxes (mixture_components) scores the tied embedding: "
+                "it needs tie_weights and no cutoffs"
+            )
+        if (
+            self.last_hidden_size
+            and self.tie_weights
+            and not self.mixture_components
+            and self.last_hidden_size != self.embedding_size
+        ):
+            raise ValueError(
+                f"last_hidden_size {self.last_hidden_size} must equal embedding_size "
+                f"{self.embedding_size} with a tied softmax (a mixture of softmaxes, "
+                "mixture_components, may differ)"
+            )
         for name in ("alpha", "beta", "weight_decay"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -180,6 +247,19 @@ class TrainingConfig:
             "hidden_dropout output_dropout weight_dropout tie_weights alpha beta"
         ).split()
         kwargs = {k: getattr(self, k) for k in keys}
+        if self.mixture_components:
+            kwargs.update(
+                mixture_components=self.mixture_components,
+                mixture_dropout=self.mixture_dropout,
+            )
+        if self.last_hidden_size:
+            kwargs["last_hidden_size"] = self.last_hidden_size
+        if self.cell != "lstm":
+            kwargs.update(
+                cell=self.cell,
+                mogrifier_rounds=self.mogrifier_rounds,
+                mogrifier_rank=self.mogrifier_rank or None,
+            )
         if self.cutoffs:
             # Row budgets start empty and grow to fit the data (AdaptiveSoftmax).
             kwargs.update(cutoffs=self.cutoffs, tail_capacity=(0.0,) * len(self.cutoffs))

@@ -57,6 +57,28 @@ PRESETS = {
     # settings with a QRNN): 4 layers of 2500 units, light dropout, no weight drop,
     # AR/TAR or weight decay, Adam with the rate divided by 10 after epoch 12, and a
     # tied adaptive softmax over the 267,735-word vocabulary.
+    # Yang et al. (2018), "Breaking the softmax bottleneck": AWD-LSTM with a mixture of
+    # 15 softmaxes, the README command of their code for PTB (nhid 960, nhidlast 620,
+    # emsize 280, dropouti 0.4, dropoutl 0.29, dropouth 0.225, batch 12, lr 20, seed
+    # 28; the other settings its defaults, AWD-LSTM's). 56.54 / 54.44 val/test after
+    # fine-tuning (finetune --lr 25).
+    "ptb-mos": TrainingConfig(
+        embedding_size=280,
+        hidden_size=960,
+        last_hidden_size=620,
+        num_layers=3,
+        mixture_components=15,
+        mixture_dropout=0.29,
+        input_dropout=0.4,
+        hidden_dropout=0.225,
+        output_dropout=0.4,
+        embedding_dropout=0.1,
+        weight_dropout=0.5,
+        batch_size=12,
+        lr=20.0,
+        epochs=1000,
+        seed=28,
+    ),
     "wikitext-103": TrainingConfig(
         embedding_size=400,
         hidden_size=2500,

@@ -6,7 +6,8 @@
 2. `keras.src.backend.rnn`: Keras' step loop, which `keras.layers.RNN` runs over a
    cell. The weight-dropped layer runs it over a step that multiplies only the hidden
    state (the input projections of all steps done before it); `keras.ops` has no
-   loop with Keras' masking, `go_backwards` and `unroll` semantics.
+   loop with Keras' masking, `go_backwards` and `unroll` semantics. (The Mogrifier's
+   loops run on it time-major; see `backend_rnn` for the step count it is given.)
 3. The call context's `training` flag (`global_state`'s `current_call_ctx`):
    `keras.layers.RNN` does not pass `training` to a cell's pre-loop hook, and the
    flag decides whether masks are drawn for the sequence; there is no public reader.
@@ -59,9 +60,29 @@ def fused_lstm(*args, **kwargs):
     return keras.src.backend.lstm(*args, **kwargs)
 
 
-def backend_rnn(*args, **kwargs):
-    """2. `keras.src.backend.rnn`."""
-    return keras.src.backend.rnn(*args, **kwargs)
+def backend_rnn(step_function, inputs, initial_states, **kwargs):
+    """2. `keras.src.backend.rnn`.
+
+    With `time_major=True` and no `input_length`, Keras' TensorFlow loop bounds its
+    iterations by axis 1, the batch (`input_length or inputs.shape[1]`), and stops
+    early when the batch is smaller than the number of steps: the steps of axis 0
+    are passed instead, and where a shape-generic trace does not know them (the
+    loop cannot take them as a tensor) the inputs go in batch-major and the outputs
+    come back time-major."""
+    if kwargs.get("time_major") and kwargs.get("input_length") is None:
+        steps = keras.tree.flatten(inputs)[0].shape[0]
+        if steps is None:
+
+            def swap(tensor):
+                return keras.ops.swapaxes(tensor, 0, 1)
+
+            kwargs["time_major"] = False
+            last, outputs, states = keras.src.backend.rnn(
+                step_function, keras.tree.map_structure(swap, inputs), initial_states, **kwargs
+            )
+            return last, keras.tree.map_structure(swap, outputs), states
+        kwargs["input_length"] = steps
+    return keras.src.backend.rnn(step_function, inputs, initial_states, **kwargs)
 
 
 def training_of_current_call():

@@ -313,7 +313,7 @@ def training_flag(training):
     return bool(training)
 
 
-def _is_activation(function, name, *modules):
+def is_activation(function, name, *modules):
     """Whether `function` is the activation `name` of Keras (or of one of `modules`)."""
     return any(function is getattr(m, name) for m in (keras.activations, keras.ops, *modules))
 
@@ -506,7 +506,7 @@ class WeightDropLSTM(keras.layers.LSTM):
         """Whether the cell has the activations of the standard LSTM (tanh, sigmoid:
         Keras', or those of `modules`)."""
         cell = self.cell
-        return _is_activation(cell.activation, "tanh", *modules) and _is_activation(
+        return is_activation(cell.activation, "tanh", *modules) and is_activation(
             cell.recurrent_activation, "sigmoid", *modules
         )
 

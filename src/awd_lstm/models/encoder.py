@@ -10,7 +10,11 @@ import math
 import keras
 
 from awd_lstm._seeds import derived_seed
-from awd_lstm.layers import EmbeddingDropout, LockedDropout, WeightDropLSTM
+from awd_lstm._validation import check_choice, check_non_negative_int, check_positive_int
+from awd_lstm.layers import EmbeddingDropout, LockedDropout, MogrifierLSTM, WeightDropLSTM
+
+# The encoder's recurrent layers.
+CELLS = ("lstm", "mogrifier")
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -28,6 +32,10 @@ class AWDLSTMEncoder(keras.layers.Layer):
         input_dropout: Locked dropout of the embedded inputs (`dropouti`).
         hidden_dropout: Locked dropout between LSTM layers (`dropouth`).
         weight_dropout: DropConnect rate of the recurrent kernels (`wdrop`).
+        cell: The recurrent layers: `"lstm"` (`WeightDropLSTM`) or `"mogrifier"`
+            (`MogrifierLSTM`, Melis et al. 2020, with the same weight drop).
+        mogrifier_rounds: The Mogrifier's rounds (5).
+        mogrifier_rank: The rank of its factorized matrices; `None`: full.
         seed: Integer seed; every random layer derives its own from it.
 
     Weights are initialized as the reference does: embedding `U(-0.1, 0.1)`, LSTM
@@ -60,8 +68,12 @@ class AWDLSTMEncoder(keras.layers.Layer):
         hidden_dropout=0.3,
         weight_dropout=0.5,
         seed=None,
+        cell="lstm",
+        mogrifier_rounds=5,
+        mogrifier_rank=None,
         **kwargs,
     ):
+        check_choice("cell", cell, CELLS)
         for name, value in (
             ("vocab_size", vocab_size),
             ("embedding_size", embedding_size),
@@ -81,6 +93,11 @@ class AWDLSTMEncoder(keras.layers.Layer):
         self.hidden_dropout = hidden_dropout
         self.weight_dropout = weight_dropout
         self.seed = seed
+        self.cell = cell
+        self.mogrifier_rounds = check_non_negative_int("mogrifier_rounds", mogrifier_rounds)
+        self.mogrifier_rank = (
+            None if mogrifier_rank is None else check_positive_int("mogrifier_rank", mogrifier_rank)
+        )
         self.embedding = EmbeddingDropout(
             vocab_size,
             embedding_size,
@@ -102,10 +119,16 @@ class AWDLSTMEncoder(keras.layers.Layer):
             init = keras.initializers.RandomUniform(
                 -bound, bound, seed=derived_seed(seed, "lstm", layer, "initializer")
             )
+            recurrent = WeightDropLSTM
+            options = {}
+            if cell == "mogrifier":
+                recurrent = MogrifierLSTM
+                options = dict(rounds=self.mogrifier_rounds, rank=self.mogrifier_rank)
             self.lstms.append(
-                WeightDropLSTM(
+                recurrent(
                     units,
                     weight_dropout=weight_dropout,
+                    **options,
                     return_sequences=True,
                     return_state=True,
                     kernel_initializer=init,
@@ -170,6 +193,9 @@ class AWDLSTMEncoder(keras.layers.Layer):
                 "hidden_dropout": self.hidden_dropout,
                 "weight_dropout": self.weight_dropout,
                 "seed": self.seed,
+                "cell": self.cell,
+                "mogrifier_rounds": self.mogrifier_rounds,
+                "mogrifier_rank": self.mogrifier_rank,
             }
         )
         return config

@@ -8,8 +8,10 @@ from keras import ops
 
 from awd_lstm import backend, distribute
 from awd_lstm._seeds import derived_seed
+from awd_lstm._validation import check_positive_int
 from awd_lstm.layers import LockedDropout
 from awd_lstm.layers.adaptive_softmax import AdaptiveSoftmax, check_cutoffs
+from awd_lstm.layers.mixture_of_softmaxes import MixtureOfSoftmaxes
 from awd_lstm.models.encoder import AWDLSTMEncoder
 from awd_lstm.regularizers import activation_regularization, temporal_activation_regularization
 
@@ -65,6 +67,21 @@ class AWDLSTMLanguageModel(keras.Model):
             valid logits).
         tail_capacity: The adaptive softmax's initial row budgets
             (`AdaptiveSoftmax`); `None`: all positions.
+        mixture_components: `K` softmaxes mixed by a mixture-of-softmaxes output
+            layer over the tied embedding (`MixtureOfSoftmaxes`; Yang et al. 2018,
+            `n_experts`, 15 on PTB); `None`: one softmax. The output is then
+            log-probabilities (which are also valid logits). Needs `tie_weights` and
+            no `cutoffs`.
+        mixture_dropout: Locked dropout of the mixture's latent vectors
+            (`dropoutl`, 0.29 on PTB).
+        cell: The recurrent layers: `"lstm"` (`WeightDropLSTM`) or `"mogrifier"`
+            (`MogrifierLSTM`, Melis et al. 2020, with the same weight drop).
+        mogrifier_rounds: The Mogrifier's rounds (5).
+        mogrifier_rank: The rank of its factorized matrices; `None`: full.
+        last_hidden_size: Units of the last LSTM (`nhidlast`). `None`: the embedding
+            size with a tied decoder (which needs it, unless a mixture of softmaxes
+            projects the last LSTM's output to the embedding size), `hidden_size`
+            untied.
         stateful: Carry the hidden state from one call to the next, without gradient
             (truncated BPTT over contiguous segments); needs `batch_size`.
             `reset_state()` zeroes it.
@@ -97,10 +114,35 @@ class AWDLSTMLanguageModel(keras.Model):
         seed=None,
         cutoffs=None,
         tail_capacity=None,
+        mixture_components=None,
+        mixture_dropout=0.0,
+        last_hidden_size=None,
+        cell="lstm",
+        mogrifier_rounds=5,
+        mogrifier_rank=None,
         **kwargs,
     ):
         if cutoffs:
             cutoffs = check_cutoffs(cutoffs, vocab_size)
+        if mixture_components is not None:
+            mixture_components = check_positive_int("mixture_components", mixture_components)
+            if cutoffs or not tie_weights:
+                raise ValueError(
+                    "a mixture of softmaxes scores the tied embedding's rows: it needs "
+                    "`tie_weights=True` and no `cutoffs`; Received: "
+                    f"tie_weights={tie_weights!r}, cutoffs={cutoffs!r}"
+                )
+        if last_hidden_size is not None:
+            last_hidden_size = check_positive_int("last_hidden_size", last_hidden_size)
+            if tie_weights and mixture_components is None and last_hidden_size != embedding_size:
+                raise ValueError(
+                    "a tied decoder reads the last LSTM's output with the embedding "
+                    f"matrix, so `last_hidden_size` must equal `embedding_size` "
+                    f"({embedding_size}) unless `mixture_components` projects it; "
+                    f"Received: last_hidden_size={last_hidden_size}"
+                )
+        if last_hidden_size is None:
+            last_hidden_size = embedding_size if tie_weights else hidden_size
         if stateful and (
             isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
         ):
@@ -114,12 +156,15 @@ class AWDLSTMLanguageModel(keras.Model):
             embedding_size=embedding_size,
             hidden_size=hidden_size,
             num_layers=num_layers,
-            output_size=embedding_size if tie_weights else hidden_size,
+            output_size=last_hidden_size,
             embedding_dropout=embedding_dropout,
             input_dropout=input_dropout,
             hidden_dropout=hidden_dropout,
             weight_dropout=weight_dropout,
             seed=seed,
+            cell=cell,
+            mogrifier_rounds=mogrifier_rounds,
+            mogrifier_rank=mogrifier_rank,
             name="encoder",
         )
         self.output_locked_dropout = LockedDropout(
@@ -143,6 +188,16 @@ class AWDLSTMLanguageModel(keras.Model):
         self.decoder_bias = self.add_weight(
             shape=(vocab_size,), initializer="zeros", name="decoder_bias"
         )
+        self.mixture = None
+        if mixture_components is not None:
+            self.mixture = MixtureOfSoftmaxes(
+                vocab_size,
+                mixture_components,
+                embedding_size=embedding_size,
+                latent_dropout=mixture_dropout,
+                seed=derived_seed(seed, "mixture"),
+                name="mixture",
+            )
         self.adaptive_softmax = None
         if cutoffs:
             self.adaptive_softmax = AdaptiveSoftmax(
@@ -204,6 +259,8 @@ class AWDLSTMLanguageModel(keras.Model):
             self.decoder.build((*input_shape, self.encoder.output_size))
         if self.adaptive_softmax is not None:
             self.adaptive_softmax.build((*input_shape, self.encoder.output_size))
+        if self.mixture is not None:
+            self.mixture.build((*input_shape, self.encoder.output_size))
 
     @property
     def cutoffs(self):
@@ -280,6 +337,7 @@ class AWDLSTMLanguageModel(keras.Model):
         return (
             y is not None
             and self.adaptive_softmax is None
+            and self.mixture is None
             and isinstance(getattr(self, "loss", None), TokenLoss)
             and not isinstance(x, (tuple, list, dict))
             and len(np.shape(x)) == 2
@@ -389,7 +447,7 @@ class AWDLSTMLanguageModel(keras.Model):
             )
         hidden, dropped = self._encode(ids, training)
         self._regularize(hidden["raw_outputs"][-1], dropped, training)
-        return self._logits(dropped)
+        return self._logits(dropped, training=training)
 
     def score(self, ids, targets, training=False):
         """Each target's negative log-likelihood `(batch, time)` given `ids`
@@ -411,7 +469,7 @@ class AWDLSTMLanguageModel(keras.Model):
             self.build(tuple(ids.shape))
         hidden, dropped = self._encode(ids, training)
         return {
-            "logits": self._logits(dropped),
+            "logits": self._logits(dropped, training=training),
             "raw_outputs": hidden["raw_outputs"],
             "dropped_outputs": hidden["dropped_outputs"][:-1] + [dropped],
             "states": hidden["states"],
@@ -438,9 +496,14 @@ class AWDLSTMLanguageModel(keras.Model):
             return ops.cast(self.encoder.embedding.embeddings, dtype)
         return ops.transpose(ops.cast(self.decoder.kernel, dtype))
 
-    def _logits(self, dropped, targets=None):
-        # Logits, or with `targets` their per-token losses.
+    def _logits(self, dropped, targets=None, training=False):
+        # Logits (a mixture's or an adaptive softmax's log-probabilities), or with
+        # `targets` their per-token losses.
         table = self._table(dropped.dtype)
+        if self.mixture is not None:
+            return self.mixture(
+                dropped, table, self.decoder_bias, targets=targets, training=training
+            )
         if self.adaptive_softmax is not None:
             return self.adaptive_softmax(dropped, table, self.decoder_bias, targets=targets)
         logits = backend.matmul_transposed(dropped, table)
@@ -466,12 +529,12 @@ class AWDLSTMLanguageModel(keras.Model):
         self._regularize(hidden["raw_outputs"][-1], dropped, training, length)
         if length is not None:
             return self._padded_losses(dropped, targets, length)
-        return self._logits(dropped, targets)
+        return self._logits(dropped, targets, training=training)
 
     def _padded_length(self, length):
         # Inputs `{"ids", "targets", "length"}`: `ids` and `targets` padded along time,
         # the first `length` steps count (one length for the whole batch).
-        if self.adaptive_softmax is not None:
+        if self.adaptive_softmax is not None or self.mixture is not None:
             raise ValueError("padded segments (`length`) need the full softmax")
         if not self.encoder.pads_segments():
             raise ValueError(
@@ -539,10 +602,11 @@ class AWDLSTMLanguageModel(keras.Model):
         """The layer groups of ULMFiT's discriminative rates and gradual unfreezing,
         first to last: the embedding (the tied decoder's weights too), each LSTM, the
         output layer (the decoder's bias, an untied decoder, an adaptive softmax's
-        clusters)."""
+        clusters, a mixture of softmaxes' prior and latent projections)."""
         encoder = self.encoder
         output = [self.decoder_bias]
-        output += [layer for layer in (self.decoder, self.adaptive_softmax) if layer is not None]
+        layers = (self.decoder, self.adaptive_softmax, self.mixture)
+        output += [layer for layer in layers if layer is not None]
         return [[encoder.embedding], *([lstm] for lstm in encoder.lstms), output]
 
     # -- the vocabulary, inside a `.keras` file ---------------------------------------
@@ -632,6 +696,12 @@ class AWDLSTMLanguageModel(keras.Model):
             "seed": self.seed,
             "cutoffs": None if self.cutoffs is None else list(self.cutoffs),
             "tail_capacity": None if self.tail_capacity is None else list(self.tail_capacity),
+            "mixture_components": None if self.mixture is None else self.mixture.num_components,
+            "mixture_dropout": 0.0 if self.mixture is None else self.mixture.latent_dropout,
+            "last_hidden_size": encoder.output_size,
+            "cell": encoder.cell,
+            "mogrifier_rounds": encoder.mogrifier_rounds,
+            "mogrifier_rank": encoder.mogrifier_rank,
         }
 
 
