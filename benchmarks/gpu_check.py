@@ -4,8 +4,11 @@ comparison of `model_throughput.py`, in under 5 minutes.
 For each backend (its own process) it checks that the backend sees a GPU, that a
 `WeightDropLSTM(weight_dropout=0.5)` called in training takes the fused path
 (`last_call_implementation == "fused"`) and that so does every LSTM of the language
-model's training step; then it runs the side-by-side throughput comparison with short
-settings. It exits with status 1, naming the backend and the check, if a check fails.
+model's training step; that a training step of the mixture-of-softmaxes model (the
+`ptb-mos` preset) and of a Mogrifier model (`cell="mogrifier"`, which has no cuDNN
+kernel: its own loop is expected) runs and gives a finite loss, with its seconds per
+step; then it runs the side-by-side throughput comparison with short settings. It
+exits with status 1, naming the backend and the check, if a check fails.
 
 GPU installs: `pip install tensorflow[and-cuda]` (not `tensorflow-cpu`), `pip install
 "jax[cuda12]"`, and a CUDA build of PyTorch.
@@ -69,6 +72,38 @@ def check():
             failed.append(
                 f"{backend}: the model's {lstm.name} ran {lstm.last_call_implementation!r}"
             )
+    failed += new_models(backend)
+    return failed
+
+
+def new_models(backend):
+    """One compiled training step, then three timed ones, of the `ptb-mos` preset and
+    of a Mogrifier model (5 rounds, rank 84, PTB sizes); their losses must be finite."""
+    import dataclasses
+    import math
+    import time
+
+    import numpy as np
+
+    from awd_lstm.presets import PRESETS
+    from awd_lstm.training import build_model
+
+    failed = []
+    mogrifier = dataclasses.replace(
+        PRESETS["ptb"], cell="mogrifier", mogrifier_rounds=5, mogrifier_rank=84
+    )
+    for name, config in (("mos", PRESETS["ptb-mos"]), ("mogrifier", mogrifier)):
+        model = build_model(config, 10_000, config.batch_size)
+        rng = np.random.default_rng(2)
+        ids = rng.integers(0, 10_000, size=(config.batch_size, 71)).astype("int32")
+        times = []
+        for _ in range(4):
+            started = time.perf_counter()
+            loss = float(model.train_on_batch(ids[:, :-1], ids[:, 1:], return_dict=True)["ce"])
+            times.append(time.perf_counter() - started)
+        print(f"{backend}: {name} training step {np.median(times[1:]):.3f} s", file=sys.stderr)
+        if not math.isfinite(loss):
+            failed.append(f"{backend}: the {name} model's loss is {loss}")
     return failed
 
 
@@ -91,6 +126,7 @@ def main():
             failed.append(f"{backend}: the check crashed: {done.stderr.strip()[-2000:]}")
             continue
         result = json.loads(done.stdout.strip().splitlines()[-1])
+        print(done.stderr.strip()[-1000:] if done.stderr else "", file=sys.stderr)
         print(f"{backend}: {'fused path taken' if not result else '; '.join(result)}")
         failed.extend(result)
     command = [sys.executable, os.path.join(HERE, "model_throughput.py"), "--backends"]

@@ -18,10 +18,22 @@ from tests.test_cli import _epochs
 # -- every flag validated ----------------------------------------------------------
 
 
+# Integer settings whose 0 is a choice: no mogrifier rounds (the LSTM), full rank, no
+# mixture, the default last layer size.
+ZERO_MEANS_DEFAULT = {
+    "mogrifier_rounds",
+    "mogrifier_rank",
+    "mixture_components",
+    "last_hidden_size",
+}
+
+
 def _bad_values(field):
     """Values each training flag must refuse, by the field's kind."""
     if field.name == "seed":
         return ["-1", str(2**32)]
+    if field.name in ZERO_MEANS_DEFAULT:
+        return ["-3", "1.5"]
     if field.type is int:
         return ["0", "-3"]
     if field.type is bool:

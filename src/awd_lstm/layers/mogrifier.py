@@ -27,7 +27,7 @@ from awd_lstm._validation import (
     check_non_negative_int,
     check_positive_int,
 )
-from awd_lstm.layers.weight_drop import WeightDropLSTMCell, is_activation
+from awd_lstm.layers.weight_drop import CELL_ARGUMENTS, WeightDropLSTMCell, is_activation
 
 
 def _mogrifier_factor_initializer(fan_in, rank, seed=None):
@@ -451,24 +451,7 @@ def _trained_recurrence(round_sizes, features, units, rank):
 
 
 # The arguments of `MogrifierLSTM` that configure its cell (besides its own).
-_CELL_ARGUMENTS = (
-    "activation",
-    "recurrent_activation",
-    "use_bias",
-    "kernel_initializer",
-    "recurrent_initializer",
-    "bias_initializer",
-    "mogrifier_initializer",
-    "unit_forget_bias",
-    "kernel_regularizer",
-    "recurrent_regularizer",
-    "bias_regularizer",
-    "kernel_constraint",
-    "recurrent_constraint",
-    "bias_constraint",
-    "dropout",
-    "recurrent_dropout",
-)
+_CELL_ARGUMENTS = (*CELL_ARGUMENTS, "mogrifier_initializer")
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")

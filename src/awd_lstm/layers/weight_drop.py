@@ -325,7 +325,7 @@ def _apply_mask(kernel, mask, dtype):
 
 
 # The arguments of `keras.layers.LSTM` that configure its cell.
-_CELL_ARGUMENTS = (
+CELL_ARGUMENTS = (
     "activation",
     "recurrent_activation",
     "use_bias",
@@ -412,7 +412,7 @@ class WeightDropLSTM(keras.layers.LSTM):
         # Built as Keras builds its LSTM, GRU and ConvLSTM layers: the cell first, then
         # `keras.layers.RNN.__init__` with it (`LSTM.__init__` would make a plain
         # `LSTMCell`); the rest of `LSTM.__init__` follows.
-        cell_kwargs = {name: kwargs.pop(name) for name in _CELL_ARGUMENTS if name in kwargs}
+        cell_kwargs = {name: kwargs.pop(name) for name in CELL_ARGUMENTS if name in kwargs}
         cell = WeightDropLSTMCell(
             units,
             weight_dropout=weight_dropout,
