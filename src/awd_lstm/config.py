@@ -4,6 +4,8 @@ import dataclasses
 import math
 
 OPTIMIZERS = ("ntasgd", "sgd", "adam")
+# The encoder's recurrent layers (`awd_lstm.models.AWDLSTMEncoder`'s `cell`).
+CELLS = ("lstm", "mogrifier")
 
 
 def step_decay(boundaries, factor=0.1):
@@ -69,7 +71,7 @@ class TrainingConfig:
         {
             "help": "the recurrent layers: lstm (weight-dropped) or mogrifier (Melis et al. "
             "2020, with the same weight drop)",
-            "choices": ("lstm", "mogrifier"),
+            "choices": CELLS,
         },
     )
     mogrifier_rounds: int = _field(
@@ -176,7 +178,8 @@ class TrainingConfig:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
             raise ValueError(f"seed must be an integer in [0, 2**32); got {seed!r}")
         for name in (
-            "embedding_dropout input_dropout hidden_dropout output_dropout weight_dropout"
+            "embedding_dropout input_dropout hidden_dropout output_dropout weight_dropout "
+            "mixture_dropout"
         ).split():
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
@@ -185,7 +188,7 @@ class TrainingConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
-        if self.cell not in ("lstm", "mogrifier"):
+        if self.cell not in CELLS:
             raise ValueError(f"cell must be lstm or mogrifier; got {self.cell!r}")
         for name in (
             "mixture_components",
@@ -196,8 +199,6 @@ class TrainingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
-        if not (isinstance(self.mixture_dropout, (int, float)) and 0 <= self.mixture_dropout < 1):
-            raise ValueError(f"mixture_dropout must be in [0, 1); got {self.mixture_dropout!r}")
         if self.mixture_components and (self.cutoffs or not self.tie_weights):
             raise ValueError(
                 "a mixture of softmaxes (mixture_components) scores the tied embedding: "

@@ -11,10 +11,8 @@ import keras
 
 from awd_lstm._seeds import derived_seed
 from awd_lstm._validation import check_choice, check_non_negative_int, check_positive_int
+from awd_lstm.config import CELLS
 from awd_lstm.layers import EmbeddingDropout, LockedDropout, MogrifierLSTM, WeightDropLSTM
-
-# The encoder's recurrent layers.
-CELLS = ("lstm", "mogrifier")
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
