@@ -73,7 +73,13 @@ def layer_state_grads(layer, x, h0, c0, upstreams, training=True, **call_kwargs)
             tape.watch(inputs)
             results = layer(inputs[0], initial_state=inputs[1:], training=training, **call_kwargs)
             loss = loss_of(results)
-        grads = tape.gradient(loss, inputs + [v.value for v in variables])
+        # Zeros for what the results do not depend on (a QRNN of window 1 does not
+        # read its initial x_last), as JAX gives.
+        grads = tape.gradient(
+            loss,
+            inputs + [v.value for v in variables],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
     elif backend == "jax":
         import jax
 
@@ -100,7 +106,12 @@ def layer_state_grads(layer, x, h0, c0, upstreams, training=True, **call_kwargs)
 
         inputs = [torch.tensor(np.asarray(a), requires_grad=True) for a in (x, h0, c0)]
         results = layer(inputs[0], initial_state=inputs[1:], training=training, **call_kwargs)
-        grads = torch.autograd.grad(loss_of(results), inputs + [v.value for v in variables])
+        grads = torch.autograd.grad(
+            loss_of(results),
+            inputs + [v.value for v in variables],
+            allow_unused=True,
+            materialize_grads=True,
+        )
         results = [r.detach() for r in results]
     else:
         raise NotImplementedError(backend)

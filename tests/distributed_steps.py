@@ -4,6 +4,7 @@ what both did as JSON. Run by tests/test_distribute.py:
 
     python tests/distributed_steps.py tensorflow mirrored
     python tests/distributed_steps.py jax data-parallel
+    python tests/distributed_steps.py tensorflow mirrored qrnn     # QRNN layers
     python tests/distributed_steps.py jax data-parallel resume FOLDER
 """
 
@@ -12,7 +13,7 @@ import os
 import sys
 
 
-def main(backend, strategy):
+def main(backend, strategy, cell="lstm"):
     os.environ["KERAS_BACKEND"] = backend
     from awd_lstm import distribute
 
@@ -25,7 +26,14 @@ def main(backend, strategy):
 
     # Every regularizer on, and a step large enough for the clipping to act.
     config = TrainingConfig(
-        embedding_size=8, hidden_size=12, num_layers=2, batch_size=4, bptt=5, lr=5.0, seed=3
+        embedding_size=8,
+        hidden_size=12,
+        num_layers=2,
+        batch_size=4,
+        bptt=5,
+        lr=5.0,
+        seed=3,
+        cell=cell,
     )
     data = np.random.default_rng(0).integers(0, 30, size=(4, 41)).astype("int32")
 

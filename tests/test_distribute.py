@@ -112,14 +112,16 @@ def test_one_device_distribution_changes_nothing():
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="no data-parallel strategy on PyTorch here")
-def test_two_devices_take_the_same_steps_as_one():
+@pytest.mark.parametrize("cell", ["lstm", "qrnn"])
+def test_two_devices_take_the_same_steps_as_one(cell):
     """With every dropout on, clipping acting and NT-ASGD averaging from step 5, two
     replicas (each with half the streams) give one device's losses, weights and
-    carried states."""
+    carried states (QRNN layers too: their carried state is the last input step and
+    the cell)."""
     strategy = "mirrored" if BACKEND == "tensorflow" else "data-parallel"
     script = os.path.join(HERE, "distributed_steps.py")
     done = subprocess.run(
-        [sys.executable, script, BACKEND, strategy],
+        [sys.executable, script, BACKEND, strategy, cell],
         capture_output=True,
         text=True,
         env=_environment(),
@@ -133,7 +135,8 @@ def test_two_devices_take_the_same_steps_as_one():
     assert np.ptp(result["losses_one"]) > 0.02
     assert result["weights"] < 1e-5 * result["weight_scale"] + 1e-6
     assert result["states"] < 1e-5
-    assert result["state_shape"] == [4, 12]
+    # The first layer's carried h (a QRNN's last input step, of the embedding's width).
+    assert result["state_shape"] == ([4, 12] if cell == "lstm" else [4, 8])
     # TensorFlow: Keras' own step on one device, the model's own under the strategy.
     assert result["own_tf_steps"] == ([False, True] if BACKEND == "tensorflow" else [False, False])
 

@@ -1,6 +1,8 @@
 """MogrifierLSTM: the paper's equations, the LSTM at rounds=0, gradients, weight
 drop, saving and argument checks."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -615,6 +617,23 @@ def test_the_language_model_on_mogrifier_cells():
         AWDLSTMLanguageModel(17, cell="gru", **options)
 
 
+def test_the_ptb_mogrifier_preset_is_the_tuned_24m_model():
+    """Their 24M-parameter budget: the largest hidden size whose model (10,000 words,
+    tied) has at most 24M parameters."""
+    from awd_lstm import recipe
+    from awd_lstm.presets import PRESETS
+
+    preset = PRESETS["ptb-mogrifier"]
+    assert (preset.cell, preset.num_layers, preset.mogrifier_rounds) == ("mogrifier", 2, 5)
+    assert (preset.mogrifier_rank, preset.optimizer, preset.batch_size) == (84, "rmsprop", 64)
+    assert preset.embedding_size == preset.hidden_size == 912 and preset.tie_weights
+    sizes = {}
+    for units in (912, 913):
+        config = dataclasses.replace(preset, embedding_size=units, hidden_size=units)
+        sizes[units] = recipe.build_model(config, 10_000, 1).count_params()
+    assert sizes[912] <= 24_000_000 < sizes[913]
+
+
 def test_a_mogrifier_run_trains_evaluates_and_exports(tmp_path, capsys):
     import json
 
@@ -623,13 +642,18 @@ def test_a_mogrifier_run_trains_evaluates_and_exports(tmp_path, capsys):
 
     run = tmp_path / "mogrifier"
     flags = ["--cell", "mogrifier", "--mogrifier-rounds", "3", "--mogrifier-rank", "2"]
-    assert main(["train", "--out", str(run), *TINY_FLAGS, *flags]) == 0
+    # The optimizer of the ptb-mogrifier preset (the lr after the tiny flags' own).
+    flags += ["--optimizer", "rmsprop"]
+    assert main(["train", "--out", str(run), *TINY_FLAGS, *flags, "--lr", "0.003"]) == 0
     config = json.loads((run / "config.json").read_text())["config"]
     assert (config["cell"], config["mogrifier_rounds"], config["mogrifier_rank"]) == (
         "mogrifier",
         3,
         2,
     )
+    assert config["optimizer"] == "rmsprop"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["val_loss"] < metrics[0]["val_loss"]
     assert main(["evaluate", "--run", str(run), "--no-progress", "--cache-pointer"]) == 0
     sentence = tmp_path / "sentence.txt"
     sentence.write_text("w0001 w0002 w0003\n")

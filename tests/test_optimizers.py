@@ -175,6 +175,28 @@ def test_adam_l2_matches_torch_adam_with_weight_decay_after_clipping(rng):
     assert np.abs(to_numpy(other) - to_numpy(variable)).max() > 1e-4
 
 
+def test_rmsprop_is_adam_without_momentum_as_in_the_mogrifier_code(rng):
+    """`optimizer="rmsprop"`: the update of TF1's AdamOptimizer(beta1=0, beta2=0.999,
+    epsilon=1e-8), the L2 term added to the clipped gradient, computed in float64."""
+    from awd_lstm.config import TrainingConfig
+    from awd_lstm.recipe import build_optimizer
+
+    w0 = rng.normal(size=(4, 3))
+    grads = [rng.normal(size=(4, 3)) * s for s in (0.1, 3.0, 0.5, 2.0)]
+    config = TrainingConfig(optimizer="rmsprop", lr=0.01, weight_decay=0.3, clip=1.0)
+    variable = keras.Variable(w0.astype("float32"))
+    optimizer = build_optimizer(config)
+    for g in grads:
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(g.astype("float32")), variable)])
+
+    w, v = w0.copy(), np.zeros_like(w0)
+    for t, g in enumerate(grads, start=1):
+        g = g * min(1.0, 1.0 / np.sqrt((g**2).sum())) + 0.3 * w
+        v = 0.999 * v + 0.001 * g**2
+        w = w - 0.01 * np.sqrt(1 - 0.999**t) * g / (np.sqrt(v) + 1e-8)
+    np.testing.assert_allclose(to_numpy(variable), w, rtol=1e-5, atol=1e-6)
+
+
 def test_adam_l2_round_trips_through_its_config():
     from awd_lstm.optimizers import AdamL2
 

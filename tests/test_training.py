@@ -359,9 +359,9 @@ def test_a_non_finite_loss_stops_with_the_last_checkpoint_kept(corpus, tmp_path,
 
 def test_config_checks_the_optimizer_and_the_decay_epochs():
     with pytest.raises(
-        ValueError, match="optimizer must be one of ntasgd, sgd, adam; got 'rmsprop'"
+        ValueError, match="optimizer must be one of ntasgd, sgd, adam, rmsprop; got 'adagrad'"
     ):
-        dataclasses.replace(TINY, optimizer="rmsprop")
+        dataclasses.replace(TINY, optimizer="adagrad")
     for bad in ((0,), "5", 5, (2.5,), (True,)):
         with pytest.raises(ValueError, match="when must be a list of positive epoch numbers"):
             dataclasses.replace(TINY, when=bad)
@@ -708,6 +708,33 @@ def test_mixed_precision_trains_with_float32_weights_and_logits(rng, device, mon
     # move the weights 1024 times as far).
     assert np.linalg.norm(mixed_moved) / np.linalg.norm(moved) == pytest.approx(1.0, abs=0.1)
     assert np.corrcoef(moved, mixed_moved)[0, 1] > 0.95
+
+
+def test_a_qrnn_run_resumes_to_the_same_end(corpus, tmp_path):
+    """A QRNN run killed after epoch 1 resumes from its checkpoint (its carried state
+    is zeroed at each epoch, its masks drawn from the checkpointed generators) and ends
+    where the uninterrupted one does."""
+    config = dataclasses.replace(TINY, epochs=2, cell="qrnn", weight_dropout=0.3)
+    _, whole = train(
+        config, corpus, str(tmp_path / "a"), log=lambda _: None, progress=False, test=False
+    )
+
+    def log(line):
+        if line.startswith("epoch 1: train"):
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train(config, corpus, str(tmp_path / "b"), log=log, progress=False, test=False)
+    _, resumed = train(
+        config,
+        corpus,
+        str(tmp_path / "b"),
+        log=lambda _: None,
+        progress=False,
+        resume=True,
+        test=False,
+    )
+    assert _comparable(resumed) == _comparable(whole)
 
 
 def test_a_mixed_precision_run_checkpoints_and_resumes_to_the_same_end(corpus, tmp_path):

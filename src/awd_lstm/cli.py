@@ -790,7 +790,7 @@ def command_presets(args):
             level = PRESET_LEVELS.get(name, "word")
             print(
                 f"{name}: {level} level, E={config.embedding_size}, H={config.hidden_size}, "
-                f"{config.num_layers} layers, {config.optimizer} lr {config.lr:g}, "
+                f"{config.num_layers} {config.cell} layers, {config.optimizer} lr {config.lr:g}, "
                 f"batch {config.batch_size}, bptt {config.bptt}, {config.epochs} epochs"
             )
         return 0

@@ -3,9 +3,9 @@
 import dataclasses
 import math
 
-OPTIMIZERS = ("ntasgd", "sgd", "adam")
+OPTIMIZERS = ("ntasgd", "sgd", "adam", "rmsprop")
 # The encoder's recurrent layers (`awd_lstm.models.AWDLSTMEncoder`'s `cell`).
-CELLS = ("lstm", "mogrifier")
+CELLS = ("lstm", "mogrifier", "qrnn")
 
 
 def step_decay(boundaries, factor=0.1):
@@ -69,8 +69,9 @@ class TrainingConfig:
     cell: str = _field(
         "lstm",
         {
-            "help": "the recurrent layers: lstm (weight-dropped) or mogrifier (Melis et al. "
-            "2020, with the same weight drop)",
+            "help": "the recurrent layers: lstm (weight-dropped), mogrifier (Melis et al. "
+            "2020, with the same weight drop) or qrnn (Bradbury et al. 2017, weight drop on "
+            "its gate weights, as the reference's AWD-QRNN)",
             "choices": CELLS,
         },
     )
@@ -107,7 +108,12 @@ class TrainingConfig:
     alpha: float = _field(2.0, {"paper": "alpha", "help": "activation regularization scale"})
     beta: float = _field(1.0, {"paper": "beta", "help": "temporal activation regularization scale"})
     optimizer: str = _field(
-        "ntasgd", {"paper": "optimizer", "help": "ntasgd (SGD, then averaged), sgd, adam"}
+        "ntasgd",
+        {
+            "paper": "optimizer",
+            "help": "ntasgd (SGD, then averaged), sgd, adam, rmsprop (Adam without momentum, "
+            "as the Mogrifier's authors train)",
+        },
     )
     lr: float = _field(
         30.0, {"paper": "lr", "help": "learning rate (30 for SGD, 1e-3..2e-3 for Adam)"}
@@ -189,7 +195,7 @@ class TrainingConfig:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
         if self.cell not in CELLS:
-            raise ValueError(f"cell must be lstm or mogrifier; got {self.cell!r}")
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
         for name in (
             "mixture_components",
             "last_hidden_size",
@@ -255,12 +261,14 @@ class TrainingConfig:
             )
         if self.last_hidden_size:
             kwargs["last_hidden_size"] = self.last_hidden_size
-        if self.cell != "lstm":
+        if self.cell == "mogrifier":
             kwargs.update(
                 cell=self.cell,
                 mogrifier_rounds=self.mogrifier_rounds,
                 mogrifier_rank=self.mogrifier_rank or None,
             )
+        elif self.cell != "lstm":
+            kwargs["cell"] = self.cell
         if self.cutoffs:
             # Row budgets start empty and grow to fit the data (AdaptiveSoftmax).
             kwargs.update(cutoffs=self.cutoffs, tail_capacity=(0.0,) * len(self.cutoffs))

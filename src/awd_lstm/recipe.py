@@ -28,6 +28,10 @@ from awd_lstm.progress import Progress
 # mean cross-entropy of up to 60 nats within float16's range (65504).
 FLOAT16_LOSS_SCALE = 2.0**10
 
+# The "RMSProp" of Melis et al.'s Mogrifier code (deepmind/lamb): Adam without its
+# first moment (beta1 0), beta2 0.999, epsilon 1e-8, bias-corrected as Adam is.
+RMSPROP = {"beta_1": 0.0, "beta_2": 0.999, "epsilon": 1e-8}
+
 
 def build_optimizer(config, loss_scale_factor=None):
     """The optimizer of `config.optimizer`, with the reference's clipping (global norm)
@@ -35,6 +39,8 @@ def build_optimizer(config, loss_scale_factor=None):
     options = dict(global_clipnorm=config.clip, loss_scale_factor=loss_scale_factor)
     if config.optimizer == "adam":
         return AdamL2(config.lr, l2=config.weight_decay, **options)
+    if config.optimizer == "rmsprop":
+        return AdamL2(config.lr, l2=config.weight_decay, **RMSPROP, **options)
     if config.optimizer == "sgd":
         return SGD(config.lr, weight_decay=config.weight_decay or None, **options)
     return NTASGD(config.lr, weight_decay=config.weight_decay, **options)

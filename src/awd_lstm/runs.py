@@ -452,10 +452,11 @@ class Run:
                 f"a fine-tuning can change only {', '.join(FINETUNE_FIELDS)}; got {unknown[0]}"
             )
         overrides = {k: v for k, v in overrides.items() if v is not None}
-        if self.config.optimizer == "adam" and "lr" not in overrides:
+        adaptive = {"adam": "Adam", "rmsprop": "RMSProp"}.get(self.config.optimizer)
+        if adaptive and "lr" not in overrides:
             raise RunError(
-                f"{self.path} trained with Adam (lr {self.config.lr}); fine-tuning is "
-                "averaged SGD: give its learning rate with --lr (lr in Python)"
+                f"{self.path} trained with {adaptive} (lr {self.config.lr}); "
+                "fine-tuning is averaged SGD: give its learning rate with --lr (lr in Python)"
             )
         try:
             return dataclasses.replace(self.config, optimizer="ntasgd", **overrides)

@@ -181,6 +181,14 @@ def has_gpu():
     return _module().has_gpu()
 
 
+def parallel_pooling():
+    """Whether `awd_lstm.layers.QRNN(pooling="auto")` pools with the associative scan
+    rather than the step loop: where benchmarks/qrnn_throughput.py measured it
+    faster (JAX, whose loop is one compiled `lax.scan` either way, and every GPU,
+    where the scan's few wide operations beat a long chain of small ones)."""
+    return name() == "jax" or has_gpu()
+
+
 def fused_lstm_blocks_jit():
     """Whether a layer that ran Keras' fused LSTM cannot be XLA-compiled (TensorFlow's
     cuDNN kernel, on a GPU), as `keras.layers.LSTM` marks itself."""

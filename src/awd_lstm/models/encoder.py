@@ -12,7 +12,7 @@ import keras
 from awd_lstm._seeds import derived_seed
 from awd_lstm._validation import check_choice, check_non_negative_int, check_positive_int
 from awd_lstm.config import CELLS
-from awd_lstm.layers import EmbeddingDropout, LockedDropout, MogrifierLSTM, WeightDropLSTM
+from awd_lstm.layers import QRNN, EmbeddingDropout, LockedDropout, MogrifierLSTM, WeightDropLSTM
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
@@ -30,18 +30,23 @@ class AWDLSTMEncoder(keras.layers.Layer):
         input_dropout: Locked dropout of the embedded inputs (`dropouti`).
         hidden_dropout: Locked dropout between LSTM layers (`dropouth`).
         weight_dropout: DropConnect rate of the recurrent kernels (`wdrop`).
-        cell: The recurrent layers: `"lstm"` (`WeightDropLSTM`) or `"mogrifier"`
-            (`MogrifierLSTM`, Melis et al. 2020, with the same weight drop).
+        cell: The recurrent layers: `"lstm"` (`WeightDropLSTM`), `"mogrifier"`
+            (`MogrifierLSTM`, Melis et al. 2020, with the same weight drop) or
+            `"qrnn"` (`QRNN`, Bradbury et al. 2017, as the reference's AWD-QRNN: a
+            window of 2 steps in the first layer, 1 in the others, the output gate,
+            `weight_dropout` on the gate weights, no zoneout).
         mogrifier_rounds: The Mogrifier's rounds (5).
         mogrifier_rank: The rank of its factorized matrices; `None`: full.
         seed: Integer seed; every random layer derives its own from it.
 
     Weights are initialized as the reference does: embedding `U(-0.1, 0.1)`, LSTM
-    kernels and bias `U(-1/sqrt(units), 1/sqrt(units))` (PyTorch's `nn.LSTM` default).
+    kernels and bias `U(-1/sqrt(units), 1/sqrt(units))` (PyTorch's `nn.LSTM` default),
+    a QRNN's `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (its `nn.Linear`'s).
 
     Call arguments:
         ids: Integer tokens `(batch, time)`.
-        initial_states: Optional list of `[h, c]` per layer.
+        initial_states: Optional list of `[h, c]` per layer (a QRNN's `[x_last, c]`:
+            its last input step and its cell, `state_sizes`).
         training: Whether the dropouts apply.
         length: JAX only (where `pads_segments()`): `ids` are padded along time to a
             multiple of 5 steps of which the first `length` (an integer scalar) count;
@@ -51,7 +56,8 @@ class AWDLSTMEncoder(keras.layers.Layer):
     Returns:
         A dict with `raw_outputs` (each LSTM's output), `dropped_outputs` (after the
         locked dropout that follows it; the last layer's is its raw output, the task
-        applies its own dropout) and `states` (`[h, c]` per layer).
+        applies its own dropout) and `states` (`[h, c]` per layer, a QRNN's
+        `[x_last, c]`).
     """
 
     def __init__(
@@ -113,30 +119,7 @@ class AWDLSTMEncoder(keras.layers.Layer):
         self.hidden_locked_dropouts = []
         for layer in range(num_layers):
             units = self.output_size if layer == num_layers - 1 else hidden_size
-            bound = 1.0 / math.sqrt(units)
-            init = keras.initializers.RandomUniform(
-                -bound, bound, seed=derived_seed(seed, "lstm", layer, "initializer")
-            )
-            recurrent = WeightDropLSTM
-            options = {}
-            if cell == "mogrifier":
-                recurrent = MogrifierLSTM
-                options = dict(rounds=self.mogrifier_rounds, rank=self.mogrifier_rank)
-            self.lstms.append(
-                recurrent(
-                    units,
-                    weight_dropout=weight_dropout,
-                    **options,
-                    return_sequences=True,
-                    return_state=True,
-                    kernel_initializer=init,
-                    recurrent_initializer=init,
-                    bias_initializer=init,
-                    unit_forget_bias=False,
-                    seed=derived_seed(seed, "lstm", layer, "weight_dropout"),
-                    name=f"lstm_{layer}",
-                )
-            )
+            self.lstms.append(self._recurrent_layer(layer, units))
             if layer < num_layers - 1:
                 self.hidden_locked_dropouts.append(
                     LockedDropout(
@@ -146,9 +129,49 @@ class AWDLSTMEncoder(keras.layers.Layer):
                     )
                 )
 
+    def _recurrent_layer(self, layer, units):
+        """The recurrent layer number `layer` (of `units` units) of `self.cell`."""
+        features = self.embedding_size if layer == 0 else self.hidden_size
+        window = 2 if layer == 0 else 1  # the reference's AWD-QRNN
+        fan_in = window * features if self.cell == "qrnn" else units
+        bound = 1.0 / math.sqrt(fan_in)
+        init = keras.initializers.RandomUniform(
+            -bound, bound, seed=derived_seed(self.seed, "lstm", layer, "initializer")
+        )
+        common = dict(
+            weight_dropout=self.weight_dropout,
+            return_sequences=True,
+            return_state=True,
+            kernel_initializer=init,
+            bias_initializer=init,
+            seed=derived_seed(self.seed, "lstm", layer, "weight_dropout"),
+            name=f"lstm_{layer}",
+        )
+        if self.cell == "qrnn":
+            return QRNN(units, window=window, output_gate=True, **common)
+        options = {}
+        recurrent = WeightDropLSTM
+        if self.cell == "mogrifier":
+            recurrent = MogrifierLSTM
+            options = dict(rounds=self.mogrifier_rounds, rank=self.mogrifier_rank)
+        return recurrent(
+            units, **options, **common, recurrent_initializer=init, unit_forget_bias=False
+        )
+
     @property
     def layer_units(self):
         return [lstm.units for lstm in self.lstms]
+
+    @property
+    def state_sizes(self):
+        """The widths of each layer's carried state pair: `(units, units)` for
+        `[h, c]`, a QRNN's `(features, units)` for `[x_last, c]`."""
+        sizes, features = [], self.embedding_size
+        for lstm in self.lstms:
+            first = features if self.cell == "qrnn" else lstm.units
+            sizes.append((first, lstm.units))
+            features = lstm.units
+        return sizes
 
     def build(self, input_shape):
         self.embedding.build(input_shape)

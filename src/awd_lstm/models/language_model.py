@@ -74,8 +74,9 @@ class AWDLSTMLanguageModel(keras.Model):
             no `cutoffs`.
         mixture_dropout: Locked dropout of the mixture's latent vectors
             (`dropoutl`, 0.29 on PTB).
-        cell: The recurrent layers: `"lstm"` (`WeightDropLSTM`) or `"mogrifier"`
-            (`MogrifierLSTM`, Melis et al. 2020, with the same weight drop).
+        cell: The recurrent layers: `"lstm"` (`WeightDropLSTM`), `"mogrifier"`
+            (`MogrifierLSTM`, Melis et al. 2020, with the same weight drop) or
+            `"qrnn"` (`QRNN`, the reference's AWD-QRNN; see `AWDLSTMEncoder`).
         mogrifier_rounds: The Mogrifier's rounds (5).
         mogrifier_rank: The rank of its factorized matrices; `None`: full.
         last_hidden_size: Units of the last LSTM (`nhidlast`). `None`: the embedding
@@ -222,11 +223,12 @@ class AWDLSTMLanguageModel(keras.Model):
         if self.stateful:
             # Non-trainable variables, so every backend's trainer carries them between
             # compiled steps like any other model state.
-            for layer, units in enumerate(self.encoder.layer_units):
+            # (A QRNN's "h" is its last input step, see AWDLSTMEncoder.state_sizes.)
+            for layer, sizes in enumerate(self.encoder.state_sizes):
                 self.state_variables.append(
                     [
-                        self._state_weight((batch_size, units), f"state_{kind}_{layer}")
-                        for kind in ("h", "c")
+                        self._state_weight((batch_size, size), f"state_{kind}_{layer}")
+                        for kind, size in zip(("h", "c"), sizes)
                     ]
                 )
 
