@@ -264,16 +264,7 @@ class QRNN(keras.layers.Layer):
 
     def resample_weight_masks(self):
         """Draws a new kernel mask ("manual" mode); returns it in a list."""
-        if self.weight_dropout_mode != "manual":
-            raise ValueError(
-                "resample_weight_masks() needs weight_dropout_mode='manual'; "
-                f"Received: weight_dropout_mode={self.weight_dropout_mode!r}"
-            )
-        if not self.built:
-            raise ValueError(
-                "resample_weight_masks() needs a built layer: call it once on inputs "
-                "first, so that the mask variable exists."
-            )
+        weight_drop.check_can_resample(self, "layer")
         if self.kernel_mask is None:
             return []
         mask = weight_drop.draw_weight_mask(

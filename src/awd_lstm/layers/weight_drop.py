@@ -195,16 +195,7 @@ class WeightDropLSTMCell(keras.layers.LSTMCell):
         Returns:
             The list of the new mask values, input kernel's first.
         """
-        if self.weight_dropout_mode != "manual":
-            raise ValueError(
-                "resample_weight_masks() needs weight_dropout_mode='manual'; "
-                f"Received: weight_dropout_mode={self.weight_dropout_mode!r}"
-            )
-        if not self.built:
-            raise ValueError(
-                "resample_weight_masks() needs a built cell: call it once on "
-                "inputs first, so that the mask variables exist."
-            )
+        check_can_resample(self, "cell")
         new_masks = []
         for variable, rate in (
             (self.kernel_mask, self.input_weight_dropout),
@@ -302,6 +293,21 @@ def _weight_drop_config(layer):
         "input_weight_dropout": layer.input_weight_dropout,
         "weight_dropout_mode": layer.weight_dropout_mode,
     }
+
+
+def check_can_resample(layer, kind):
+    """Raises unless `layer.resample_weight_masks()` can run: "manual" mode and built
+    (`kind`: "cell" or "layer", for the message)."""
+    if layer.weight_dropout_mode != "manual":
+        raise ValueError(
+            "resample_weight_masks() needs weight_dropout_mode='manual'; "
+            f"Received: weight_dropout_mode={layer.weight_dropout_mode!r}"
+        )
+    if not layer.built:
+        raise ValueError(
+            f"resample_weight_masks() needs a built {kind}: call it once on "
+            "inputs first, so that the mask variables exist."
+        )
 
 
 def training_flag(training):
