@@ -205,3 +205,64 @@ def test_adam_l2_round_trips_through_its_config():
     assert isinstance(again, AdamL2) and again.l2 == 1.2e-6 and again.global_clipnorm == 0.25
     with pytest.raises(ValueError, match="`l2` must be a number >= 0"):
         AdamL2(l2=-1.0)
+
+
+def _state(model):
+    variables = [*model.trainable_variables, *model.optimizer.variables]
+    return {v.path: to_numpy(v).copy() for v in variables}
+
+
+@pytest.mark.parametrize("optimizer", ["ntasgd", "adam"])
+def test_a_non_finite_step_changes_nothing_and_is_counted(optimizer, rng):
+    import dataclasses
+
+    from awd_lstm import recipe
+    from tests.test_training import TINY
+
+    config = dataclasses.replace(TINY, optimizer=optimizer, lr=1.0, on_nan="skip-batch")
+    model = recipe.build_model(config, 30, config.batch_size)
+    ids = rng.integers(0, 30, (config.batch_size, 11))
+    x, y = ids[:, :-1], ids[:, 1:]
+    model.train_on_batch(x, y)
+    if optimizer == "ntasgd":
+        model.optimizer.start_averaging()  # the averages must stay too
+    model.train_on_batch(x, y)
+    before = _state(model)
+    for pair in model.state_variables:  # a carried state gone bad: the loss is NaN
+        for variable in pair:
+            variable.assign(np.full(variable.shape, np.nan, "float32"))
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isnan(logs["loss"])
+    after = _state(model)
+    counter = next(path for path in after if path.endswith("skipped_updates"))
+    assert (before[counter], after[counter]) == (0, 1)
+    for path, value in before.items():
+        if path != counter:
+            np.testing.assert_array_equal(after[path], value, err_msg=path)
+    model.reset_state()
+    model.train_on_batch(x, y)
+    assert model.optimizer.skipped == 1
+    changed = _state(model)
+    assert not np.array_equal(
+        changed[model.trainable_variables[0].path], before[model.trainable_variables[0].path]
+    )
+
+
+def test_a_non_finite_loss_with_finite_gradients_is_skipped_too(rng):
+    from awd_lstm.optimizers import SGD
+
+    def loss(y_true, y_pred):  # gradient 1/n everywhere, value -inf
+        return keras.ops.mean(y_pred) + keras.ops.log(keras.ops.zeros(()))
+
+    x = rng.normal(size=(4, 3)).astype("float32")
+    for skip in (False, True):
+        model = _model()
+        model.compile(optimizer=SGD(0.1, skip_non_finite=skip), loss=loss)
+        model.train_on_batch(x, np.zeros((4, 2), "float32"))
+        kernel = to_numpy(model.trainable_variables[0])
+        assert np.all(np.isfinite(kernel))
+        assert np.array_equal(kernel, np.ones((3, 2))) == skip
+        assert model.optimizer.skipped == int(skip)
+        assert int(to_numpy(model.optimizer.iterations)) == int(not skip)
+    restored = SGD.from_config(model.optimizer.get_config())
+    assert restored.skip_non_finite

@@ -766,3 +766,47 @@ def test_a_mixed_precision_run_checkpoints_and_resumes_to_the_same_end(corpus, t
     assert lines[0] == "resuming after epoch 1"
     assert _comparable(resumed) == _comparable(whole)
     assert Run.open(tmp_path / "b").config.mixed_precision
+
+
+class _PoisonState(keras.callbacks.Callback):
+    """Makes the carried state NaN before the given (epoch, step)s: those steps'
+    losses and gradients are NaN."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.steps, self.epoch = set(steps), 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch + 1) in self.steps:
+            for pair in self.model.state_variables:
+                for variable in pair:
+                    variable.assign(np.full(variable.shape, np.nan, "float32"))
+
+
+def test_skip_batch_skips_the_bad_steps_counts_them_and_stops_past_the_limit(corpus, tmp_path):
+    config = dataclasses.replace(TINY, epochs=1, on_nan="skip-batch", max_skips=2)
+    options = dict(log=lambda _: None, progress=False, test=False)
+    # The state is reset after each skip: had it stayed NaN, every later step would
+    # be skipped and the limit passed.
+    _, records = train(
+        config,
+        corpus,
+        str(tmp_path / "skips"),
+        callbacks=[_PoisonState({(1, 2), (1, 4)})],
+        **options,
+    )
+    assert [r["skipped_steps"] for r in records] == [2]
+    assert math.isfinite(records[0]["train_loss"])
+    written = json.loads((tmp_path / "skips/metrics.jsonl").read_text())
+    assert written["skipped_steps"] == 2
+
+    poisoned = _PoisonState({(1, 1), (1, 2), (1, 3)})
+    match = (
+        r"3 steps had a non-finite loss or gradient, more than the 2 max_skips allows "
+        r"\(the last at step 3 of epoch 1\); no epoch had completed"
+    )
+    with pytest.raises(FloatingPointError, match=match):
+        train(config, corpus, str(tmp_path / "stops"), callbacks=[poisoned], **options)

@@ -157,6 +157,7 @@ class EpochRecords(keras.callbacks.Callback):
         logs = logs if logs is not None else {}
         seconds = time.perf_counter() - self._started
         tokens = logs.pop("tokens", None)  # the recipe's loop gives it; `fit` does not
+        skipped = logs.pop("skipped_steps", None)  # the loop's, with on_nan="skip-batch"
         train_seconds = logs.pop("train_seconds", seconds)
         if "val_loss" not in logs:
             raise ValueError(
@@ -176,6 +177,8 @@ class EpochRecords(keras.callbacks.Callback):
             "tokens_per_sec": tokens / train_seconds if tokens is not None else None,
             "seconds": seconds,
         }
+        if skipped is not None:
+            record["skipped_steps"] = skipped
         self.records.append(record)
         self.seconds += seconds
         logs.update({k: v for k, v in record.items() if k != "epoch"})  # Keras passes it apart
@@ -416,4 +419,36 @@ class StopOnNaN(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(loss):
             raise FloatingPointError(
                 f"the loss became {loss} at step {batch + 1} of epoch {self.epoch + 1}"
+            )
+
+
+class SkipNonFiniteSteps(keras.callbacks.Callback):
+    """For a model whose optimizer skips non-finite steps (`skip_non_finite=True`,
+    `awd_lstm.optimizers.SkipsNonFiniteUpdates`): after a skipped step, zeroes the
+    model's carried state (the step may have left it NaN), and once more than
+    `max_skips` steps of the run have been skipped, raises `FloatingPointError` as
+    `StopOnNaN` does. The count is the optimizer's `skipped_updates`, a variable of
+    its state, so a resumed run goes on counting."""
+
+    def __init__(self, max_skips):
+        super().__init__()
+        self.max_skips = max_skips
+        self.epoch = 0
+        self._seen = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self._seen = self.model.optimizer.skipped
+
+    def on_train_batch_end(self, batch, logs=None):
+        skipped = self.model.optimizer.skipped
+        if skipped == self._seen:
+            return
+        self._seen = skipped
+        self.model.reset_state()
+        if skipped > self.max_skips:
+            raise FloatingPointError(
+                f"{skipped} steps had a non-finite loss or gradient, more than the "
+                f"{self.max_skips} max_skips allows (the last at step {batch + 1} of epoch "
+                f"{self.epoch + 1})"
             )

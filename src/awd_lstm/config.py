@@ -4,6 +4,8 @@ import dataclasses
 import math
 
 OPTIMIZERS = ("ntasgd", "sgd", "adam", "rmsprop")
+# What a training step with a non-finite loss or gradient does (`TrainingConfig.on_nan`).
+ON_NAN = ("stop", "skip-batch")
 # The encoder's recurrent layers (`awd_lstm.models.AWDLSTMEncoder`'s `cell`).
 CELLS = ("lstm", "mogrifier", "qrnn")
 
@@ -147,6 +149,19 @@ class TrainingConfig:
             "policy): faster on CPUs with AVX-512 BF16 or AMX, and on GPUs"
         },
     )
+    on_nan: str = _field(
+        "stop",
+        {
+            "help": "a step whose loss or gradient is not finite: stop the run (keeping the "
+            "last checkpoint), or skip-batch: leave the weights and optimizer state as they "
+            "were, reset the carried state and go on",
+            "choices": ON_NAN,
+        },
+    )
+    max_skips: int = _field(
+        10,
+        {"help": "with --on-nan skip-batch, the steps a run may skip; one more stops it"},
+    )
 
     def __post_init__(self):
         for name in ("tie_weights", "mixed_precision"):
@@ -194,6 +209,8 @@ class TrainingConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+        if self.on_nan not in ON_NAN:
+            raise ValueError(f"on_nan must be one of {', '.join(ON_NAN)}; got {self.on_nan!r}")
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {self.cell!r}")
         for name in (
@@ -201,6 +218,7 @@ class TrainingConfig:
             "last_hidden_size",
             "mogrifier_rounds",
             "mogrifier_rank",
+            "max_skips",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

@@ -20,14 +20,88 @@ from awd_lstm.config import step_decay  # noqa: F401 (the recipe's `when`, re-ex
 _SumOverReplicasFirst = backend.SumOverReplicasFirst
 
 
+class SkipsNonFiniteUpdates:
+    """An optimizer mixin: with `skip_non_finite=True`, a step whose loss or
+    gradients are not all finite changes nothing (weights, optimizer state,
+    averages, `iterations`) and adds one to `skipped_updates`.
+
+    The loss takes part through `scale_loss`, which every backend's training step
+    applies before differentiating: a non-finite loss is multiplied by NaN, so its
+    gradients are NaN even where they would otherwise be finite. `apply` then keeps
+    each variable's value from before the update wherever a gradient is not finite:
+    a select, not a branch, so that it runs alike eagerly, in TensorFlow graphs and
+    inside JAX's stateless steps (it costs a copy of the weights and the optimizer
+    state per step, hence off by default).
+    """
+
+    def __init__(self, *args, skip_non_finite=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not isinstance(skip_non_finite, bool):
+            raise ValueError(
+                "`skip_non_finite` must be True or False; "
+                f"Received: skip_non_finite={skip_non_finite!r}"
+            )
+        self.skip_non_finite = skip_non_finite
+
+    def build(self, var_list):
+        if self.built:
+            return
+        super().build(var_list)
+        if self.skip_non_finite:
+            self.skipped_updates = self.add_variable(
+                shape=(),
+                dtype=self.iterations.dtype,
+                initializer="zeros",
+                aggregation="only_first_replica",
+                name="skipped_updates",
+            )
+
+    def scale_loss(self, loss):
+        loss = super().scale_loss(loss)
+        if not self.skip_non_finite:
+            return loss
+        finite = ops.isfinite(ops.stop_gradient(loss))
+        return loss * ops.cast(ops.where(finite, 1.0, float("nan")), loss.dtype)
+
+    def apply(self, grads, trainable_variables=None):
+        if not self.skip_non_finite:
+            return super().apply(grads, trainable_variables)
+        if not self.built:
+            with keras.name_scope(self.name, caller=self):
+                self.build(list(trainable_variables))
+        targets = backend.optimizer_targets(self)
+        if trainable_variables is not None:
+            targets = list(trainable_variables)
+        kept = [*targets, *self.variables]
+        before = [ops.copy(variable.value) for variable in kept]
+        finite = ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in grads if g is not None]))
+        super().apply(grads, trainable_variables)
+        for variable, value in zip(kept, before):
+            variable.assign(ops.where(finite, variable.value, value))
+        self.skipped_updates.assign_add(ops.cast(ops.logical_not(finite), self.iterations.dtype))
+
+    @property
+    def skipped(self):
+        """The number of steps skipped so far (0 without `skip_non_finite`)."""
+        if not (self.skip_non_finite and self.built):
+            return 0
+        return int(ops.convert_to_numpy(self.skipped_updates))
+
+    def get_config(self):
+        return {**super().get_config(), "skip_non_finite": self.skip_non_finite}
+
+
 @keras.saving.register_keras_serializable(package="awd_lstm")
-class SGD(_SumOverReplicasFirst, keras.optimizers.SGD):
+class SGD(SkipsNonFiniteUpdates, _SumOverReplicasFirst, keras.optimizers.SGD):
     """Keras' SGD, with the gradients summed over replicas before clipping (the same
-    step as on one device under `tf.distribute`)."""
+    step as on one device under `tf.distribute`), and non-finite steps skipped on
+    request (`SkipsNonFiniteUpdates`)."""
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
-class NTASGD(_SumOverReplicasFirst, backend.AverageUpdateHook, keras.optimizers.SGD):
+class NTASGD(
+    SkipsNonFiniteUpdates, _SumOverReplicasFirst, backend.AverageUpdateHook, keras.optimizers.SGD
+):
     """SGD that switches to iterate averaging when `start_averaging()` is called.
 
     Before the switch, `average == weights` after every step; from the switch on, the
@@ -42,6 +116,8 @@ class NTASGD(_SumOverReplicasFirst, backend.AverageUpdateHook, keras.optimizers.
             gradient, as the reference does.
         global_clipnorm: Gradients are scaled down so their global norm is at most
             this (0.25), as `torch.nn.utils.clip_grad_norm_` does.
+        skip_non_finite: Skip steps whose loss or gradients are not finite
+            (`SkipsNonFiniteUpdates`).
         **kwargs: Other `keras.optimizers.SGD` arguments except momentum and EMA.
 
     Example:
@@ -198,7 +274,7 @@ class NonMonotoneTrigger(keras.callbacks.Callback):
 
 
 @keras.saving.register_keras_serializable(package="awd_lstm")
-class AdamL2(_SumOverReplicasFirst, keras.optimizers.Adam):
+class AdamL2(SkipsNonFiniteUpdates, _SumOverReplicasFirst, keras.optimizers.Adam):
     """Adam with an L2 penalty added to the gradient (after clipping), as
     `torch.optim.Adam(weight_decay=...)` and the reference's character-level runs do.
     Keras' own `Adam(weight_decay=...)` decays the weights directly (AdamW), which is

@@ -35,8 +35,10 @@ RMSPROP = {"beta_1": 0.0, "beta_2": 0.999, "epsilon": 1e-8}
 
 def build_optimizer(config, loss_scale_factor=None):
     """The optimizer of `config.optimizer`, with the reference's clipping (global norm)
-    and weight decay (and Keras' `loss_scale_factor`)."""
+    and weight decay (and Keras' `loss_scale_factor`); with `on_nan="skip-batch"` it
+    skips non-finite steps (`optimizers.SkipsNonFiniteUpdates`)."""
     options = dict(global_clipnorm=config.clip, loss_scale_factor=loss_scale_factor)
+    options["skip_non_finite"] = config.on_nan == "skip-batch"
     if config.optimizer == "adam":
         return AdamL2(config.lr, l2=config.weight_decay, **options)
     if config.optimizer == "rmsprop":

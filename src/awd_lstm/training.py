@@ -307,7 +307,7 @@ def _run(
                 hooks.on_epoch_begin(epoch)
                 try:
                     with distribution.scope():
-                        train_loss, tokens, seconds = _train_epoch(
+                        logs = _train_epoch(
                             model, train_data, config, epoch + 1, stage, progress, hooks
                         )
                 except FloatingPointError as e:
@@ -316,7 +316,6 @@ def _run(
                         "(a lower learning rate or clip may help)"
                     ) from None
                 try:
-                    logs = {"loss": train_loss, "tokens": tokens, "train_seconds": seconds}
                     hooks.on_epoch_end(epoch, logs)
                 except WriteError as e:
                     raise _write_failed(e, epoch + 1) from None
@@ -362,7 +361,11 @@ def _recipe_parts(config, corpus, evaluator, stage, out_dir, run_dir, log, max_s
         stateful={"validation": validation, "trigger": trigger, "records": records},
         stop_rules=recipe_callbacks.StopRules(config.epochs, records, max_seconds, trigger),
         run_logs=recipe_callbacks.RunLogs(out_dir, records, title, log),
-        nan=recipe_callbacks.StopOnNaN(),
+        nan=(
+            recipe_callbacks.SkipNonFiniteSteps(config.max_skips)
+            if config.on_nan == "skip-batch"
+            else recipe_callbacks.StopOnNaN()
+        ),
     )
 
 
@@ -386,9 +389,14 @@ def _write_failed(error, epoch):
 
 
 def _train_epoch(model, train_data, config, epoch, stage, progress, hooks):
-    """One pass over the training streams; returns (mean loss, tokens, seconds)."""
+    """One pass over the training streams; returns the epoch's logs: the mean
+    training loss, tokens and seconds (and, when steps may be skipped, how many
+    were; their losses and tokens do not count)."""
     start_time = time.perf_counter()
     optimizer = model.optimizer
+    skips = config.on_nan == "skip-batch"
+    skipped = optimizer.skipped if skips else 0
+    skipped_at_start = skipped
     model.reset_state()
     schedule = BPTTSchedule(
         train_data.shape[1],
@@ -413,6 +421,9 @@ def _train_epoch(model, train_data, config, epoch, stage, progress, hooks):
         result = model.train_on_batch(x, y, return_dict=True)
         logs = {name: float(value) for name, value in result.items()}
         hooks.on_train_batch_end(step, {**logs, "lr": lr})  # StopOnNaN raises here
+        if skips and optimizer.skipped > skipped:
+            skipped = optimizer.skipped
+            continue
         loss_sum += logs["ce"] * length
         tokens += length * config.batch_size
         bar.update(
@@ -423,4 +434,9 @@ def _train_epoch(model, train_data, config, epoch, stage, progress, hooks):
             ],
         )
     seconds = time.perf_counter() - start_time
-    return loss_sum * config.batch_size / tokens, tokens, seconds
+    loss = loss_sum * config.batch_size / tokens if tokens else float("nan")
+    logs = {"loss": loss, "tokens": tokens}
+    logs["train_seconds"] = seconds
+    if skips:
+        logs["skipped_steps"] = skipped - skipped_at_start
+    return logs

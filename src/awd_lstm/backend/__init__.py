@@ -37,6 +37,7 @@ from awd_lstm.backend._keras import (  # noqa: F401 (re-exported)
     flatten_metrics,
     fused_lstm,
     in_stateless_scope,
+    optimizer_targets,
     set_keras_seed,
     symbolic_build,
     tensorflow_unimported,

@@ -158,6 +158,11 @@ def tensorflow_unimported():
         lazy._available = None
 
 
+def optimizer_targets(optimizer):
+    """13. The trainable variables `optimizer` was built for."""
+    return list(optimizer._trainable_variables)
+
+
 class SumOverReplicasFirst:
     """9. An optimizer mixin: under a TensorFlow strategy, sums the replicas'
     gradients before clipping.
