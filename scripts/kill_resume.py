@@ -6,7 +6,7 @@ First an uninterrupted reference run of the built-in corpus (small settings, 3
 epochs). Then the same run is started and killed `--kills` times: at a random moment
 (within the time the rest of the run would take), or, every third kill, the moment a
 new temporary file appears in the run folder (a checkpoint, the weights or a log being
-written) if one does before that moment. After each kill the script checks that the
+written) if one does within that time. After each kill the script checks that the
 run folder holds no broken file: `config.json` is JSON (or absent: killed before the
 run existed, which starts it again), `checkpoint.weights.h5` (when present) opens and
 holds the resume state, `metrics.jsonl` parses; then it resumes with `--resume`. When
@@ -94,10 +94,11 @@ def temporaries(run):
 
 def kill_at_random(process, run, rng, during_write, max_seconds):
     """Kills `process` at a random moment of its first `max_seconds`, or, with
-    `during_write`, when a new temporary file shows up (a file being written); returns
-    what the moment was, or None if the process ended first."""
+    `during_write`, when a new temporary file shows up (a file being written) within
+    them; returns what the moment was, or None if the process ended first."""
     stale = temporaries(run)  # left by an earlier kill; the resume removes them
-    deadline = time.monotonic() + rng.uniform(0.5, max(max_seconds, 1.0))
+    wait = max(max_seconds, 1.0) if during_write else rng.uniform(0.5, max(max_seconds, 1.0))
+    deadline = time.monotonic() + wait
     while process.poll() is None:
         writing = bool(temporaries(run) - stale)
         if (during_write and writing) or time.monotonic() > deadline:

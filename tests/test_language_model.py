@@ -306,7 +306,7 @@ def test_jax_padded_segments_equal_keras_own_steps_and_compile_once(rng):
         )
     )
     counts = []
-    for length in (10, 7, 15, 3, 12, 17, 20, 6):
+    for length in (10, 7, 15, 17, 6):
         x = rng.integers(0, 30, size=(3, length)).astype("int32")
         y = rng.integers(0, 30, size=(3, length)).astype("int32")
         before = len(compilations)
@@ -320,8 +320,8 @@ def test_jax_padded_segments_equal_keras_own_steps_and_compile_once(rng):
         np.testing.assert_allclose(to_numpy(u), to_numpy(v), rtol=1e-5, atol=1e-6)
     assert ours.segment_capacity == 20
     # The first step compiles; 17 grows the capacity to 20 (one more); no other length.
-    assert counts[0] >= 1 and counts[5] >= 1
-    assert counts[1:5] == [0, 0, 0, 0] and counts[6:] == [0, 0]
+    assert counts[0] >= 1 and counts[3] >= 1
+    assert counts[1:3] == [0, 0] and counts[4:] == [0]
 
 
 def test_padded_segments_are_refused_where_they_cannot_run(rng):
