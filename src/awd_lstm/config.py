@@ -194,7 +194,7 @@ class TrainingConfig:
         ).split():
             value = getattr(self, name)
             if not (_is_number(value) and 0.0 <= value < 1.0):
-                raise ValueError(f"{name} must be a number in [0, 1); got {value!r}")
+                raise ValueError(f"{name} must be in [0, 1); got {value!r}")
         for name in ("lr", "clip"):
             value = getattr(self, name)
             if not (_is_number(value) and math.isfinite(value) and value > 0):
