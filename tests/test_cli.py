@@ -218,7 +218,7 @@ def test_a_run_with_another_vocabulary_is_refused(run, tmp_path, capsys):
     _one_line_error(capsys, "is not the vocabulary this run was trained with")
     # Without the fingerprint, the weights' shapes give it away.
     saved = json.loads((copy / "config.json").read_text())
-    del saved["vocab_fingerprint"]
+    del saved["vocab_fingerprint"], saved["vocab_size"]
     (copy / "config.json").write_text(json.dumps(saved))
     Vocabulary(vocab.tokens + ["extra"]).save(copy / "vocab.json")
     assert main(["evaluate", "--run", str(copy)]) == 2
@@ -229,7 +229,7 @@ def test_damaged_weights_are_one_line(run, tmp_path, capsys):
     copy = _copy_run(run, tmp_path)
     (copy / "best.weights.h5").write_bytes(b"not an HDF5 file")
     assert main(["evaluate", "--run", str(copy)]) == 2
-    _one_line_error(capsys, "best.weights.h5 does not fit this model .* or is damaged")
+    _one_line_error(capsys, r"best.weights.h5 is not a weights file \(HDF5\): ")
 
 
 def test_a_diverging_run_stops_with_one_line(tmp_path, capsys):

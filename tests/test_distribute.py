@@ -85,6 +85,11 @@ def test_the_batch_must_split_evenly_over_the_replicas():
             "task worker:1 is not in its cluster",
         ),
         ('{"cluster": {"worker": ["a:1"]}}', "not a valid cluster description"),
+        # Of the wrong types: one address, not a list; the index a string, true.
+        ('{"cluster": {"worker": "a:1"}, "task": {"type": "worker", "index": 0}}', "such as"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": "0"}}', "got"),
+        ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": true}}', "got"),
+        ("[]", "not a valid cluster description"),
     ],
 )
 def test_bad_tf_config_is_explained(value, message):

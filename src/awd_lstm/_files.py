@@ -21,6 +21,11 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or that does not fit the model."""
 
 
+class ModelFileError(ValueError):
+    """A model file (`.keras`) that is refused or cannot be loaded; the message is one
+    sentence that names it."""
+
+
 class WriteError(OSError):
     """A file could not be written (full disk, permissions...); the file it was to
     replace is unchanged. The message is one sentence."""

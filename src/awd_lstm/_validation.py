@@ -79,6 +79,55 @@ def check_non_negative(name, value):
     return float(value)
 
 
+def short_repr(value, limit=60):
+    """`repr(value)`, cut to `limit` characters (a value from a file may be long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def json_type(value):
+    """The JSON name of a parsed JSON value's type ("object", "array", "string",
+    "number", "boolean", "null"), for messages about files."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    names = {dict: "object", list: "array", str: "string", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
+# What `check_json_fields` accepts of each kind, and how its messages name it.
+_JSON_KINDS = {
+    "string": (lambda v: isinstance(v, str), "a string"),
+    "integer": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    "number": (
+        lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+        "a number",
+    ),
+    "boolean": (lambda v: isinstance(v, bool), "true or false"),
+    "null": (lambda v: v is None, "null"),
+    "object": (lambda v: isinstance(v, dict), "an object"),
+    "array": (lambda v: isinstance(v, list), "a list"),
+    "strings": (
+        lambda v: isinstance(v, dict) and all(isinstance(e, str) for e in v.values()),
+        "an object of strings",
+    ),
+}
+
+
+def check_json_fields(data, fields):
+    """Raises `ValueError` ("its 'name' must be a string or null; got 5") unless
+    `data`, parsed JSON, is an object whose entries named in `fields` (`{name: kinds}`,
+    kinds among string, integer, number, boolean, null, object, array, strings: an
+    object of strings) are each of one of their kinds where present."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {json_type(data)} where an object belongs")
+    for name, kinds in fields.items():
+        if name in data and not any(_JSON_KINDS[k][0](data[name]) for k in kinds):
+            allowed = " or ".join(_JSON_KINDS[k][1] for k in kinds)
+            raise ValueError(f"its {name!r} must be {allowed}; got {short_repr(data[name])}")
+
+
 def check_rank(layer_name, inputs_shape, rank, meaning):
     """Checks the rank of an input shape."""
     if len(inputs_shape) != rank:

@@ -289,18 +289,42 @@ class RunCheckpoint(keras.callbacks.Callback):
             )
         if "callbacks" not in state:
             # Checkpoints of earlier versions kept the recipe's state at the top.
-            state["callbacks"] = {
-                "validation": {"best": state["best"]},
-                "trigger": {"history": state["history"]},
-                "records": {k: state[k] for k in ("records", "seconds", "start_time")},
-            }
-        self.stop_rules.reason = state.get("stop")
+            try:
+                state["callbacks"] = {
+                    "validation": {"best": state["best"]},
+                    "trigger": {"history": state["history"]},
+                    "records": {k: state[k] for k in ("records", "seconds", "start_time")},
+                }
+            except KeyError as e:
+                raise checkpoints.CheckpointError(
+                    f"{path} holds a damaged run state: it has no {e}"
+                ) from None
+        callbacks, stop = state["callbacks"], state.get("stop")
+        if not isinstance(callbacks, dict) or not all(
+            isinstance(v, dict) for v in callbacks.values()
+        ):
+            raise checkpoints.CheckpointError(
+                f"{path} holds a damaged run state: its callbacks' states must be an object of "
+                "objects"
+            )
+        if stop is not None and not isinstance(stop, str):
+            raise checkpoints.CheckpointError(
+                f"{path} holds a damaged run state: its stop reason must be a string or null; "
+                f"got {stop!r}"
+            )
+        self.stop_rules.reason = stop
         return state
 
     def restore_callbacks(self, state):
         for key, callback_state_ in state["callbacks"].items():
             if key in self.stateful:
-                set_callback_state(self.stateful[key], callback_state_)
+                try:
+                    set_callback_state(self.stateful[key], callback_state_)
+                except (KeyError, TypeError, ValueError) as e:
+                    raise checkpoints.CheckpointError(
+                        f"{self.path} holds a damaged run state: the state of {key!r} does not "
+                        f"fit ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                    ) from None
 
 
 class TensorBoardScalars(keras.callbacks.Callback):

@@ -31,7 +31,12 @@ import time
 import numpy as np
 
 from awd_lstm._files import write_json_atomic, write_text_atomic
-from awd_lstm._validation import check_positive_int, check_positive_number, check_rate
+from awd_lstm._validation import (
+    check_json_fields,
+    check_positive_int,
+    check_positive_number,
+    check_rate,
+)
 from awd_lstm.data import CorpusError
 
 CONFIG, VOCAB, LABELS = "config.json", "vocab.json", "labels.json"
@@ -107,8 +112,15 @@ class ClassifierConfig:
     separation: float = 0.1
 
     def __post_init__(self):
-        object.__setattr__(self, "head_sizes", tuple(self.head_sizes))
-        object.__setattr__(self, "head_dropout", tuple(self.head_dropout))
+        for name in ("head_sizes", "head_dropout"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"`{name}` must be a list; Received: {name}={value!r}")
+            object.__setattr__(self, name, tuple(value))
+        for size in self.head_sizes:
+            check_positive_int("head_sizes", size)
+        for rate in self.head_dropout:
+            check_rate("head_dropout", rate)
         if self.epochs is not None:
             check_positive_int("epochs", self.epochs)
         for name in (
@@ -126,7 +138,7 @@ class ClassifierConfig:
             check_positive_number(name, getattr(self, name))
         if self.factor is not None:
             check_positive_number("factor", self.factor)
-        if not 0.0 < self.separation <= 1.0:
+        if check_positive_number("separation", self.separation) > 1.0:
             raise ValueError(
                 f"`separation` must be in (0, 1]; Received: separation={self.separation!r}"
             )
@@ -154,6 +166,54 @@ def _read_json(path, what):
         raise ClassifierRunError(f"{path} cannot be read as {what}: {e}") from None
 
 
+def _read_results(path, lines=False):
+    """`final.json`'s results, or with `lines` `metrics.jsonl`'s epoch records, checked
+    as a language model run's (`awd_lstm.runs`)."""
+    from awd_lstm.runs import RunError, read_results
+
+    try:
+        return read_results(path, lines=lines)
+    except RunError as e:
+        raise ClassifierRunError(str(e)) from None
+
+
+# The JSON kinds of config.json's entries.
+INFO_FIELDS = {
+    "stage": ("string",),
+    "config": ("object",),
+    "data_options": ("strings",),
+    "data": ("string", "null"),
+    "data_relative": ("string",),
+    "task": ("object", "null"),
+    "encoder": ("object",),
+    "encoder_run": ("string",),
+    "backend": ("string",),
+}
+DATA_OPTIONS = ("label_column", "text_column")
+
+
+def _checked_info(info):
+    """The `ClassifierConfig` of `config.json`'s contents `info`, its entries checked
+    for their types; `ValueError` names the first that is wrong."""
+    check_json_fields(info, INFO_FIELDS)
+    for name in ("config", "encoder"):
+        if name not in info:
+            raise ValueError(f"it has no {name!r}")
+    unknown = sorted(set(info.get("data_options", {})) - set(DATA_OPTIONS))
+    if unknown:
+        raise ValueError(f"its 'data_options' has an unknown option {unknown[0]!r}")
+    task = info.get("task")
+    if task is not None:
+        check_json_fields(task, {"seed": ("integer",), "separation": ("number",)})
+        if "seed" not in task:
+            raise ValueError("its 'task' has no 'seed'")
+    known = {field.name for field in dataclasses.fields(ClassifierConfig)}
+    unknown = sorted(set(info["config"]) - known)
+    if unknown:
+        raise ValueError(f"its 'config' has an unknown setting {unknown[0]!r}")
+    return ClassifierConfig(**info["config"])
+
+
 class ClassifierRun:
     """A classifier run folder: its settings, vocabulary, labels, history and model."""
 
@@ -179,11 +239,22 @@ class ClassifierRun:
                 "give a folder written by awd-lstm classify train"
             )
         try:
-            config = ClassifierConfig(**info["config"])
+            config = _checked_info(info)
+        except ValueError as e:
+            raise ClassifierRunError(
+                f"{config_path} is not a valid classifier run configuration: {e}"
+            ) from None
+        from awd_lstm.export import check_saved_objects
+
+        try:
+            check_saved_objects(info["encoder"], f"{config_path} is refused")
+        except ValueError as e:
+            raise ClassifierRunError(str(e)) from None
+        try:
             vocabulary = Vocabulary.load(os.path.join(path, VOCAB))
             labels = LabelVocabulary.load(os.path.join(path, LABELS))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ClassifierRunError(f"{path} holds a damaged classifier run: {e}") from None
+        except CorpusError as e:
+            raise ClassifierRunError(str(e)) from None
         return cls(path, info, config, vocabulary, labels)
 
     @property
@@ -191,13 +262,12 @@ class ClassifierRun:
         path = os.path.join(self.path, METRICS)
         if not os.path.exists(path):
             return []
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return _read_results(path, lines=True)
 
     @property
     def final(self):
         path = os.path.join(self.path, FINAL)
-        return _read_json(path, "final results") if os.path.exists(path) else None
+        return _read_results(path) if os.path.exists(path) else None
 
     def data(self):
         """The run's labelled corpus, read again with its settings."""
@@ -221,7 +291,13 @@ class ClassifierRun:
         """The run's classifier, untrained (its encoder of the run's sizes)."""
         from awd_lstm.models import AWDLSTMClassifier, AWDLSTMEncoder
 
-        encoder = AWDLSTMEncoder.from_config(self.info["encoder"])
+        try:
+            encoder = AWDLSTMEncoder.from_config(self.info["encoder"])
+        except (TypeError, ValueError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ClassifierRunError(
+                f"{os.path.join(self.path, CONFIG)} holds an encoder that cannot be made: {reason}"
+            ) from None
         c = self.config
         model = AWDLSTMClassifier(
             encoder,

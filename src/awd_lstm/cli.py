@@ -21,8 +21,9 @@ import shutil
 import sys
 import tempfile
 
+from awd_lstm._environment import BACKENDS, UnsupportedKerasError, backend_variable_problem
+
 PRESETS_HELP = "ptb, wikitext-2, wikitext-103, ptb-char, enwik8, small, synthetic"
-BACKENDS = ("tensorflow", "jax", "torch")
 VERBOSE_HELP = (
     "also show TensorFlow's start-up log lines (hidden unless TF_CPP_MIN_LOG_LEVEL is set)"
 )
@@ -102,10 +103,13 @@ def _open_model(args, stateful):
         run = Run.open(args.run)
         model = run.load_model(batch_size=1) if stateful else run.load_model(stateful=False)
         return model, run.vocabulary
+    from awd_lstm._files import ModelFileError
     from awd_lstm.export import load_model
 
     try:
         model = load_model(args.model)
+    except ModelFileError as e:
+        raise UsageError(str(e)) from None
     except (OSError, ValueError) as e:
         raise UsageError(f"--model {args.model} cannot be loaded: {e}") from None
     if getattr(model, "vocabulary", None) is None:
@@ -526,6 +530,8 @@ def _select_backend(args):
                 "run the command in a fresh process"
             )
         os.environ["KERAS_BACKEND"] = backend
+    elif args.command in MODEL_COMMANDS and backend_variable_problem() is not None:
+        raise UsageError(f"{backend_variable_problem()} (or choose one with --backend)")
     quiet = not getattr(args, "verbose", False) and "TF_CPP_MIN_LOG_LEVEL" not in os.environ
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command in MODEL_COMMANDS and "keras" not in sys.modules:
@@ -533,6 +539,9 @@ def _select_backend(args):
 
         with startup_lines_hidden() if quiet else contextlib.nullcontext():
             import keras  # noqa: F401 (with TensorFlow, if it is the backend)
+    if args.command in MODEL_COMMANDS:
+        # Keras' version and backend checked before any file is read or written.
+        from awd_lstm import backend  # noqa: F401
 
 
 @contextlib.contextmanager
@@ -989,6 +998,10 @@ def main(argv=None):
     except UsageError as e:
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except UnsupportedKerasError as e:
+        # The machine's Keras, not the command line.
+        print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except FloatingPointError as e:
         # A run that diverged: a failure of the run, not of the command line.
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)

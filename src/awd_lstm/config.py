@@ -29,6 +29,11 @@ def step_decay(boundaries, factor=0.1):
     return schedule
 
 
+def _is_number(value):
+    # An int passes as a float; a bool (an int to Python) does not.
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _field(default, metadata):
     # `paper`: the reference code's name for the setting; `help`: one line for --help.
     return dataclasses.field(default=default, metadata=metadata)
@@ -203,11 +208,11 @@ class TrainingConfig:
             "mixture_dropout"
         ).split():
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+            if not (_is_number(value) and 0.0 <= value < 1.0):
                 raise ValueError(f"{name} must be in [0, 1); got {value!r}")
         for name in ("lr", "clip"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            if not (_is_number(value) and math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
         if self.on_nan not in ON_NAN:
             raise ValueError(f"on_nan must be one of {', '.join(ON_NAN)}; got {self.on_nan!r}")
@@ -241,7 +246,7 @@ class TrainingConfig:
             )
         for name in ("alpha", "beta", "weight_decay"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+            if not (_is_number(value) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
 
     def learning_rate(self, epoch):

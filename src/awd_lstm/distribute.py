@@ -108,14 +108,29 @@ def read_tf_config(environ=None):
             '(e.g. {"cluster": {"worker": ["host1:port", "host2:port"]}, '
             '"task": {"type": "worker", "index": 0}})'
         )
+    example = '{"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker", "index": 0}}'
     try:
         spec = json.loads(text)
-        cluster = spec["cluster"]
-        task_type = spec["task"]["type"]
-        task_id = int(spec["task"]["index"])
-        workers = list(cluster.get("worker", [])) + list(cluster.get("chief", []))
-    except (ValueError, KeyError, TypeError, AttributeError) as e:
+    except ValueError as e:
         raise DistributionError(f"TF_CONFIG is not a valid cluster description: {e}") from None
+    cluster = spec.get("cluster") if isinstance(spec, dict) else None
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if (
+        not isinstance(cluster, dict)
+        or not all(
+            isinstance(addresses, list) and all(isinstance(a, str) for a in addresses)
+            for addresses in cluster.values()
+        )
+        or not isinstance(task, dict)
+        or not isinstance(task.get("type"), str)
+        or isinstance(task.get("index"), bool)
+        or not isinstance(task.get("index"), int)
+    ):
+        raise DistributionError(
+            f"TF_CONFIG is not a valid cluster description such as {example}; got {text!r}"
+        )
+    task_type, task_id = task["type"], task["index"]
+    workers = cluster.get("worker", []) + cluster.get("chief", [])
     if not workers:
         raise DistributionError("TF_CONFIG's cluster names no chief or worker")
     if task_type not in ("chief", "worker") or not 0 <= task_id < len(cluster.get(task_type, [])):

@@ -4,12 +4,16 @@ SavedModel is a TensorFlow graph). Both carry the model's vocabulary: the `.kera
 file as a Keras asset (`load_model(path).vocabulary`), the SavedModel folder as
 `vocab.json`."""
 
+import json
 import os
 import shutil
 import tempfile
+import zipfile
+import zlib
 
 from awd_lstm import backend
-from awd_lstm._files import atomic_path
+from awd_lstm._files import ModelFileError, atomic_path
+from awd_lstm._validation import json_type
 from awd_lstm.recipe import copy_weights, dtype_policy
 
 
@@ -39,11 +43,13 @@ def load_model(path):
     """The language model of a `.keras` file (as `export_keras` or `awd-lstm export`
     write it) or of a run folder (its best weights), with its vocabulary as
     `.vocabulary`: a model for any batch, from a zero state at every call
-    (`model.as_stateful(batch_size)` gives a stateful one). Keras' safe mode is on:
-    a file that would run code is refused."""
-    import keras
+    (`model.as_stateful(batch_size)` gives a stateful one).
 
-    from awd_lstm import models  # noqa: F401 (registers the package's classes)
+    A file from elsewhere runs no code: its `config.json` is read as data first and
+    refused (`ModelFileError`, one sentence) if any object in it is not one of Keras'
+    own or the package's registered classes (a `Lambda` layer, a function stored as
+    code, another package's class); Keras then loads it in its safe mode."""
+    import keras
 
     path = os.fspath(path)
     if os.path.isdir(path):
@@ -54,8 +60,12 @@ def load_model(path):
         raise ValueError(f"expected a .keras file or a run folder; got {path!r}")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist")
-    with backend.tensorflow_unimported():
-        model = keras.saving.load_model(path, safe_mode=True)
+    check_saved_objects(_keras_file_config(path), f"{path} is refused")
+    try:
+        with backend.tensorflow_unimported():
+            model = keras.saving.load_model(path, safe_mode=True)
+    except (ValueError, TypeError, KeyError, zipfile.BadZipFile) as e:
+        raise ModelFileError(f"{path} cannot be loaded: {_reason(e)}") from None
     if getattr(model, "vocabulary", None) is None:
         # Files of earlier versions had the vocabulary beside them.
         from awd_lstm.data import Vocabulary
@@ -64,6 +74,132 @@ def load_model(path):
         if os.path.exists(beside):
             model.vocabulary = Vocabulary.load(beside)
     return model
+
+
+# Keras' markers of plain values in a saved configuration (arrays, tensors, bytes,
+# slices), which name no class and run no code.
+_VALUE_MARKERS = ("__numpy__", "__tensor__", "__keras_tensor__", "__bytes__", "__slice__")
+_VALUE_MARKERS += ("__ellipsis__",)
+# Keras' layers that carry code: a Python function's bytecode, a pickled torch module.
+_CODE_LAYERS = ("Lambda", "TorchModuleWrapper")
+# The largest `config.json` read from a `.keras` file (a model's is a few kilobytes).
+_MAX_CONFIG_BYTES = 16 << 20
+
+
+def check_saved_objects(config, refused):
+    """Raises `ModelFileError` ("`refused`: it contains ...") unless every object a Keras
+    configuration (`config`, plain JSON data) would make is one of Keras' own classes
+    or functions, or one the package registered; a `Lambda` layer, a function stored
+    as code and any other class are refused before Keras reads the configuration."""
+    own = _package_names()
+
+    def visit(value):
+        if isinstance(value, list):
+            for item in value:
+                visit(item)
+            return
+        if not isinstance(value, dict):
+            return
+        if "class_name" in value:
+            _check_object(value, own, refused)
+        for item in value.values():
+            visit(item)
+
+    visit(config)
+
+
+def _check_object(entry, own, refused):
+    class_name, module = entry.get("class_name"), entry.get("module")
+    registered, inner = entry.get("registered_name"), entry.get("config")
+    if class_name == "__lambda__":
+        raise ModelFileError(
+            f"{refused}: it contains a Python function stored as code, which would run when loaded"
+        )
+    if module is None and class_name in _VALUE_MARKERS:
+        return
+    # The names Keras looks up among registered objects (a function by its config).
+    names = [class_name, registered, inner if class_name == "function" else None]
+    names = [name for name in names if name is not None]
+    ours = isinstance(module, str) and (module == "awd_lstm" or module.startswith("awd_lstm."))
+    keras_own = isinstance(module, str) and (module == "keras" or module.startswith("keras."))
+    if keras_own and class_name in _CODE_LAYERS:
+        raise ModelFileError(
+            f"{refused}: it contains a {class_name} layer, which would run code when loaded"
+        )
+    if not all(isinstance(name, str) for name in names):
+        keras_own = ours = False
+    elif keras_own:
+        # A Keras class, unless a registered name (another package's) takes precedence.
+        plain = registered in (None, class_name) or (
+            class_name == "function" and registered == inner
+        )
+        keras_own = plain and not any(">" in n for n in names)
+    elif ours:
+        ours = registered in own and all(">" not in n or n in own for n in names)
+    if not (keras_own or ours):
+        if isinstance(registered, str) and ">" in registered:
+            name = registered
+        elif class_name == "function":
+            name = f"{module}.{inner}"
+        else:
+            name = f"{module}.{class_name}"
+        raise ModelFileError(
+            f"{refused}: it names a class or function that is neither Keras' nor awd_lstm's: "
+            f"{name!r}"
+        )
+
+
+def _package_names():
+    """The registered names of the package's own classes and functions."""
+    import keras
+
+    # They register the package's classes with Keras.
+    from awd_lstm import compat, dynamic_eval, models, optimizers, regularizers, transfer  # noqa: F401
+
+    return {
+        name
+        for name, obj in keras.saving.get_custom_objects().items()
+        if getattr(obj, "__module__", "").startswith("awd_lstm.")
+    }
+
+
+def _keras_file_config(path):
+    """The `config.json` of the `.keras` file `path`, read as data (JSON)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo("config.json")
+            text = archive.read(info) if info.file_size <= _MAX_CONFIG_BYTES else None
+    except zipfile.BadZipFile:
+        raise ModelFileError(f"{path} is not a .keras file (not a zip archive)") from None
+    except KeyError:
+        raise ModelFileError(f"{path} is not a .keras file (it has no config.json)") from None
+    except (EOFError, NotImplementedError, zlib.error) as e:
+        raise ModelFileError(f"{path} is damaged: {_reason(e)}") from None
+    if text is None:
+        raise ModelFileError(
+            f"{path} is refused: its config.json has {info.file_size:,} bytes, more than a "
+            f"model's configuration ever needs ({_MAX_CONFIG_BYTES:,})"
+        )
+    try:
+        config = json.loads(text.decode("utf-8"))
+    except (ValueError, RecursionError) as e:
+        raise ModelFileError(f"{path} holds a damaged config.json: {_reason(e)}") from None
+    if not isinstance(config, dict):
+        raise ModelFileError(
+            f"{path} holds a damaged config.json: a JSON {json_type(config)} where an object "
+            "belongs"
+        )
+    return config
+
+
+def _reason(error):
+    """The informative line of an error from Keras (whose messages run to pages), cut
+    to a sentence's length."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("A total of"):
+        lines = lines[1:]  # "A total of N objects could not be loaded. Example ...:"
+    reason = lines[0] if lines else type(error).__name__
+    return reason if len(reason) <= 300 else reason[:297] + "..."
 
 
 def export_savedmodel(model, path):

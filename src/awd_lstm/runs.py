@@ -28,8 +28,15 @@ import shutil
 
 import numpy as np
 
+from awd_lstm._environment import BACKENDS
 from awd_lstm._files import write_json_atomic
-from awd_lstm._validation import check_positive_int, check_positive_number
+from awd_lstm._validation import (
+    check_json_fields,
+    check_positive_int,
+    check_positive_number,
+    json_type,
+    short_repr,
+)
 from awd_lstm.config import TrainingConfig
 
 CONFIG = "config.json"
@@ -157,10 +164,8 @@ class Run:
         try:
             with open(config_path, encoding="utf-8") as f:
                 info = json.load(f)
-            config = TrainingConfig(**info["config"])
-            if info.get("stage", "train") not in STAGES:
-                raise ValueError(f"unknown stage {info.get('stage')!r}")
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            config = _checked_info(info)
+        except (OSError, ValueError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise RunError(f"{config_path} is not a valid run configuration: {reason}") from None
         vocab_path = os.path.join(path, VOCAB)
@@ -169,9 +174,12 @@ class Run:
         except CorpusError as e:
             raise RunError(str(e)) from None
         expected = info.get("vocab_fingerprint")
-        if expected is not None and vocabulary.fingerprint() != expected:
+        size = info.get("vocab_size")
+        if (expected is not None and vocabulary.fingerprint() != expected) or (
+            size is not None and len(vocabulary) != size
+        ):
             raise RunError(
-                f"{vocab_path} is not the vocabulary this run was trained with (its "
+                f"{vocab_path} is not the vocabulary this run was trained with (its size or "
                 f"fingerprint differs from {CONFIG}'s)"
             )
         return cls(path, info, config, vocabulary)
@@ -207,7 +215,7 @@ class Run:
         path = os.path.join(self.path, METRICS)
         if not os.path.exists(path):
             return []
-        return _read_json(path, lines=True)
+        return read_results(path, lines=True)
 
     @property
     def final(self):
@@ -215,7 +223,7 @@ class Run:
         path = os.path.join(self.path, FINAL)
         if not os.path.exists(path):
             return None
-        return _read_json(path)
+        return read_results(path)
 
     def write_final(self, final):
         """Writes `final.json`, atomically: the run has ended."""
@@ -747,13 +755,88 @@ def _located(key, path, run_dir):
     return {key: absolute, f"{key}_relative": relative}
 
 
-def _read_json(path, lines=False):
-    """A run file's JSON (one value per line with `lines`); `RunError` if damaged."""
+# The JSON kinds of config.json's entries (besides "config", the `TrainingConfig`).
+INFO_FIELDS = {
+    "stage": ("string",),
+    "preset": ("string", "null"),
+    "level": ("string",),
+    "backend": ("string", "null"),
+    "vocab_size": ("integer", "null"),
+    "vocab_fingerprint": ("string", "null"),
+    "max_minutes": ("number", "null"),
+    "synthetic_tokens": ("integer", "null"),
+    "synthetic_seed": ("integer", "null"),
+    "data": ("string", "null"),
+    "data_relative": ("string", "null"),
+    "data_paths": ("strings",),
+    "data_paths_relative": ("strings",),
+    "finetuned_from": ("string",),
+    "finetuned_from_relative": ("string",),
+    "config": ("object",),
+}
+
+
+def _checked_info(info):
+    """The `TrainingConfig` of `config.json`'s contents `info`, every entry checked
+    for its type and value; `ValueError` names the first that is wrong."""
+    from awd_lstm.data.corpus import LEVELS
+
+    check_json_fields(info, INFO_FIELDS)
+    if "config" not in info:
+        raise ValueError("it has no 'config' (the training settings)")
+    if info.get("stage", "train") not in STAGES:
+        raise ValueError(f"its 'stage' must be one of {', '.join(STAGES)}; got {info['stage']!r}")
+    if info.get("level", "word") not in LEVELS:
+        raise ValueError(f"its 'level' must be one of {', '.join(LEVELS)}; got {info['level']!r}")
+    if info.get("backend") is not None and info["backend"] not in BACKENDS:
+        raise ValueError(
+            f"its 'backend' must be one of {', '.join(BACKENDS)}; got {info['backend']!r}"
+        )
+    if info.get("max_minutes") is not None and info["max_minutes"] <= 0:
+        raise ValueError(f"its 'max_minutes' must be > 0; got {info['max_minutes']!r}")
+    settings = info["config"]
+    known = {field.name for field in dataclasses.fields(TrainingConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"its 'config' has an unknown setting {unknown[0]!r}")
+    return TrainingConfig(**settings)
+
+
+def read_results(path, lines=False):
+    """A run file's JSON object of results (`final.json`; with `lines`, one per line:
+    `metrics.jsonl`'s epoch records): each value a number, true or false, or null, a
+    record's `epoch` an integer >= 1. `RunError` names what is damaged."""
     try:
         with open(path, encoding="utf-8") as f:
             if lines:
-                return [json.loads(line) for line in f if line.strip()]
-            return json.load(f)
+                values = [json.loads(line) for line in f if line.strip()]
+            else:
+                values = [json.load(f)]
     except (OSError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise RunError(f"{path} cannot be read: {reason}") from None
+    for number, value in enumerate(values, 1):
+        where = f"its line {number}" if lines else "it"
+        if not isinstance(value, dict):
+            raise RunError(
+                f"{path} cannot be read: {where} holds a JSON {json_type(value)} where an "
+                "object belongs"
+            )
+        epoch = value.get("epoch", 1) if lines else 1
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise RunError(
+                f"{path} cannot be read: {where} has the epoch {short_repr(epoch)} where an "
+                "integer >= 1 belongs"
+            )
+        odd = next((k for k, v in value.items() if not _is_result(v)), None)
+        if odd is not None:
+            raise RunError(
+                f"{path} cannot be read: {where} has {odd!r} {short_repr(value[odd])} where a "
+                "number, true, false or null belongs"
+            )
+    return values if lines else values[0]
+
+
+def _is_result(value):
+    # Perplexities may be inf (json writes Infinity) after a diverged epoch.
+    return value is None or isinstance(value, (bool, int, float))

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from awd_lstm._environment import check_keras
 from awd_lstm.backend._keras import (  # noqa: F401 (re-exported)
     AverageUpdateHook,
     SumOverReplicasFirst,
@@ -46,7 +47,9 @@ from awd_lstm.backend._keras import (  # noqa: F401 (re-exported)
 )
 from awd_lstm.backend._lstm_gradient import CHUNK_STEPS  # noqa: F401 (re-exported)
 
-BACKENDS = ("tensorflow", "jax", "torch")
+# Before any of the package's Keras code runs: a Keras outside the tested range would
+# fail later, deep inside, with an AttributeError.
+check_keras(keras.__version__, keras.config.backend())
 _BUILT = {}
 
 

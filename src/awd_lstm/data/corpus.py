@@ -22,12 +22,14 @@ import hashlib
 import itertools
 import json
 import lzma
+import numbers
 import os
 import re
 
 import numpy as np
 
 from awd_lstm._files import write_json_atomic
+from awd_lstm._validation import json_type, short_repr
 
 EOS = "<eos>"
 UNK = "<unk>"
@@ -55,6 +57,10 @@ MIN_MAX_VOCAB = 3
 
 def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_count(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,11 +247,19 @@ class Vocabulary:
         tokens = list(tokens)
         if not tokens:
             raise CorpusError("a vocabulary needs at least one token")
+        odd = next((t for t in tokens if not isinstance(t, str)), None)
+        if odd is not None:
+            raise CorpusError(f"vocabulary tokens must be strings; got {short_repr(odd)}")
         if len(set(tokens)) != len(tokens):
             raise CorpusError("vocabulary tokens must be distinct")
-        if counts is not None and len(counts) != len(tokens):
-            raise CorpusError("vocabulary counts must match its tokens one to one")
-        if level not in LEVELS:
+        if counts is not None:
+            counts = list(counts)
+            if len(counts) != len(tokens):
+                raise CorpusError("vocabulary counts must match its tokens one to one")
+            odd = next((c for c in counts if not _is_count(c)), None)
+            if odd is not None:
+                raise CorpusError(f"vocabulary counts must be integers >= 0; got {short_repr(odd)}")
+        if not isinstance(level, str) or level not in LEVELS:
             raise CorpusError(f"level must be one of {LEVELS}; got {level!r}")
         tokenization = DEFAULT_TOKENIZATION if tokenization is None else tokenization
         if not isinstance(tokenization, Tokenization):
@@ -345,15 +359,25 @@ class Vocabulary:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
             if not isinstance(data, dict):
-                raise ValueError(f"expected a JSON object; got {type(data).__name__}")
+                raise ValueError(f"a JSON {json_type(data)} where an object belongs")
+            if "tokens" not in data:
+                raise ValueError("it has no 'tokens'")
+            tokens, counts = data["tokens"], data.get("counts")
+            if not isinstance(tokens, list):
+                raise ValueError(f"its 'tokens' must be a list; got a JSON {json_type(tokens)}")
+            if counts is not None and not isinstance(counts, list):
+                raise ValueError(f"its 'counts' must be a list; got a JSON {json_type(counts)}")
             tokenization = data.get("tokenization")
             if tokenization is not None:
                 tokenization = Tokenization.from_json(tokenization)
-            return cls(data["tokens"], data.get("counts"), data.get("level", "word"), tokenization)
+            return cls(tokens, counts, data.get("level", "word"), tokenization)
         except FileNotFoundError:
             raise CorpusError(f"vocabulary file {path} does not exist") from None
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CorpusError(f"vocabulary file {path} is not a valid vocabulary: {e}") from None
+        except (OSError, ValueError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CorpusError(
+                f"vocabulary file {path} is not a valid vocabulary: {reason}"
+            ) from None
 
 
 class Corpus:

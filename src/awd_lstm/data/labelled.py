@@ -26,6 +26,7 @@ import os
 import numpy as np
 
 from awd_lstm._files import atomic_path, write_json_atomic
+from awd_lstm._validation import check_json_fields
 from awd_lstm.data.corpus import COMPRESSED, SPLITS, CorpusError, tokenize_line
 
 LABEL_COLUMN = "label"
@@ -147,11 +148,17 @@ class LabelVocabulary:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
+            check_json_fields(data, {"labels": ("array",)})
+            if "labels" not in data:
+                raise ValueError("it has no 'labels'")
             return cls(data["labels"])
         except FileNotFoundError:
             raise CorpusError(f"label file {path} does not exist") from None
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise CorpusError(f"label file {path} is not a valid label vocabulary: {e}") from None
+        except (OSError, ValueError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CorpusError(
+                f"label file {path} is not a valid label vocabulary: {reason}"
+            ) from None
 
 
 # -- reading ---------------------------------------------------------------------------
