@@ -501,12 +501,13 @@ def create_classifier_run(
     the built-in task to `RUN/data`), takes the vocabulary of the language-model run
     `encoder` (or builds one from the training documents, read with `tokenization`, a
     `Tokenization`: by default every whitespace-separated word), checks everything,
-    then writes `vocab.json`, `labels.json` and, last, `config.json`. Returns the
-    `ClassifierRun`."""
+    then writes `vocab.json`, `labels.json` and, last, `config.json`, with the folder
+    locked (`awd_lstm.runs.run_lock`; refused while another process trains `encoder`).
+    Returns the `ClassifierRun`."""
     from awd_lstm.data import Tokenization, Vocabulary
     from awd_lstm.data.labelled import load_labelled
     from awd_lstm.data.synthetic import ClassSources
-    from awd_lstm.runs import Run, _whole_or_removed
+    from awd_lstm.runs import Run, _whole_or_removed, check_not_in_use
 
     path = os.fspath(path)
     if os.path.exists(os.path.join(path, CONFIG)):
@@ -528,6 +529,8 @@ def create_classifier_run(
         epochs=config.epochs or (4 if data is not None else 12),
     )
     lm_run = Run.open(encoder) if encoder is not None else None
+    if lm_run is not None:
+        check_not_in_use(lm_run.path)  # not while it trains: its weights are still changing
     with _whole_or_removed(path):  # a folder this call made is removed if it fails
         options = {"label_column": label_column, "text_column": text_column}
         info = {"stage": STAGE, "config": config.to_json(), "data_options": options}
@@ -588,7 +591,16 @@ def create_classifier_run(
 
 def train_classifier(run, log=print, progress=True, resume=False, tensorboard_every=50):
     """Trains the classifier of `run` (a `ClassifierRun`), writing its files; from
-    its checkpoint with `resume=True`. Returns `final.json`'s contents."""
+    its checkpoint with `resume=True`. The run folder is locked meanwhile
+    (`awd_lstm.runs.run_lock`: another process that would write there is refused).
+    Returns `final.json`'s contents."""
+    from awd_lstm.runs import run_lock
+
+    with run_lock(run.path, log=log):
+        return _train_classifier(run, log, progress, resume, tensorboard_every)
+
+
+def _train_classifier(run, log, progress, resume, tensorboard_every):
     import keras
 
     from awd_lstm import backend, checkpoints

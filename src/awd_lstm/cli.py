@@ -4,7 +4,9 @@ A thin shell over the library: it parses arguments, picks the Keras backend befo
 Keras is imported, and calls the library (`awd_lstm.runs`, `awd_lstm.training`,
 `awd_lstm.export`, `awd_lstm.generation`), which checks every setting. Errors in the
 user's input end the command with one sentence on stderr, in the flags' names, and
-exit status 2; a diverged run or a failing disk, with status 1.
+exit status 2; a diverged run, a failing disk or a run folder another process writes
+to (`awd_lstm.runs.run_lock`: the commands that write a run folder lock it before
+they write anything), with status 1.
 
 A run folder is complete once its `config.json` exists (written last, atomically,
 after the corpus and `vocab.json`); `metrics.jsonl`, the checkpoints, TensorBoard
@@ -22,6 +24,7 @@ import sys
 import tempfile
 
 from awd_lstm._environment import BACKENDS, UnsupportedKerasError, backend_variable_problem
+from awd_lstm._lock import RunInUseError, check_not_in_use
 
 PRESETS_HELP = "ptb, wikitext-2, wikitext-103, ptb-char, enwik8, small, synthetic"
 VERBOSE_HELP = (
@@ -514,6 +517,23 @@ def build_parser():
     return parser
 
 
+def _check_folders_free(args):
+    """Refuses at once, before Keras is imported, a command whose run folders (those
+    it writes and the run it fine-tunes or takes the encoder of, where the command
+    line names them) another process writes to; the commands take the lock itself
+    before they write."""
+    folders = []
+    if args.command == "train" and not args.show_config:
+        folders = [args.resume or args.out]
+    elif args.command == "finetune":
+        folders = [args.run, args.out or os.path.join(args.run, "finetune")]
+    elif args.command == "classify" and args.classify_command == "train":
+        folders = [args.out or os.path.join("runs", "classifier"), args.encoder]
+    for folder in folders:
+        if folder is not None:
+            check_not_in_use(folder)
+
+
 def _select_backend(args):
     backend = args.backend
     run_dir = args.resume if args.command == "train" else getattr(args, "run", None)
@@ -663,10 +683,11 @@ def command_train(args):
             raise UsageError(
                 f"--resume continues a run with its own settings; drop {', '.join(given)}"
             )
-        run, corpus = resume_run(args.resume, "train", writes=chief)
-        _check_batch(args, run.config)
-        print(f"awd-lstm train: resuming {args.resume}", flush=True)
-        return _train(args, run, corpus, resume=True)
+        with _writing("train", args.resume) if chief else contextlib.nullcontext():
+            run, corpus = resume_run(args.resume, "train", writes=chief)
+            _check_batch(args, run.config)
+            print(f"awd-lstm train: resuming {args.resume}", flush=True)
+            return _train(args, run, corpus, resume=True)
     try:
         config, preset = resolve_config(args, synthetic=args.data is None)
     except ValueError as e:
@@ -697,15 +718,16 @@ def command_train(args):
         finally:
             shutil.rmtree(worker_dir, ignore_errors=True)
     run_dir = args.out or os.path.join("runs", preset)
-    with _flags_named(**flags):
-        run, corpus, description = create_training_run(run_dir, config, **options)
-    where = f"; {args.distribution.describe()}" if args.distribution else ""
-    print(
-        f"awd-lstm train: {description}; {len(corpus.vocab):,} {level} types; "
-        f"backend {run.info['backend']}{where}; run folder {run_dir}",
-        flush=True,
-    )
-    return _train(args, run, corpus, resume=False)
+    with _writing("train", run_dir, make=True):
+        with _flags_named(**flags):
+            run, corpus, description = create_training_run(run_dir, config, **options)
+        where = f"; {args.distribution.describe()}" if args.distribution else ""
+        print(
+            f"awd-lstm train: {description}; {len(corpus.vocab):,} {level} types; "
+            f"backend {run.info['backend']}{where}; run folder {run_dir}",
+            flush=True,
+        )
+        return _train(args, run, corpus, resume=False)
 
 
 TOKENIZATION_FLAGS = ["lowercase", "split_punctuation", "min_count", "max_vocab", "train_vocab"]
@@ -723,6 +745,17 @@ def _tokenization(args):
             settings[name] = getattr(args, name)
     with _flags_named(min_count="--min-count", max_vocab="--max-vocab"):
         return Tokenization(**settings, train_only=True)
+
+
+def _writing(command, folder, make=False):
+    """The lock of the run folder `folder` that `command` writes to, taken before it
+    writes anything (`awd_lstm.runs.run_lock`; `make`: a new folder)."""
+    from awd_lstm.runs import run_lock
+
+    def log(line):
+        print(f"awd-lstm {command}: {line}", flush=True)
+
+    return run_lock(folder, make=make, log=log)
 
 
 def _check_batch(args, config):
@@ -746,15 +779,25 @@ def _train(args, run, corpus, resume, weights=None):
 
 
 def command_finetune(args):
-    from awd_lstm.runs import FINETUNE_FIELDS, open_finetune
+    from awd_lstm.runs import FINETUNE_FIELDS, Run, open_finetune
 
     overrides = {name: getattr(args, name) for name in FINETUNE_FIELDS}
-    with _flags_named(max_minutes="--max-minutes"):
-        run, corpus, weights = open_finetune(
-            args.run, args.out, args.resume, args.max_minutes, data=args.data, **overrides
+    given = _flags_given(args, [*FINETUNE_FIELDS, "max_minutes", "data"])
+    if args.resume and given:
+        raise UsageError(
+            f"--resume continues a fine-tuning with its own settings; drop {', '.join(given)}"
         )
-    print(f"awd-lstm finetune: {args.run} -> {run.path}", flush=True)
-    return _train(args, run, corpus, resume=args.resume, weights=weights)
+    out = args.out or os.path.join(args.run, "finetune")
+    check_not_in_use(args.run)  # before RUN/finetune is made in it
+    if not args.resume:
+        Run.open(args.run)  # a folder that is not a run: nothing is made for its fine-tuning
+    with _writing("finetune", out, make=not args.resume):
+        with _flags_named(max_minutes="--max-minutes"):
+            run, corpus, weights = open_finetune(
+                args.run, out, args.resume, args.max_minutes, data=args.data, **overrides
+            )
+        print(f"awd-lstm finetune: {args.run} -> {run.path}", flush=True)
+        return _train(args, run, corpus, resume=args.resume, weights=weights)
 
 
 def command_evaluate(args):
@@ -890,6 +933,12 @@ def _classify_train(args, classification):
             raise UsageError(
                 f"--resume continues a run with its own settings; drop {', '.join(given)}"
             )
+    with _writing("classify", out, make=not args.resume):
+        return _classify_train_locked(args, classification, out)
+
+
+def _classify_train_locked(args, classification, out):
+    if args.resume:
         run = classification.ClassifierRun.open(out)
         if run.final is not None:
             raise UsageError(f"the run in {out} has finished; nothing to resume")
@@ -973,6 +1022,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_folders_free(args)
         _select_backend(args)
         from awd_lstm import distribute
 
@@ -1002,8 +1052,9 @@ def main(argv=None):
         # The machine's Keras, not the command line.
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
         return 1
-    except FloatingPointError as e:
-        # A run that diverged: a failure of the run, not of the command line.
+    except (FloatingPointError, RunInUseError) as e:
+        # A run that diverged, or a run folder another process writes to (nothing was
+        # changed): failures of the run, not of the command line.
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:

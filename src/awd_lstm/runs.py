@@ -11,6 +11,13 @@ A run folder holds:
   `checkpoint.weights.h5` (what a resumed run continues from), `tensorboard/`,
   `learning_curves.png`.
 - `final.json` when the run has ended: the test split's loss and perplexity.
+- `.lock` while a process writes to the folder (`run_lock`): who it is.
+
+One process at a time writes to a run folder: `train`, `finetune` (and the classifier's
+training) hold its lock (`run_lock`) from before they write anything until they end;
+another process that would write there is refused with `RunInUseError`, one sentence
+naming the holder. Reading a run that is training (evaluating, generating, exporting)
+is allowed: every file is replaced atomically.
 
 `awd-lstm` and Python users go through the same `Run`, so a run made in a notebook
 with `awd_lstm.training.train` opens with every command, and the other way round:
@@ -30,6 +37,7 @@ import numpy as np
 
 from awd_lstm._environment import BACKENDS
 from awd_lstm._files import write_json_atomic
+from awd_lstm._lock import RunInUseError, check_not_in_use, folder_lock  # noqa: F401 (exported)
 from awd_lstm._validation import (
     check_json_fields,
     check_positive_int,
@@ -97,7 +105,8 @@ class Run:
         """Writes a new run's `vocab.json` and, last, `config.json`.
 
         Args:
-            path: The run folder (made if missing); it must not hold a run yet.
+            path: The run folder (made if missing, locked while it is written: see
+                `run_lock`); it must not hold a run yet.
             config: The run's `TrainingConfig`.
             vocabulary: The corpus's `Vocabulary`.
             data: Where the corpus is read again from (to resume, fine-tune,
@@ -116,8 +125,6 @@ class Run:
             raise RunError(f"config must be a TrainingConfig; got {type(config).__name__}")
         if stage not in STAGES:
             raise RunError(f"stage must be one of {', '.join(STAGES)}; got {stage!r}")
-        if os.path.exists(os.path.join(path, CONFIG)):
-            raise RunError(f"{path} already holds a run (it has a {CONFIG})")
         if max_minutes is not None:
             max_minutes = check_positive_number("max_minutes", max_minutes)
         if backend is None:
@@ -136,20 +143,22 @@ class Run:
             "synthetic_seed": None,
             "config": dataclasses.asdict(config),
         }
-        if data is None and not os.path.isdir(os.path.join(path, CORPUS)):
-            raise RunError(
-                f"give the corpus's location (data=): {path} has no {CORPUS}/ folder of its own"
-            )
         info.update(_data_location(data, path))
         if synthetic is not None:
             info["synthetic_tokens"] = synthetic["tokens"]
             info["synthetic_seed"] = synthetic["seed"]
         if finetuned_from is not None:
             info.update(_located("finetuned_from", os.fspath(finetuned_from), path))
-        os.makedirs(path, exist_ok=True)
-        vocabulary.save(os.path.join(path, VOCAB))
-        # Written last: a folder with config.json holds a complete vocabulary.
-        write_json_atomic(os.path.join(path, CONFIG), info)
+        with run_lock(path, make=True):
+            if os.path.exists(os.path.join(path, CONFIG)):
+                raise RunError(f"{path} already holds a run (it has a {CONFIG})")
+            if data is None and not os.path.isdir(os.path.join(path, CORPUS)):
+                raise RunError(
+                    f"give the corpus's location (data=): {path} has no {CORPUS}/ folder of its own"
+                )
+            vocabulary.save(os.path.join(path, VOCAB))
+            # Written last: a folder with config.json holds a complete vocabulary.
+            write_json_atomic(os.path.join(path, CONFIG), info)
         return cls(path, info, config, vocabulary)
 
     @classmethod
@@ -542,17 +551,55 @@ def check_writable(path):
 
 
 @contextlib.contextmanager
-def _whole_or_removed(path):
-    """Makes the folder `path` (checked writable); if the block fails, a folder this
-    made is removed again: nothing half-written stays behind."""
-    created = not os.path.exists(path)
-    check_writable(path)
+def run_lock(path, make=False, log=None):
+    """Holds the lock of the run folder `path` while the block runs: the one writer.
+
+    Another process that takes it meanwhile is refused with `RunInUseError`, one
+    sentence naming this one (its process id, host, command line and start time,
+    kept in `path/.lock`), and changes nothing. The operating system drops the lock
+    when its process ends, however it ends, so a lock a killed process left is taken
+    over (with a line to `log`). Re-entrant: this process may take it again inside
+    the block. `train` and `finetune` take it themselves; take it around your own
+    writes to a run folder.
+
+        with awd_lstm.runs.run_lock("runs/ptb"):
+            ...
+
+    Args:
+        path: The run folder.
+        make: Make the folder (and its missing parents) if need be; those left empty
+            at the end are removed again.
+        log: Called with a line when a killed process's lock is taken over, or the
+            file system keeps no locks (default: a warning).
+
+    Yields:
+        The lock: `.made` says whether taking it made the folder.
+    """
+    path = os.fspath(path)
+    if not make and not os.path.isdir(path):
+        raise RunError(f"{path} is not a run folder (there is no such folder)")
+    held = contextlib.ExitStack()
     try:
-        yield
-    except BaseException:
-        if created:
-            shutil.rmtree(path, ignore_errors=True)
-        raise
+        lock = held.enter_context(folder_lock(path, make, log))
+    except OSError as e:
+        raise RunError(f"run folder {path} is not writable: {e.strerror or e}") from None
+    with held:
+        yield lock
+
+
+@contextlib.contextmanager
+def _whole_or_removed(path):
+    """Makes the folder `path` (locked, and checked writable); if the block fails, a
+    folder this process made for it is removed again: nothing half-written stays
+    behind."""
+    with run_lock(path, make=True) as lock:
+        check_writable(path)
+        try:
+            yield
+        except BaseException:
+            if lock.made:
+                shutil.rmtree(path, ignore_errors=True)
+            raise
 
 
 def create_training_run(
@@ -627,7 +674,8 @@ def create_training_run(
 
 def resume_run(path, stage="train", writes=True):
     """Opens the unfinished run of `stage` in `path` to continue it: checked
-    resumable (and writable, with `writes`), the process seeded with its seed. Returns `(run,
+    resumable (and writable, and not in use by another process: `RunInUseError`,
+    with `writes`), the process seeded with its seed. Returns `(run,
     corpus)`; `awd_lstm.training.train(run.config, corpus, run.path, resume=True,
     max_seconds=run.max_seconds)` continues it."""
     from awd_lstm import backend
@@ -635,7 +683,8 @@ def resume_run(path, stage="train", writes=True):
     run = Run.open(path)
     run.check_resumable(stage)
     if writes:
-        check_writable(run.path)
+        with run_lock(run.path):  # refused while another process trains it
+            check_writable(run.path)
     backend.set_random_seed(run.config.seed)
     return run, run.corpus()
 
@@ -644,13 +693,15 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, data=None,
     """The fine-tuning of the trained run in folder `trained`, in folder `path`
     (default `trained/finetune`): made with `finetune_config(**overrides)` and
     `max_minutes`, or with `resume=True` opened again to continue (with its own
-    settings). Returns `(run, corpus, weights)`:
+    settings); refused (`RunInUseError`) while another process trains `trained` or
+    writes to `path`. Returns `(run, corpus, weights)`:
     `awd_lstm.training.finetune(run.config, corpus, run.path, weights, resume=resume,
     max_seconds=run.max_seconds)` runs it (`weights` is None where it continues from
     its checkpoint)."""
     from awd_lstm import backend
 
     path = os.fspath(path) if path is not None else os.path.join(os.fspath(trained), "finetune")
+    check_not_in_use(trained)  # not while it trains: its weights are still changing
     if resume:
         given = sorted(k for k, v in overrides.items() if v is not None)
         if given or max_minutes is not None or data is not None:

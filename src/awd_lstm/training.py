@@ -57,7 +57,7 @@ from awd_lstm.recipe import (  # noqa: F401
     loss_summary,
     split_loss,
 )
-from awd_lstm.runs import BEST, CHECKPOINT, CONFIG, FINAL, Run, RunError
+from awd_lstm.runs import BEST, CHECKPOINT, CONFIG, FINAL, Run, RunError, run_lock
 
 
 def train(
@@ -86,11 +86,14 @@ def train(
     best weights are tested with batch 1 and `final.json` is written. With
     `resume=True` it continues from the folder's checkpoint (if any) and ends
     exactly as an uninterrupted run would.
+    While it runs, `run_dir` is locked (`awd_lstm.runs.run_lock`): another process
+    that would write there is refused with `awd_lstm.runs.RunInUseError`, and a
+    folder another process writes to refuses this call the same way.
     With a `distribution` (`awd_lstm.distribute.create`) the training steps run data
     parallel, each replica on its share of the batch's streams; every process of a
-    multi-worker run calls `train`, only the chief writes to `run_dir` (the others
-    write to a temporary folder, removed at the end) and evaluation runs on one
-    device in each.
+    multi-worker run calls `train`, only the chief writes to `run_dir` (and locks it;
+    the others write to a temporary folder, removed at the end) and evaluation runs
+    on one device in each.
 
     `callbacks`: Keras callbacks (`keras.callbacks.Callback`: `CSVLogger`,
     `EarlyStopping`, `TerminateOnNaN`, `LearningRateScheduler`, your own), called
@@ -223,14 +226,14 @@ def final_test(run, model, corpus, log=print, progress=False):
 
 
 @contextlib.contextmanager
-def _output_folder(run_dir, distribution):
-    """Where this process writes: the run folder for the chief (or a single process);
-    for a multi-worker run's other workers, a temporary folder of their own, removed
-    at the end (they read the run folder, to resume, but never write there)."""
+def _output_folder(run_dir, distribution, log):
+    """Where this process writes: the run folder for the chief (or a single process),
+    locked while the block runs; for a multi-worker run's other workers, a temporary
+    folder of their own, removed at the end (they read the run folder, to resume, but
+    never write there)."""
     if distribution.is_chief:
-        os.makedirs(run_dir, exist_ok=True)
-        remove_stale_temporaries(run_dir)
-        yield run_dir
+        with run_lock(run_dir, make=True, log=log):
+            yield run_dir
         return
     out_dir = tempfile.mkdtemp(prefix="awd-lstm-worker-")
     try:
@@ -257,10 +260,11 @@ def _run(
     distribution = distribution or Distribution()
     distribution.check_batch(config.batch_size)
     train_data = recipe.check_splits(config, corpus)  # before anything is written
-    run = None
-    if distribution.is_chief:
-        run = _open_or_create_run(run_dir, config, corpus, stage, resume)
-    with _output_folder(run_dir, distribution) as out_dir:
+    with _output_folder(run_dir, distribution, log) as out_dir:
+        run = None
+        if distribution.is_chief:
+            run = _open_or_create_run(run_dir, config, corpus, stage, resume)
+            remove_stale_temporaries(run_dir)  # a killed process's: no other writes here
         vocab_size = len(corpus.vocab)
         with distribution.scope():
             model = recipe.build_model(config, vocab_size, config.batch_size)
