@@ -220,6 +220,10 @@ class QRNN(keras.layers.Layer):
         self.input_spec = keras.InputSpec(ndim=3)
 
     def build(self, input_shape):
+        if self.built:
+            # As Keras' RNN and Embedding layers: a deserialized model builds the
+            # layers that its config already built (an encoder inside a classifier).
+            return
         batch, _, features = input_shape
         if features is None:
             raise ValueError("QRNN needs the feature dimension of its inputs to be known")
