@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 # Before Keras and TensorFlow, as in a user's program: the package's TensorFlow
 # settings (its oneDNN default, see awd_lstm/__init__.py) then hold in every child.
@@ -140,3 +141,22 @@ def turn_order(variants, round_index):
     PyTorch returned to the system: on JAX at the PTB size about 13% of a step.)"""
     shift = round_index % len(variants)
     return tuple(variants[shift:]) + tuple(variants[:shift])
+
+
+def interleaved_times(functions, repeats, min_seconds):
+    """The seconds of every timed call of each of `functions` (a dict of callables
+    without arguments), `{name: [seconds, ...]}`. Each is called twice first, untimed
+    (compilation, first allocations); then they take turns (`turn_order`) for at
+    least `repeats` rounds, and more until every one has been timed for `min_seconds`
+    (short calls need many rounds to average out the noise)."""
+    names = list(functions)
+    for function in functions.values():
+        function()
+        function()
+    times = {name: [] for name in names}
+    while len(times[names[0]]) < repeats or min(sum(t) for t in times.values()) < min_seconds:
+        for name in turn_order(names, len(times[names[0]])):
+            start = time.perf_counter()
+            functions[name]()
+            times[name].append(time.perf_counter() - start)
+    return times

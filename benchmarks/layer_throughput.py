@@ -23,10 +23,10 @@ import json
 import os
 import statistics
 import sys
-import time
+from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, report, run_backends, turn_order  # noqa: E402
+from _common import argument_parser, interleaved_times, report, run_backends  # noqa: E402
 
 VARIANTS = ("lstm", "weight_drop", "recurrent_dropout")
 
@@ -62,18 +62,8 @@ def measure_backend(shapes, repeats, min_seconds, seed):
         x = rng.standard_normal((batch, steps, features)).astype("float32")
         y = np.zeros((batch, steps, units), "float32")
         models = {v: make(v, features, units, steps) for v in VARIANTS}
-        for model, _ in models.values():  # warm-up: compilation and first allocations
-            model.train_on_batch(x, y)
-            model.train_on_batch(x, y)
-        times = {v: [] for v in VARIANTS}
-        # At least `repeats` rounds, and more until every variant has been timed for
-        # `min_seconds`: short steps need many rounds to average out noise.
-        while len(times["lstm"]) < repeats or min(sum(t) for t in times.values()) < min_seconds:
-            for variant in turn_order(VARIANTS, len(times["lstm"])):
-                model, _ = models[variant]
-                start = time.perf_counter()
-                model.train_on_batch(x, y)
-                times[variant].append(time.perf_counter() - start)
+        steps_of = {v: partial(model.train_on_batch, x, y) for v, (model, _) in models.items()}
+        times = interleaved_times(steps_of, repeats, min_seconds)
         implementation = models["weight_drop"][1].last_call_implementation
         for variant in VARIANTS:
             median = statistics.median(times[variant])

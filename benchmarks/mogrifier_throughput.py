@@ -34,10 +34,10 @@ import json
 import os
 import statistics
 import sys
-import time
+from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, report, run_backends, turn_order  # noqa: E402
+from _common import argument_parser, interleaved_times, report, run_backends  # noqa: E402
 
 VARIANTS = ("weight_drop", "mogrifier", "mogrifier_autodiff", "mogrifier_full_rank")
 
@@ -78,19 +78,8 @@ def measure_backend(shape, variants, rounds, rank, repeats, min_seconds, seed):
     x = rng.standard_normal((batch, steps, features)).astype("float32")
     y = np.zeros((batch, steps, units), "float32")
     models = {v: make(v) for v in variants}
-    for model, _ in models.values():  # warm-up: compilation and first allocations
-        model.train_on_batch(x, y)
-        model.train_on_batch(x, y)
-    times = {v: [] for v in variants}
-    first = variants[0]
-    # At least `repeats` rounds, and more until every variant has been timed for
-    # `min_seconds`.
-    while len(times[first]) < repeats or min(sum(t) for t in times.values()) < min_seconds:
-        for variant in turn_order(variants, len(times[first])):
-            model, _ = models[variant]
-            start = time.perf_counter()
-            model.train_on_batch(x, y)
-            times[variant].append(time.perf_counter() - start)
+    steps_of = {v: partial(model.train_on_batch, x, y) for v, (model, _) in models.items()}
+    times = interleaved_times(steps_of, repeats, min_seconds)
     rows = []
     for variant in variants:
         layer = models[variant][1]

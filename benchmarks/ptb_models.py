@@ -105,11 +105,16 @@ def train_model(args):
 
     from awd_lstm import recipe, training
     from awd_lstm.callbacks import AveragedValidation
-    from awd_lstm.data import load_corpus
+    from awd_lstm.data import Corpus, load_corpus, read_tokens
 
     paths = json.loads(args.paths)
-    vocab = load_corpus(args.data).vocab  # the whole corpus's, as a full run has
-    corpus = load_corpus(paths=paths, vocab=vocab)
+    # Read once: the whole corpus's vocabulary (as a full run has) and its validation
+    # and test splits, with the shortened training split beside them.
+    whole = load_corpus(args.data)
+    vocab = whole.vocab
+    train = read_tokens(paths["train"], vocab.level, vocab.tokenization)
+    train = vocab.encode(train, source=f"corpus file {paths['train']}")
+    corpus = Corpus(vocab, train, whole.valid, whole.test, paths)
     config = model_config(args.model, args.epochs, args.mixture_components, args.mogrifier_rank)
     scorer = AveragedValidation(
         recipe.build_model(config, len(vocab), config.eval_batch_size), corpus.test, config.bptt

@@ -30,10 +30,9 @@ import json
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, report, run_backends, turn_order  # noqa: E402
+from _common import argument_parser, interleaved_times, report, run_backends  # noqa: E402
 
 SIZES = {
     "ptb": dict(embedding_size=400, hidden_size=1150, num_layers=3, batch_size=20, bptt=70),
@@ -42,18 +41,9 @@ SIZES = {
 VOCAB = 10_000
 
 
-def _timed(functions, repeats, min_seconds):
-    """Median seconds per call of each of `functions` (a dict), taking turns."""
-    names = list(functions)
-    for function in functions.values():  # warm-up: compilation, first allocations
-        function()
-        function()
-    times = {name: [] for name in names}
-    while len(times[names[0]]) < repeats or min(sum(t) for t in times.values()) < min_seconds:
-        for name in turn_order(names, len(times[names[0]])):
-            start = time.perf_counter()
-            functions[name]()
-            times[name].append(time.perf_counter() - start)
+def _medians(functions, repeats, min_seconds):
+    """Median seconds per call of each of `functions` (a dict) and its timed calls."""
+    times = interleaved_times(functions, repeats, min_seconds)
     return {name: (statistics.median(t), len(t)) for name, t in times.items()}
 
 
@@ -75,7 +65,7 @@ def measure_models(size, repeats, min_seconds, seed):
         model = recipe.build_model(config, VOCAB, batch)
         models[cell] = model
         functions[cell] = lambda model=model: model.train_on_batch(x, y)
-    timed = _timed(functions, repeats, min_seconds)
+    timed = _medians(functions, repeats, min_seconds)
     return [
         {
             "backend": keras.backend.backend(),
@@ -105,7 +95,7 @@ def measure_pooling(steps, repeats, min_seconds, seed, batch=20, units=1150):
         name: _forward_backward(parallel, a, b, c0, u)
         for name, parallel in (("sequential", False), ("parallel", True))
     }
-    timed = _timed(functions, repeats, min_seconds)
+    timed = _medians(functions, repeats, min_seconds)
     return [
         {
             "backend": keras.backend.backend(),

@@ -45,6 +45,26 @@ def recorded_masks(monkeypatch):
     return masks
 
 
+def check_savedmodel_serves_the_runs_model(run, out):
+    """TensorFlow: `awd-lstm export --format savedmodel` of `run` serves the
+    log-softmax of the run's model (a trace of any batch and length)."""
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    from awd_lstm import load_run
+    from awd_lstm.cli import main
+
+    assert main(["export", "--run", str(run), "--format", "savedmodel", "--out", str(out)]) == 0
+    ids = np.array([[1, 2, 3, 4, 5, 6, 7], [8, 9, 10, 11, 12, 2, 3]], "int32")
+    loaded = tf.saved_model.load(str(out))  # kept: it owns the variables
+    served = loaded.serve(tf.constant(ids))["log_probs"].numpy()
+    logits = to_numpy(load_run(run).load_model(stateful=False)(ids)).astype(np.float64)
+    want = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    np.testing.assert_allclose(served, want, atol=1e-5)
+    assert np.abs(served[0] - served[0, 0]).max() > 1e-3  # the positions differ
+
+
 # Command-line flags of a small, fast training run of the built-in corpus.
 TINY_FLAGS = [
     "--epochs",
@@ -91,3 +111,14 @@ def corpus(tmp_path_factory):
     source = HiddenMarkovSource(num_states=4, vocab_size=30, seed=0)
     source.write_corpus(folder, 3000, 400, 400)
     return load_corpus(folder, vocab=Vocabulary(source.words()))
+
+
+@pytest.fixture(scope="session")
+def qrnn_run(tmp_path_factory):
+    """A finished run of QRNN layers (TINY_FLAGS and `--cell qrnn`), shared by the
+    tests that only read it."""
+    from awd_lstm.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "qrnn"
+    assert main(["train", "--out", str(out), *TINY_FLAGS, "--cell", "qrnn"]) == 0
+    return out

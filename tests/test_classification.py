@@ -2,6 +2,7 @@
 
 import json
 
+import keras
 import numpy as np
 import pytest
 
@@ -123,17 +124,30 @@ def test_a_resumed_classifier_run_ends_as_an_uninterrupted_one(task, classifier_
     assert again.final == pytest.approx(run.final, rel=1e-5)
 
 
-def test_a_frozen_encoder_keeps_the_language_models_weights(run, tmp_path):
-    """`--unfreeze none` with `--encoder`: the encoder starts from the language model's
-    weights and stays on them; the vocabulary is the language model's."""
+# The QRNN encoder's classifier runs in-process on every backend (tests/test_classifier.py);
+# the command adds TensorFlow's shape-generic training steps (a graph loop over segments).
+QRNN_ON_TENSORFLOW = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="the command's QRNN path beyond tests/test_classifier.py is TensorFlow's",
+)
+
+
+@pytest.mark.parametrize("lm", ["run", pytest.param("qrnn_run", marks=QRNN_ON_TENSORFLOW)])
+def test_a_frozen_encoder_keeps_the_language_models_weights(lm, request, tmp_path):
+    """`--unfreeze none` with `--encoder`: the encoder (LSTMs, or QRNNs) starts from
+    the language model's weights and stays on them; the vocabulary is the language
+    model's."""
     from awd_lstm import classification, load_run
+
+    run = request.getfixturevalue(lm)
 
     out = tmp_path / "frozen"
     argv = ["classify", "train", "--encoder", str(run), "--out", str(out), "--unfreeze", "none"]
     assert main([*argv, "--train-documents", "30", "--epochs", "1", "--no-progress"]) == 0
     model = classification.ClassifierRun.open(out).load_model()
     language_model = load_run(run).load_model(stateful=False)
-    for ours, theirs in zip(model.encoder.weights, language_model.encoder.weights):
+    assert model.encoder.cell == language_model.encoder.cell
+    for ours, theirs in zip(model.encoder.weights, language_model.encoder.weights, strict=True):
         np.testing.assert_array_equal(to_numpy(ours), to_numpy(theirs))
     assert model.vocabulary.tokens == load_run(run).vocabulary.tokens
     final = json.loads((out / "final.json").read_text())

@@ -16,14 +16,20 @@ def _encoder(**overrides):
     return AWDLSTMEncoder(20, **options)
 
 
-def _classifier(bptt=5, max_len=None, **kwargs):
-    model = AWDLSTMClassifier(_encoder(), 3, bptt=bptt, max_len=max_len, seed=1, **kwargs)
+def _classifier(bptt=5, max_len=None, cell="lstm", **kwargs):
+    encoder = _encoder(cell=cell)
+    model = AWDLSTMClassifier(encoder, 3, bptt=bptt, max_len=max_len, seed=1, **kwargs)
     model.build((None, None))
     return model
 
 
-def test_concat_pooling_over_each_documents_own_tokens_equals_numpy(rng):
-    model = _classifier()
+# The QRNN's carried state is `[x_last, c]`, its input width unlike its units.
+CELLS = ["lstm", "qrnn"]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_concat_pooling_over_each_documents_own_tokens_equals_numpy(rng, cell):
+    model = _classifier(cell=cell)
     lengths = np.array([12, 7, 1], dtype="int32")
     ids = rng.integers(0, 20, (3, 12)).astype("int32")
     ids[1, 7:] = 0  # padding, whatever its id
@@ -37,11 +43,12 @@ def test_concat_pooling_over_each_documents_own_tokens_equals_numpy(rng):
         np.testing.assert_allclose(pooled[row], want, atol=1e-5)
 
 
-def test_bpt3c_segments_pool_as_one_long_pass(rng):
+@pytest.mark.parametrize("cell", CELLS)
+def test_bpt3c_segments_pool_as_one_long_pass(rng, cell):
     ids = rng.integers(0, 20, (2, 23)).astype("int32")
     lengths = np.array([23, 16], dtype="int32")
-    segmented = _classifier(bptt=4)
-    whole = _classifier(bptt=100)
+    segmented = _classifier(bptt=4, cell=cell)
+    whole = _classifier(bptt=100, cell=cell)
     whole.set_weights(segmented.get_weights())
     np.testing.assert_allclose(
         to_numpy(segmented.pool(ids, lengths)), to_numpy(whole.pool(ids, lengths)), atol=1e-5
@@ -52,11 +59,12 @@ def test_bpt3c_segments_pool_as_one_long_pass(rng):
     )
 
 
-def test_the_gradient_reaches_the_last_max_len_tokens_only():
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_gradient_reaches_the_last_max_len_tokens_only(cell):
     # Tokens 1 and 2 fill the first two segments, 3..9 the last one (bptt 4, 12 steps).
     ids = np.array([[1, 2, 1, 2, 2, 1, 2, 1, 3, 4, 5, 6], [2, 1, 2, 1, 1, 2, 1, 2, 7, 8, 9, 3]])
     ids = ids.astype("int32")
-    model = _classifier(bptt=4, max_len=4, head_dropout=(0.0, 0.0))
+    model = _classifier(bptt=4, max_len=4, head_dropout=(0.0, 0.0), cell=cell)
     model.compile(keras.optimizers.SGD(1.0), keras.losses.SparseCategoricalCrossentropy(True))
     table = model.encoder.embedding.embeddings
     before = to_numpy(table).copy()
@@ -121,9 +129,11 @@ def test_fit_trains_and_the_keras_file_round_trips(rng, tmp_path):
     assert again.get_config()["encoder"]["config"]["hidden_size"] == 8
 
 
-def test_from_run_builds_on_the_language_models_encoder(run):
+@pytest.mark.parametrize("lm", ["run", "qrnn_run"])
+def test_from_run_builds_on_the_language_models_encoder(lm, request, tmp_path):
     from awd_lstm import load_run
 
+    run = request.getfixturevalue(lm)
     lm_run = load_run(run)
     model = AWDLSTMClassifier.from_run(run, 4)
     language_model = lm_run.load_model(stateful=False)
@@ -131,16 +141,26 @@ def test_from_run_builds_on_the_language_models_encoder(run):
         np.testing.assert_array_equal(to_numpy(ours), to_numpy(theirs))
     assert model.vocabulary.tokens == lm_run.vocabulary.tokens
     assert model.bptt == lm_run.config.bptt
-    logits = model({"ids": np.ones((2, 13), "int32"), "lengths": np.array([13, 4])})
-    assert to_numpy(logits).shape == (2, 4)
+    assert model.encoder.cell == lm_run.config.cell
+    x = {"ids": np.arange(26, dtype="int32").reshape(2, 13) % 9, "lengths": np.array([13, 4])}
+    logits = to_numpy(model(x))
+    assert logits.shape == (2, 4)
+    path = tmp_path / "classifier.keras"
+    model.save(path)
+    again = keras.saving.load_model(path)
+    for ours, theirs in zip(model.weights, again.weights, strict=True):  # the head's too
+        np.testing.assert_array_equal(to_numpy(ours), to_numpy(theirs))
+    np.testing.assert_allclose(to_numpy(again(x)), logits, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["classifier", "language_model", "adaptive_softmax"])
+@pytest.mark.parametrize(
+    "kind", ["classifier", "qrnn_classifier", "language_model", "adaptive_softmax"]
+)
 def test_layer_groups_hold_every_trainable_variable_once(kind):
     from awd_lstm.models import AWDLSTMLanguageModel
 
-    if kind == "classifier":
-        model = _classifier()
+    if kind.endswith("classifier"):
+        model = _classifier(cell="qrnn" if kind == "qrnn_classifier" else "lstm")
     else:
         cutoffs = [10] if kind == "adaptive_softmax" else None
         model = AWDLSTMLanguageModel(
@@ -155,3 +175,23 @@ def test_layer_groups_hold_every_trainable_variable_once(kind):
     ]
     assert sorted(grouped) == sorted(v.path for v in model.trainable_variables)
     assert len(model.layer_groups()) == 4
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="TensorFlow's shape-generic traces"
+)
+@pytest.mark.parametrize("cell", CELLS)
+def test_a_shape_generic_trace_pools_as_the_python_loop(rng, cell):
+    """In a trace whose batch and time axes are unknown (TensorFlow's `fit` after its
+    second shape) the segments run in a loop of the graph from each layer's zero
+    state (a QRNN's `[x_last, c]`): the same pooling as the loop over known segments."""
+    import tensorflow as tf
+
+    model = _classifier(bptt=4, cell=cell)
+    ids = rng.integers(0, 20, (3, 11)).astype("int32")
+    lengths = np.array([11, 6, 2], dtype="int32")
+    spec = [tf.TensorSpec((None, None), tf.int32), tf.TensorSpec((None,), tf.int32)]
+    generic = tf.function(model.pool, input_signature=spec)
+    np.testing.assert_allclose(
+        generic(ids, lengths).numpy(), to_numpy(model.pool(ids, lengths)), atol=1e-5
+    )

@@ -11,7 +11,7 @@ from awd_lstm.layers import MogrifierLSTM, WeightDropLSTM
 from awd_lstm.layers import mogrifier as mogrifier_module
 from awd_lstm.layers.mogrifier import MogrifierLSTMCell
 from tests.backend_grad import layer_state_grads
-from tests.conftest import to_numpy
+from tests.conftest import check_savedmodel_serves_the_runs_model, to_numpy
 
 BACKEND = keras.backend.backend()
 
@@ -666,6 +666,7 @@ def test_a_mogrifier_run_trains_evaluates_and_exports(tmp_path, capsys):
     capsys.readouterr()
     assert main(["score", "--model", str(exported), str(sentence)]) == 0
     assert capsys.readouterr().out == from_run
+    check_savedmodel_serves_the_runs_model(run, tmp_path / "saved")
 
 
 @pytest.mark.skipif(

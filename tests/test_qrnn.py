@@ -9,7 +9,7 @@ from keras import ops
 from awd_lstm.layers import QRNN
 from awd_lstm.layers import qrnn as qrnn_module
 from tests.backend_grad import layer_grads, layer_state_grads
-from tests.conftest import to_numpy
+from tests.conftest import check_savedmodel_serves_the_runs_model, to_numpy
 
 
 def _sigmoid(x):
@@ -387,19 +387,17 @@ def test_the_language_model_on_qrnn_layers(rng):
     assert again.encoder.cell == "qrnn"
 
 
-def test_a_qrnn_run_trains_evaluates_generates_and_exports(tmp_path, capsys):
+def test_a_qrnn_run_trains_evaluates_generates_and_exports(qrnn_run, tmp_path, capsys):
     import json
 
     from awd_lstm.cli import main
     from awd_lstm.presets import PRESETS
-    from tests.conftest import TINY_FLAGS
 
     assert PRESETS["wikitext-103"].cell == "qrnn"
     ptb = PRESETS["ptb-qrnn"]
     assert (ptb.cell, ptb.hidden_size, ptb.num_layers, ptb.weight_dropout) == ("qrnn", 1550, 4, 0.1)
     assert (ptb.clip, ptb.seed, PRESETS["wikitext-2-qrnn"].batch_size) == (0.2, 9001, 40)
-    run = tmp_path / "qrnn"
-    assert main(["train", "--out", str(run), *TINY_FLAGS, "--cell", "qrnn"]) == 0
+    run = qrnn_run
     assert json.loads((run / "config.json").read_text())["config"]["cell"] == "qrnn"
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["val_loss"] < metrics[0]["val_loss"]
@@ -417,29 +415,37 @@ def test_a_qrnn_run_trains_evaluates_generates_and_exports(tmp_path, capsys):
     capsys.readouterr()
     assert main(["score", "--model", str(exported), str(sentence)]) == 0
     assert capsys.readouterr().out == from_run
+    check_savedmodel_serves_the_runs_model(run, tmp_path / "saved")
 
 
 @pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="TensorFlow's shape-generic traces"
 )
 @pytest.mark.parametrize("pooling", ["sequential", "parallel"])
-def test_a_shape_generic_trace_pools_every_step(rng, pooling):
+@pytest.mark.parametrize("steps", [None, 9], ids=["generic", "static"])
+def test_a_traced_call_pools_every_step_with_static_shapes(rng, pooling, steps):
     """In a trace whose time axis is unknown (TensorFlow's training steps for every
     segment length) the layer runs all the steps, forward and backward (with
-    `pooling="parallel"` the loop: the scan needs the number of steps)."""
+    `pooling="parallel"` the loop: the scan needs the number of steps); in one whose
+    shapes are known, the outputs and gradients have them (TensorFlow's scan loses
+    them, `backend.associative_scan` gives them back)."""
     import tensorflow as tf
 
-    layer = QRNN(4, window=2, return_sequences=True, pooling=pooling, seed=0)
+    layer = QRNN(4, window=2, return_sequences=True, return_state=True, pooling=pooling, seed=0)
     x = tf.constant(rng.normal(size=(2, 9, 3)).astype("float32"))  # 2 rows, 9 steps
+    traced_shapes = []
 
     def outputs_and_gradient(sequences):
         with tf.GradientTape() as tape:
             tape.watch(sequences)
-            out = layer(sequences, training=True)
-            loss = tf.reduce_sum(out * tf.range(1.0, 5.0))
-        return out, tape.gradient(loss, sequences)
+            out, x_last, c = layer(sequences, training=True)
+            loss = tf.reduce_sum(out * tf.range(1.0, 5.0)) + tf.reduce_sum(c * x_last[:, :1])
+        gradient = tape.gradient(loss, sequences)
+        traced_shapes.append([tuple(t.shape) for t in (out, x_last, c, gradient)])
+        return out, gradient
 
     eager = outputs_and_gradient(x)
-    generic = tf.function(outputs_and_gradient, input_signature=[tf.TensorSpec((2, None, 3))])
-    for ours, theirs in zip(generic(x), eager):
+    traced = tf.function(outputs_and_gradient, input_signature=[tf.TensorSpec((2, steps, 3))])
+    for ours, theirs in zip(traced(x), eager):
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-6)
+    assert traced_shapes[-1] == [(2, steps, 4), (2, 3), (2, 4), (2, steps, 3)]

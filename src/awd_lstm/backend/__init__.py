@@ -185,6 +185,15 @@ def has_gpu():
     return _module().has_gpu()
 
 
+def associative_scan(f, elems, axis=0):
+    """`keras.ops.associative_scan(f, elems, axis=axis)` for an `f` whose results have
+    the shapes of its arguments, the results with the static shapes of `elems` on
+    every backend (TensorFlow's loses them)."""
+    if name() == "tensorflow":
+        return _module().associative_scan(f, elems, axis)
+    return ops.associative_scan(f, elems, axis=axis)
+
+
 def parallel_pooling():
     """Whether `awd_lstm.layers.QRNN(pooling="auto")` pools with the associative scan
     rather than the step loop: where benchmarks/qrnn_throughput.py measured it

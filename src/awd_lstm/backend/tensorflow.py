@@ -17,6 +17,19 @@ def matmul_transposed(inputs, table):
     return logits
 
 
+def associative_scan(f, elems, axis):
+    """`keras.ops.associative_scan`, its results given the static shapes of `elems`
+    (those of an `f` whose results have the shapes of its arguments): Keras'
+    TensorFlow scan, a graph of slices, interleavings and conditionals, loses even
+    their rank, and what follows it (a transpose) needs it."""
+    from keras import ops
+
+    scanned = ops.associative_scan(f, elems, axis=axis)
+    for result, elem in zip(tf.nest.flatten(scanned), tf.nest.flatten(elems), strict=True):
+        result.set_shape(elem.shape)
+    return scanned
+
+
 def recurrence_with_gradient():
     """`f(zx, h0, c0, recurrent_kernel) -> (outputs, h_T, c_T)`, the LSTM recurrence
     with the hand-written gradient (`_lstm_gradient`): the forward loop keeps the

@@ -50,7 +50,7 @@ def _sequential_scan(a, b, c0):
     _, cells, _ = backend.backend_rnn(
         step, ops.concatenate([a, b], axis=-1), [c0], time_major=True, input_length=a.shape[0]
     )
-    return ops.reshape(cells, ops.shape(a))  # TensorFlow's loop can lose the static rank
+    return cells
 
 
 def _parallel_scan(a, b, c0):
@@ -64,8 +64,8 @@ def _parallel_scan(a, b, c0):
         (a1, b1), (a2, b2) = earlier, later
         return a1 * a2, a2 * b1 + b2
 
-    _, cells = ops.associative_scan(compose, (a, b), axis=0)
-    return ops.reshape(cells, ops.shape(a))  # TensorFlow's scan loses the static shape
+    _, cells = backend.associative_scan(compose, (a, b), axis=0)
+    return cells
 
 
 def linear_recurrence(a, b, c0, parallel=False):
@@ -99,7 +99,6 @@ def linear_recurrence(a, b, c0, parallel=False):
             # inputs (see keras.ops.custom_gradient).
             if upstream is None:
                 (upstream,) = args
-            upstream = ops.reshape(upstream, ops.shape(a))
             a_next = ops.concatenate([a[1:], ops.zeros_like(a[:1])], axis=0)
             reversed_grads = scan(
                 ops.flip(a_next, axis=0), ops.flip(upstream, axis=0), ops.zeros_like(c0)
@@ -221,6 +220,10 @@ class QRNN(keras.layers.Layer):
         self.input_spec = keras.InputSpec(ndim=3)
 
     def build(self, input_shape):
+        if self.built:
+            # As Keras' RNN and Embedding layers: a deserialized model builds the
+            # layers that its config already built (an encoder inside a classifier).
+            return
         batch, _, features = input_shape
         if features is None:
             raise ValueError("QRNN needs the feature dimension of its inputs to be known")

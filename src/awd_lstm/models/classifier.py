@@ -18,18 +18,19 @@ class AWDLSTMClassifier(keras.Model):
     `keras.losses.SparseCategoricalCrossentropy(from_logits=True)`.
 
     - **Concat pooling** (section 3.3): `[h_T, max_t h_t, mean_t h_t]` over each
-      document's own tokens, `h_T` its last one; padding takes no part.
+      document's own tokens, `h_T` its last one; padding takes no part (it comes
+      after the document, which the recurrence, LSTM or QRNN, reads before it).
     - **The head**: per block batch normalization, dropout and a dense layer (ReLU
       between blocks): `3 * units → head_sizes... → num_classes`, `head_dropout` one
       rate per block (fastai's text classifier: one hidden layer of 50, dropout 0.2
       and 0.1).
     - **BPT3C** (section 3.3): a document is read in segments of `bptt` tokens, the
-      hidden state carried from each to the next, so its length is not bounded by
-      memory; the pooling covers the whole document, and the gradient reaches the
-      segments of its last `max_len` tokens (of the batch's longest document) only.
-      `max_len=None`: every segment.
+      encoder's state (`[h, c]` per LSTM, `[x_last, c]` per QRNN) carried from each
+      to the next, so its length is not bounded by memory; the pooling covers the
+      whole document, and the gradient reaches the segments of its last `max_len`
+      tokens (of the batch's longest document) only. `max_len=None`: every segment.
     - The encoder's layer groups, for discriminative rates and gradual unfreezing
-      (`layer_groups()`): the embedding, each LSTM, the head.
+      (`layer_groups()`): the embedding, each recurrent layer, the head.
 
     Args:
         encoder: An `AWDLSTMEncoder` (a trained language model's: `from_run`).
@@ -121,7 +122,7 @@ class AWDLSTMClassifier(keras.Model):
 
     def layer_groups(self):
         """The layer groups of ULMFiT's discriminative rates and gradual unfreezing,
-        first to last: the embedding, each LSTM, the head."""
+        first to last: the embedding, each recurrent layer (LSTM or QRNN), the head."""
         encoder = self.encoder
         return [[encoder.embedding], *([lstm] for lstm in encoder.lstms), [*sum(self.head, [])]]
 
@@ -152,9 +153,9 @@ class AWDLSTMClassifier(keras.Model):
         segments = (steps + bptt - 1) // bptt
         ids = ops.pad(ids, [[0, 0], [0, segments * bptt - steps]])  # padding: past `lengths`
         first_trained = 0 if self.max_len is None else ops.maximum(0, steps - self.max_len)
-        units = self.encoder.layer_units
-        states = [[ops.zeros((batch, u)), ops.zeros((batch, u))] for u in units]
-        width = units[-1]
+        # Each layer's carried pair: an LSTM's `[h, c]`, a QRNN's `[x_last, c]`.
+        states = [[ops.zeros((batch, size)) for size in pair] for pair in self.encoder.state_sizes]
+        width = self.encoder.layer_units[-1]
         pooled = (
             ops.zeros((batch, width)),
             ops.full((batch, width), -1e30),

@@ -131,7 +131,7 @@ class AWDLSTMEncoder(keras.layers.Layer):
 
     def _recurrent_layer(self, layer, units):
         """The recurrent layer number `layer` (of `units` units) of `self.cell`."""
-        features = self.embedding_size if layer == 0 else self.hidden_size
+        features = self._input_width(layer)
         window = 2 if layer == 0 else 1  # the reference's AWD-QRNN
         fan_in = window * features if self.cell == "qrnn" else units
         bound = 1.0 / math.sqrt(fan_in)
@@ -158,6 +158,11 @@ class AWDLSTMEncoder(keras.layers.Layer):
             units, **options, **common, recurrent_initializer=init, unit_forget_bias=False
         )
 
+    def _input_width(self, layer):
+        """The width of the inputs of layer number `layer`: the embedding's, then the
+        hidden size."""
+        return self.embedding_size if layer == 0 else self.hidden_size
+
     @property
     def layer_units(self):
         return [lstm.units for lstm in self.lstms]
@@ -166,19 +171,15 @@ class AWDLSTMEncoder(keras.layers.Layer):
     def state_sizes(self):
         """The widths of each layer's carried state pair: `(units, units)` for
         `[h, c]`, a QRNN's `(features, units)` for `[x_last, c]`."""
-        sizes, features = [], self.embedding_size
-        for lstm in self.lstms:
-            first = features if self.cell == "qrnn" else lstm.units
-            sizes.append((first, lstm.units))
-            features = lstm.units
-        return sizes
+        return [
+            (self._input_width(layer) if self.cell == "qrnn" else lstm.units, lstm.units)
+            for layer, lstm in enumerate(self.lstms)
+        ]
 
     def build(self, input_shape):
         self.embedding.build(input_shape)
-        size = self.embedding_size
-        for lstm in self.lstms:
-            lstm.build((*input_shape, size))
-            size = lstm.units
+        for layer, lstm in enumerate(self.lstms):
+            lstm.build((*input_shape, self._input_width(layer)))
 
     def pads_segments(self):
         """Whether `call` takes padded `ids` with a `length` (JAX; see
