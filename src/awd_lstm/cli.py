@@ -606,18 +606,26 @@ def command_score(args):
     return 0
 
 
-def _input_lines(path):
-    """The lines of the UTF-8 text in `path` (`-`: standard input)."""
-    from awd_lstm.data.corpus import split_lines
-
+@contextlib.contextmanager
+def _input_file(path):
+    """The binary file `path` (`-`: standard input), open while the block reads it."""
     if path == "-":
-        return split_lines(sys.stdin.buffer.read(), "standard input")
+        yield sys.stdin.buffer
+        return
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        file = open(path, "rb")
     except OSError as e:
         raise UsageError(f"{path} cannot be read: {e.strerror}") from None
-    return split_lines(raw, path)
+    with file:
+        yield file
+
+
+def _input_lines(path):
+    """The lines of the UTF-8 text in `path` (`-`: standard input)."""
+    from awd_lstm.data.corpus import read_lines
+
+    with _input_file(path) as file:
+        return list(read_lines(file, "standard input" if path == "-" else path))
 
 
 def command_export(args):
