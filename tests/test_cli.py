@@ -1,9 +1,15 @@
 """The `awd-lstm` command, in process, on small generated corpora."""
 
+import io
 import json
 import math
+import os
 import re
+import subprocess
+import sys
+import threading
 
+import keras
 import numpy as np
 import pytest
 
@@ -326,6 +332,79 @@ def test_score_prints_one_line_per_sentence(run, tmp_path, capsys):
         _one_line_error(capsys, message)
     assert main(["score", "--run", str(run), str(tmp_path / "missing.txt")]) == 2
     _one_line_error(capsys, "missing.txt cannot be read")
+
+
+class _Output(io.StringIO):
+    """A stand-in for standard output: records each write; `error` raised by write
+    number `fail_at` (as Ctrl-C or a reader that went away would)."""
+
+    def __init__(self, fail_at=None, error=None):
+        super().__init__()
+        self.writes, self.fail_at, self.error = [], fail_at, error
+        self.scored = threading.Event()  # a result of score was written
+
+    def write(self, text):
+        if len(self.writes) + 1 == self.fail_at:
+            self.fail_at = None
+            raise self.error
+        self.writes.append(text)
+        if "\t" in text:
+            self.scored.set()
+        return super().write(text)
+
+
+def test_generate_writes_as_it_draws_and_stops_cleanly(run, monkeypatch, capsys):
+    argv = ["generate", "--run", str(run), "--tokens", "40", "--seed", "5"]
+    monkeypatch.setattr(sys, "stdout", _Output())
+    assert main(argv) == 0
+    pieces = sys.stdout.writes
+    assert len(pieces) == 41  # each token's text as it was drawn, then the line end
+    # Ctrl-C during the sixth token: the text so far, its line ended; status 130.
+    monkeypatch.setattr(sys, "stdout", _Output(fail_at=6, error=KeyboardInterrupt))
+    assert main(argv) == 130
+    assert sys.stdout.getvalue() == "".join(pieces[:5]) + "\n"
+    assert capsys.readouterr().err == "awd-lstm generate: interrupted\n"
+    # A reader that went away (`| head`): generation stops there, quietly.
+    monkeypatch.setattr(sys, "stdout", _Output(fail_at=6, error=BrokenPipeError))
+    assert main(argv) == 141
+    assert sys.stdout.writes == pieces[:5] and capsys.readouterr().err == ""
+
+
+def test_score_answers_a_line_before_the_input_ends(run, monkeypatch):
+    from awd_lstm.data import Vocabulary
+
+    word = Vocabulary.load(run / "vocab.json").tokens[5]
+    read_end, write_end = os.pipe()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(open(read_end, "rb")))
+    monkeypatch.setattr(sys, "stdout", _Output())
+    answered = []
+
+    def user():  # types a line, waits for its answer, then types the next
+        with open(write_end, "wb", buffering=0) as pipe:
+            pipe.write(f"{word} {word}\n".encode())
+            answered.append(sys.stdout.scored.wait(timeout=60))
+            pipe.write(f"{word}\n".encode())
+
+    typing = threading.Thread(target=user)
+    typing.start()
+    assert main(["score", "--run", str(run), "-"]) == 0
+    typing.join()
+    assert answered == [True]
+    assert [row.split("\t")[1] for row in sys.stdout.getvalue().splitlines()] == ["3", "2"]
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="the command's output is the same everywhere"
+)
+def test_output_to_a_reader_that_went_away_ends_quietly():
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # like `| head` done reading
+    # Output buffered as usual, so that it is written when the command is done.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    command = [sys.executable, "-m", "awd_lstm", "presets"]
+    done = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, env=env, timeout=120)
+    os.close(write_end)
+    assert done.returncode == 141 and done.stderr == b""
 
 
 def test_generate_and_score_an_exported_model_as_its_run(run, tmp_path, capsys):

@@ -1,9 +1,12 @@
 """Corpus reading, vocabulary, batching, the BPTT schedule and the synthetic source."""
 
+import io
 import itertools
 import json
 import math
+import re
 
+import keras
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,14 +18,19 @@ from awd_lstm.data import (
     BPTTSchedule,
     CorpusError,
     HiddenMarkovSource,
+    Tokenization,
     Vocabulary,
     batchify,
     find_layout,
     load_corpus,
     max_segment_length,
+    read_ids,
     read_tokens,
     segment,
+    tokenize_line,
 )
+from awd_lstm.data import corpus as corpus_module
+from awd_lstm.data.corpus import line_pieces
 
 # -- reading -------------------------------------------------------------------------
 
@@ -67,6 +75,51 @@ def test_bad_files_give_one_sentence(tmp_path, raw, message):
 def test_missing_file(tmp_path):
     with pytest.raises(CorpusError, match=r"corpus file .*nope.txt does not exist"):
         read_tokens(tmp_path / "nope.txt")
+
+
+ONE_BACKEND = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="reading text is the same on every backend"
+)
+
+
+@ONE_BACKEND
+@pytest.mark.parametrize(
+    "level,tokenization",
+    [("word", None), ("char", None), ("char", Tokenization(lowercase=True))],
+    ids=["words", "characters", "lower-cased-characters"],
+)
+def test_reading_in_blocks_of_a_few_bytes_gives_every_token(
+    tmp_path, monkeypatch, level, tokenization
+):
+    # Lines longer than a block (words longer than one, capitals whose last sigma
+    # lower-cases by the letters before it) and line ends split between reads.
+    sigmas = " ".join("Α" * n + "Σ" for n in range(12))
+    lines = [sigmas, "", "xxxxxxxxxxxxx  yy", "z  Σ", " ".join(f"w{i}" for i in range(60))]
+    path = _write(
+        tmp_path / "a.txt", "\ufeff" + "\r\n".join(lines[:3]) + "\r" + "\n".join(lines[3:])
+    )
+    want = [token for line in lines for token in tokenize_line(line, level, tokenization)]
+    vocab = Vocabulary.build(want, level, tokenization=tokenization)
+    monkeypatch.setattr(corpus_module, "READ_BLOCK", 5)
+    assert read_tokens(path, level, tokenization) == want
+    np.testing.assert_array_equal(read_ids(path, vocab), vocab.encode(want))
+    assert read_ids(path, vocab).dtype == np.int32
+    # A token outside a vocabulary without <unk>: its position in the whole file.
+    missing = want[-2]
+    kept = [t for t in vocab.tokens if t != missing]
+    others = Vocabulary(kept, level=level, tokenization=tokenization)
+    message = re.escape(f"has the token {missing!r} (position {want.index(missing)})")
+    with pytest.raises(CorpusError, match=message):
+        read_ids(path, others)
+
+
+@ONE_BACKEND
+def test_a_long_line_is_read_in_pieces_of_at_most_two_blocks():
+    line = " ".join(["word"] * 200_000)
+    pieces = list(line_pieces(io.BytesIO(line.encode()), "a line", block=4096))
+    assert "".join(text for text, _ in pieces) == line
+    assert [ends for _, ends in pieces] == [False] * (len(pieces) - 1) + [True]
+    assert max(len(text) for text, _ in pieces) <= 2 * 4096
 
 
 @settings(max_examples=60, deadline=None)

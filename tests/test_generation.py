@@ -1,10 +1,21 @@
 """Sampling text and scoring sentences with a trained language model."""
 
+import io
+import itertools
+
+import keras
 import numpy as np
 import pytest
 
 from awd_lstm.data import EOS, UNK, Vocabulary
-from awd_lstm.generation import generate, score_sentences
+from awd_lstm.generation import (
+    WINDOW_BATCHES,
+    Detokenizer,
+    generate,
+    iter_generate,
+    iter_scores,
+    score_sentences,
+)
 from awd_lstm.models import AWDLSTMLanguageModel
 from tests.conftest import to_numpy
 from tests.test_language_model import _numpy_forward
@@ -107,3 +118,92 @@ def test_scores_equal_a_numpy_forward_pass_per_sentence(sampler):
         assert n == len(ids)
         assert log_prob == pytest.approx(want, rel=1e-5, abs=1e-4)
         assert single == pytest.approx(log_prob, rel=1e-6)
+
+
+def _reference_log_prob(model, sentence):
+    """The sentence's log-probability from one NumPy forward pass over all of it."""
+    ids = [VOCAB.index[t] for t in [*sentence.split(), EOS]]
+    logits, _ = _numpy_forward(model, np.array([[VOCAB.index[EOS], *ids[:-1]]]))
+    log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    return float(sum(log_softmax[0, t, i] for t, i in enumerate(ids)))
+
+
+def test_long_lines_scored_in_segments_equal_one_pass(sampler, monkeypatch):
+    from awd_lstm.data import corpus
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(14)]
+    # Lines longer than a segment (the last one padded, or exactly whole segments)
+    # between short ones; the order of the results is the input's. (Segments of 8
+    # and short lines of at most 8 tokens: one compiled shape each.)
+    lengths = [3, 150, 0, 31, 7, 47, 2]
+    sentences = [" ".join(rng.choice(words, n)) for n in lengths]
+    scorer = _model(stateful=False, source=sampler)
+    segmented = score_sentences(scorer, VOCAB, sentences, batch_size=2, segment_length=8)
+    for sentence, n, (log_prob, tokens) in zip(sentences, lengths, segmented):
+        assert tokens == n + 1
+        assert log_prob == pytest.approx(_reference_log_prob(scorer, sentence), rel=1e-5)
+    # The same text as a file read in pieces of a few bytes, with CRLF line ends: the
+    # long lines come in many pieces.
+    monkeypatch.setattr(corpus, "READ_BLOCK", 12)
+    text = io.BytesIO("\r\n".join(sentences).encode())
+    streamed = list(iter_scores(scorer, VOCAB, text, batch_size=2, segment_length=8))
+    assert [t for _, t in streamed] == [t for _, t in segmented]
+    for (got, _), (want, _) in zip(streamed, segmented):
+        assert got == pytest.approx(want, rel=1e-6)
+    # Words outside the vocabulary in several pieces of one line: one warning.
+    text = io.BytesIO(f"zz {sentences[1]} zz yy\nw1\n".encode())
+    with pytest.warns(UserWarning) as caught:
+        list(iter_scores(scorer, VOCAB, text, batch_size=2, segment_length=8))
+    assert [str(w.message) for w in caught if "outside" in str(w.message)] == [
+        f"the input: 2 word type(s) outside the vocabulary read as {UNK}: yy, zz"
+    ]
+
+
+def test_scores_come_as_sentences_are_read(sampler):
+    scorer = _model(stateful=False, source=sampler)
+    read = []
+
+    def endless():
+        for i in itertools.count():
+            read.append(i)
+            yield "w1 w2" if i % 2 else "w3 " * (i % 12)  # some longer than a segment
+
+    scores = iter_scores(scorer, VOCAB, endless(), batch_size=2, segment_length=8)
+    log_prob, tokens = next(scores)
+    assert tokens == 1 and log_prob == pytest.approx(_reference_log_prob(scorer, ""), rel=1e-5)
+    # What was read: the first window of sorted batches, not the input (it has no end).
+    assert len(read) <= 2 * WINDOW_BATCHES + 1
+    for _ in range(24):  # past lines longer than a segment
+        next(scores)
+    assert len(read) <= 25 + 2 * WINDOW_BATCHES + 1
+
+
+def test_iter_generate_yields_the_draws_and_the_text_builds_as_they_come(sampler):
+    detokenizer, pieces = Detokenizer(VOCAB), []
+    for token in iter_generate(sampler, VOCAB, "w1 w2", num_tokens=30, seed=3):
+        pieces.append(detokenizer.add(token))
+    text, drawn = generate(sampler, VOCAB, "w1 w2", num_tokens=30, seed=3)
+    assert "".join(pieces) + detokenizer.finish() == text
+    assert len(pieces) == len(drawn) == 30
+    with pytest.raises(ValueError, match="`top_k` must be at least 1"):
+        iter_generate(sampler, VOCAB, "w1", top_k=0)  # checked at the call, before a draw
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="text from tokens is the same everywhere"
+)
+def test_detokenizer_joins_words_characters_and_split_punctuation():
+    from awd_lstm.data import Tokenization
+
+    def text(vocab, tokens):
+        detokenizer = Detokenizer(vocab)
+        return "".join(detokenizer.add(t) for t in tokens) + detokenizer.finish()
+
+    assert text(VOCAB, ["w1", "w2", EOS, EOS, "w3"]) == "w1 w2\n\nw3"
+    chars = Vocabulary([EOS, "a", "b", "_"], level="char")
+    assert text(chars, ["a", "_", "b", EOS, "a"]) == "a b\na"
+    moses = Vocabulary(
+        [EOS, UNK, "hello", ",", "world", "!"], tokenization=Tokenization(split_punctuation=True)
+    )
+    assert text(moses, ["hello", ",", "world", "!", EOS, "hello", "!"]) == "hello, world!\nhello!"

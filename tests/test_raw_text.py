@@ -216,8 +216,8 @@ def test_settings_round_trip_through_json(tmp_path):
 
 
 class _ScriptedModel:
-    """A stand-in language model: uniform logits for scoring; for generation, logits
-    that pick `script`'s tokens in turn. Records its inputs."""
+    """A stand-in language model: uniform probabilities for scoring; for generation,
+    logits that pick `script`'s tokens in turn. Records its inputs."""
 
     stateful, batch_size = True, 1
 
@@ -233,6 +233,10 @@ class _ScriptedModel:
         if self.script:
             logits[..., self.script.pop(0)] = 10.0
         return logits
+
+    def score_on_batch(self, ids, targets):
+        self.inputs.append(np.asarray(ids))
+        return np.full(np.shape(targets), math.log(self.vocab_size))  # each -log p
 
 
 def test_run_folder_keeps_the_settings_and_score_and_generate_use_them(text, tmp_path):

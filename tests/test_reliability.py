@@ -120,6 +120,8 @@ def test_other_training_flags(argv, message, tmp_path, capsys):
         (["generate", "--top-k", "0"], "--top-k must be at least 1"),
         (["generate", "--tokens", "-1"], "--tokens must be at least 0"),
         (["generate", "--seed", "-1"], "--seed must be an integer in [0, 2**32)"),
+        (["score", "-", "--segment-length", "0"], "--segment-length must be a positive integer"),
+        (["score", "-", "--batch-size", "0"], "--batch-size must be a positive integer"),
         (["finetune", "--epochs", "0"], "epochs must be a positive integer"),
         (["finetune", "--seed", "-1"], "seed must be an integer in [0, 2**32)"),
         (["finetune", "--max-minutes", "0"], "--max-minutes must be a number > 0"),

@@ -164,7 +164,7 @@ def add_vocabulary_flags(parser, description):
 
 def build_parser():
     from awd_lstm.distribute import STRATEGIES
-    from awd_lstm.presets import DYNAMIC_EVAL
+    from awd_lstm.presets import DYNAMIC_EVAL, SCORE_SEGMENT_LENGTH
     from awd_lstm.runs import FINETUNE_FIELDS
 
     parser = argparse.ArgumentParser(
@@ -365,7 +365,17 @@ def build_parser():
     score.add_argument(
         "--batch-size", type=int, default=32, metavar="N", help="sentences per batch"
     )
-    add_common(score)
+    score.add_argument(
+        "--segment-length",
+        type=int,
+        default=SCORE_SEGMENT_LENGTH,
+        metavar="N",
+        help=f"a line of more tokens is scored alone, N at a time, the state carried "
+        f"(default {SCORE_SEGMENT_LENGTH}); memory holds about --batch-size x N positions",
+    )
+    add_common(score, progress=False)
+    # Accepted as before; each result is written as soon as it is scored.
+    score.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
 
     export = commands.add_parser(
         "export", help="save a run's model as .keras or as a TensorFlow SavedModel"
@@ -581,11 +591,20 @@ def _flags_given(args, names):
     return ["--" + n.replace("_", "-") for n in names if getattr(args, n, None) is not None]
 
 
-def _report_warnings(command, caught):
-    # The user's concerns (words outside the vocabulary...), not libraries' notices.
-    for warning in caught:
-        if issubclass(warning.category, UserWarning):
-            print(f"awd-lstm {command}: warning: {warning.message}", file=sys.stderr)
+@contextlib.contextmanager
+def _warnings_shown(command):
+    """Shows the user's warnings of the block (words outside the vocabulary...) on
+    stderr as they come, one line each; libraries' notices are dropped."""
+    import warnings
+
+    def show(message, category, *_, **__):
+        if issubclass(category, UserWarning):
+            print(f"awd-lstm {command}: warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
 
 
 def _progress(args):
@@ -593,9 +612,7 @@ def _progress(args):
 
 
 def command_generate(args):
-    import warnings
-
-    from awd_lstm.generation import check_generation_settings, generate
+    from awd_lstm.generation import Detokenizer, check_generation_settings, iter_generate
 
     settings = dict(
         num_tokens=args.tokens, temperature=args.temperature, top_k=args.top_k, seed=args.seed
@@ -604,49 +621,62 @@ def command_generate(args):
     with _flags_named(**flags, seed="--seed"):
         check_generation_settings(**settings)  # before the model is loaded
     model, vocabulary = _open_model(args, stateful=True)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        text, _ = generate(model, vocabulary, args.prompt, **settings)
-    _report_warnings("generate", caught)
+    with _warnings_shown("generate"):
+        tokens = iter_generate(model, vocabulary, args.prompt, **settings)
+    # Written as it is drawn: a long generation shows its text, and Ctrl-C keeps it.
+    text, out = Detokenizer(vocabulary), sys.stdout
     if args.prompt.strip():
         separator = "" if vocabulary.level == "char" else " "
-        text = args.prompt.rstrip("\n") + separator + text
-    print(text)
+        out.write(args.prompt.rstrip("\n") + separator)
+    try:
+        for token in tokens:
+            out.write(text.add(token))
+            out.flush()
+    except KeyboardInterrupt:
+        out.write(text.finish() + "\n")  # the text so far, its last line ended
+        out.flush()
+        raise
+    out.write(text.finish() + "\n")
     return 0
 
 
 def command_score(args):
-    import warnings
-
     from awd_lstm._validation import check_positive_int
-    from awd_lstm.generation import score_sentences
+    from awd_lstm.generation import iter_scores
 
-    with _flags_named(batch_size="--batch-size"):
+    with _flags_named(batch_size="--batch-size", segment_length="--segment-length"):
         check_positive_int("batch_size", args.batch_size)
-    sentences = _input_lines(args.file)
-    model, vocabulary = _open_model(args, stateful=False)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        scores = score_sentences(
-            model, vocabulary, sentences, batch_size=args.batch_size, progress=_progress(args)
-        )
-    _report_warnings("score", caught)
-    print("\n".join(f"{lp:.6f}\t{n}\t{math.exp(-lp / n):.6f}" for lp, n in scores))
+        check_positive_int("segment_length", args.segment_length)
+    with _input_file(args.file) as text:
+        model, vocabulary = _open_model(args, stateful=False)
+        options = dict(batch_size=args.batch_size, segment_length=args.segment_length)
+        with _warnings_shown("score"):
+            # Each line's result as soon as it is scored: nothing grows with the input.
+            for log_prob, n in iter_scores(model, vocabulary, text, **options):
+                print(f"{log_prob:.6f}\t{n}\t{math.exp(-log_prob / n):.6f}", flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def _input_file(path):
+    """The binary file `path` (`-`: standard input), open while the block reads it."""
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        file = open(path, "rb")
+    except OSError as e:
+        raise UsageError(f"{path} cannot be read: {e.strerror}") from None
+    with file:
+        yield file
 
 
 def _input_lines(path):
     """The lines of the UTF-8 text in `path` (`-`: standard input)."""
-    from awd_lstm.data.corpus import split_lines
+    from awd_lstm.data.corpus import read_lines
 
-    if path == "-":
-        return split_lines(sys.stdin.buffer.read(), "standard input")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise UsageError(f"{path} cannot be read: {e.strerror}") from None
-    return split_lines(raw, path)
+    with _input_file(path) as file:
+        return list(read_lines(file, "standard input" if path == "-" else path))
 
 
 def command_export(args):
@@ -1042,9 +1072,16 @@ def main(argv=None):
             with _flags_named(tensorboard_every="--tensorboard-every"):
                 check_non_negative_int("tensorboard_every", args.tensorboard_every)
         try:
-            return COMMANDS[args.command](args)
+            code = COMMANDS[args.command](args)
+            sys.stdout.flush()  # a reader that went away is seen here (below), not at exit
+            return code
         except (CorpusError, CheckpointError, distribute.DistributionError, RunError) as e:
             raise UsageError(str(e)) from None
+    except BrokenPipeError:
+        # The reader of the output went away (`| head`): stop quietly, with the status
+        # of a program that SIGPIPE ends (128 + 13), as other command-line tools do.
+        _discard_output()
+        return 141
     except UsageError as e:
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -1068,6 +1105,17 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"awd-lstm {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _discard_output():
+    """Standard output goes nowhere from now on: what is still buffered for a reader
+    that went away would otherwise fail again when Python flushes it at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):  # not a file (a test's stand-in)
+        pass
 
 
 if __name__ == "__main__":

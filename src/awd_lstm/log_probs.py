@@ -16,7 +16,9 @@ import numpy as np
 def target_log_probs(logits, targets):
     """`log_softmax(logits, axis=-1)` at `targets`: logits `(..., vocab)`, integer
     targets `(...)`; returns float64 `(...)`."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = logits - logits.max(-1, keepdims=True)
+    # One float64 copy, shifted and exponentiated in place: a segment's logits are
+    # its positions times the vocabulary.
+    shifted = np.array(logits, dtype=np.float64)
+    shifted -= shifted.max(-1, keepdims=True)
     picked = np.take_along_axis(shifted, np.asarray(targets)[..., None], -1)[..., 0]
-    return picked - np.log(np.exp(shifted).sum(-1))
+    return picked - np.log(np.exp(shifted, out=shifted).sum(-1))

@@ -79,7 +79,7 @@ class CachePointer:
         Returns:
             `(streams, time)` float64 log-probabilities.
         """
-        logits = np.asarray(logits, dtype=np.float64)
+        logits = np.asarray(logits)  # target_log_probs works on a float64 copy
         hidden = np.asarray(hidden, dtype=np.float64)
         targets = np.asarray(targets)
         if (

@@ -209,6 +209,10 @@ PRESET_LEVELS = {"ptb-char": "char", "enwik8": "char"}
 # the RMS-normalized gradient and the pull back toward the trained weights.
 DYNAMIC_EVAL = {"learning_rate": 2e-5, "decay": 0.02}
 
+# Scoring sentences (`awd_lstm.generation.iter_scores`, `awd-lstm score`): a line of
+# more tokens is scored alone, this many positions per call, the state carried.
+SCORE_SEGMENT_LENGTH = 256
+
 # The source of the built-in corpus: HiddenMarkovSource arguments (the seed comes
 # from the run's).
 SYNTHETIC_SOURCE = {"num_states": 16, "vocab_size": 1000}

@@ -248,6 +248,16 @@ class Run:
             return load_corpus(paths=data, level=level, vocab=self.vocabulary)
         return load_corpus(data, level=level, vocab=self.vocabulary)
 
+    def split_ids(self, split):
+        """One split of the run's corpus as token ids, read with the run's vocabulary
+        (the other splits are not read)."""
+        from awd_lstm.data import read_split
+
+        data = self._corpus_location()
+        if isinstance(data, dict):
+            return read_split(split, self.vocabulary, paths=data)
+        return read_split(split, self.vocabulary, data)
+
     def _corpus_location(self):
         """Where the corpus is: a `{split: path}` dict or a folder (the run's own
         `corpus/` for the built-in corpus)."""
@@ -422,8 +432,7 @@ class Run:
         cache_pointer, dynamic_eval = self.evaluation_settings(cache_pointer, dynamic_eval)
         config, vocab_size = self.config, len(self.vocabulary)
         values = self.trained_weights("best")
-        corpus = self.corpus()
-        ids = corpus.split(split)
+        ids = self.split_ids(split)
         batch = config.eval_batch_size if split == "valid" else 1
         result = {"split": split}
         if dynamic_eval is not None:
@@ -431,8 +440,9 @@ class Run:
 
             if log is not None:
                 log("gradient statistics over the training split")
-            streams = max(1, min(100, len(corpus.train) // 20))
-            rms = gradient_rms(config, vocab_size, values, corpus.train, batch_size=streams)
+            train = self.split_ids("train")
+            streams = max(1, min(100, len(train) // 20))
+            rms = gradient_rms(config, vocab_size, values, train, batch_size=streams)
             loss = dynamic_evaluate(
                 config, vocab_size, values, ids, rms, batch_size=batch, progress=progress,
                 **dynamic_eval,

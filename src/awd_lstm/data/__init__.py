@@ -17,6 +17,8 @@ from awd_lstm.data.corpus import (
     Vocabulary,
     find_layout,
     load_corpus,
+    read_ids,
+    read_split,
     read_tokens,
     tokenize_line,
 )
@@ -35,6 +37,8 @@ __all__ = [
     "batchify",
     "find_layout",
     "load_corpus",
+    "read_ids",
+    "read_split",
     "read_tokens",
     "segment",
     "max_segment_length",

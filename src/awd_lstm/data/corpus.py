@@ -13,7 +13,9 @@ become `<unk>`. The vocabulary keeps these settings, so that a run reads prompts
 sentences as it read its training text.
 """
 
+import array
 import bz2
+import codecs
 import collections
 import dataclasses
 import functools
@@ -25,6 +27,8 @@ import lzma
 import numbers
 import os
 import re
+import select
+import stat
 
 import numpy as np
 
@@ -182,33 +186,200 @@ def tokenize_line(line, level="word", tokenization=None):
     return ["_" if c.isspace() else c for c in line] + [EOS]
 
 
-def split_lines(raw, source):
-    """The lines of UTF-8 bytes (with or without a byte-order mark; `\\n`, `\\r\\n` or
-    `\\r` line ends). Raises `CorpusError` naming `source` for bytes that are not
-    UTF-8 or text that is empty."""
+# Text is read in blocks of this many bytes. A line longer than a block comes in
+# pieces (see `line_pieces`), so that reading holds about a block of text at a time
+# however long a line or a file is.
+READ_BLOCK = 1 << 16
+
+# Everything up to the last white space (as `str.split` and `str.isspace` define it).
+_UP_TO_LAST_SPACE = re.compile(r".*\s", re.DOTALL)
+_SPACE = re.compile(r"\s")
+
+
+def _space_end(text, start=0, stop=None):
+    """The index just after the last white space of `text[start:stop]`; None if it
+    has none."""
+    found = _UP_TO_LAST_SPACE.match(text, start, len(text) if stop is None else stop)
+    return None if found is None else found.end()
+
+
+def _waits(file):
+    """Whether reading `file` now would wait for its writer (a pipe or terminal with
+    nothing to read yet); False where that cannot be told (files never wait)."""
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise CorpusError(f"{source} is not valid UTF-8 (byte {e.start}, line {line})") from None
-    if not text.strip():
-        raise CorpusError(f"{source} is empty")
-    # Only \n, \r\n and \r end lines (str.splitlines would also split at form
-    # feeds and other separators); a last line without a line end still counts.
-    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    if lines[-1] == "":
-        lines.pop()
-    return lines
+        descriptor = file.fileno()
+        if stat.S_ISREG(os.fstat(descriptor).st_mode):
+            return False
+        return not select.select([descriptor], [], [], 0)[0]
+    except (AttributeError, OSError, ValueError):  # no descriptor; select on Windows pipes
+        return False
 
 
-def read_tokens(path, level="word", tokenization=None):
-    """Reads a text file into a list of tokens.
+def line_pieces(file, source, whole_words=True, report_idle=False, block=None):
+    """The lines of a binary file of UTF-8 text, as they are read, in pieces.
 
-    Accepts UTF-8 with or without a byte-order mark and `\\n`, `\\r\\n` or `\\r` line
-    ends, plain or compressed (`.xz`, `.gz`, `.bz2`). Raises `CorpusError` for a
-    missing, unreadable, non-UTF-8 or empty file. `tokenization`: a `Tokenization`
-    (default: the reference's whitespace split).
+    Yields `(text, ends)`: a piece of a line (without its line end) and whether the
+    line ends with it. Lines are read as corpus files are (with or without a
+    byte-order mark; `\\n`, `\\r\\n` or `\\r` line ends; a last line with or without
+    its end). A line is given in more than one piece only when it is longer than a
+    block of `block` bytes (default `READ_BLOCK`): its text so far is then given up to
+    its last white space, so that no word is cut (a line without white space is
+    held whole where `whole_words`, else cut anywhere: characters are tokens).
+
+    Raises `CorpusError` naming `source` for bytes that are not UTF-8 (when the
+    reading reaches them, after the lines before) or a file with nothing but white
+    space (before any line is given, unless the white space is longer than a block).
+    With `report_idle`, yields `None` whenever the next read would wait for the
+    file's writer (a pipe or a terminal): a reader can then finish what it holds.
     """
+    block = READ_BLOCK if block is None else block
+    read = getattr(file, "read1", None) or file.read
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    read_bytes = newlines = 0  # before the present read
+    first = True
+    carried_cr = False  # a read ended with "\r": a line end, or half of "\r\n"
+    pending = ""  # the current line's text not given yet
+    started = False  # a piece of the current line was given
+    content = False  # a character other than white space was read
+    held, held_size = [], 0  # lines of white space before any content
+    while True:
+        if report_idle and content and _waits(file):
+            yield None
+        raw = read(block)
+        final = not raw
+        carried = decoder.getstate()[0]  # an incomplete character from the last read
+        try:
+            text = decoder.decode(raw, final)
+        except UnicodeDecodeError as e:
+            data = carried + raw
+            byte = read_bytes - len(carried) + e.start
+            line = newlines + data[: e.start].count(b"\n") + 1
+            raise CorpusError(f"{source} is not valid UTF-8 (byte {byte}, line {line})") from None
+        read_bytes += len(raw)
+        newlines += raw.count(b"\n")
+        if first and text:
+            first = False
+            text = text.removeprefix("\ufeff")
+        if carried_cr:
+            text = "\r" + text
+        carried_cr = not final and text.endswith("\r")
+        if carried_cr:
+            text = text[:-1]
+        if not content and text and not text.isspace():
+            content = True
+        # Only \n, \r\n and \r end lines (str.splitlines would also split at form
+        # feeds and other separators).
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        out = []
+        for line in lines[:-1]:
+            out.append((pending + line, True))
+            pending, started = "", False
+        pending += lines[-1]
+        if final:
+            if pending or started:
+                out.append((pending, True))
+        elif len(pending) > block:
+            cut = _space_end(pending)
+            if cut is None:
+                cut = 0 if whole_words else len(pending)
+            if cut:
+                out.append((pending[:cut], False))
+                pending, started = pending[cut:], True
+        if not content:
+            held += out
+            held_size += sum(len(piece) + 1 for piece, _ in out)
+            out = []
+        if content or held_size > block:
+            yield from held
+            held, held_size = [], 0
+        yield from out
+        if final:
+            break
+    if not content:
+        raise CorpusError(f"{source} is empty")
+
+
+def read_lines(file, source):
+    """The lines of a binary file of UTF-8 text, each whole, as `line_pieces` reads
+    them."""
+    parts = []
+    for text, ends in line_pieces(file, source):
+        parts.append(text)
+        if ends:
+            yield "".join(parts)
+            parts = []
+
+
+def token_pieces(pieces, level="word", tokenization=None):
+    """The tokens of `line_pieces`' pieces, as `tokenize_line` reads lines: yields
+    `(tokens, ends)`, `<eos>` last in a line's last piece (and `None` where the pieces
+    have it). Punctuation splitting takes each line whole: the Moses rules look
+    across words."""
+    whole_lines = tokenization is not None and tokenization.split_punctuation
+    held = []
+    for piece in pieces:
+        if piece is None:
+            yield None
+            continue
+        text, ends = piece
+        if whole_lines and not ends:
+            held.append(text)
+            continue
+        if held:
+            text = "".join(held) + text
+            held = []
+        tokens = tokenize_line(text, level, tokenization)
+        if not ends:
+            tokens.pop()
+        yield tokens, ends
+
+
+def _text_pieces(line, whole_words, block=None):
+    """One line held as a string, in the pieces `line_pieces` would give it: yields
+    `(text, ends)`."""
+    block = READ_BLOCK if block is None else block
+    start = 0
+    while len(line) - start > block:
+        cut = _space_end(line, start, start + block)
+        if cut is None and not whole_words:
+            cut = start + block
+        elif cut is None:  # a word longer than a block: cut after it
+            found = _SPACE.search(line, start + block)
+            if found is None:
+                break
+            cut = found.end()
+        yield line[start:cut], False
+        start = cut
+    yield line[start:], True
+
+
+def _whole_words(level, tokenization):
+    """Whether pieces of a line must keep its words whole to give its tokens: at word
+    level, and where lower-casing looks at the letters around (Unicode's final
+    sigma)."""
+    return level == "word" or (tokenization is not None and tokenization.lowercase)
+
+
+def file_tokens(file, source, level="word", tokenization=None, report_idle=False):
+    """The tokens of the lines of a binary file of UTF-8 text as they are read, a
+    piece of a line at a time (`line_pieces` then `token_pieces`): yields `(tokens,
+    ends)`, and `None` where the next read would wait with `report_idle`."""
+    whole = _whole_words(level, tokenization)
+    pieces = line_pieces(file, source, whole_words=whole, report_idle=report_idle)
+    return token_pieces(pieces, level, tokenization)
+
+
+def text_tokens(lines, level="word", tokenization=None):
+    """The tokens of lines held as strings, in pieces as `file_tokens` gives them."""
+    whole = _whole_words(level, tokenization)
+    for line in lines:
+        if not isinstance(line, str):
+            raise TypeError(f"expected lines of text (str); Received: {type(line).__name__}")
+        yield from token_pieces(_text_pieces(line, whole), level, tokenization)
+
+
+def _file_token_pieces(path, level, tokenization):
+    """`token_pieces` of a corpus file, with `read_tokens`' checks."""
     if level not in LEVELS:
         raise CorpusError(f"level must be one of {LEVELS}; got {level!r}")
     if tokenization is not None:
@@ -221,15 +392,35 @@ def read_tokens(path, level="word", tokenization=None):
     opener = COMPRESSED.get(os.path.splitext(path)[1], open)
     try:
         with opener(path, "rb") as f:
-            raw = f.read()
+            yield from file_tokens(f, f"corpus file {path}", level, tokenization)
     except (OSError, EOFError, lzma.LZMAError) as e:
         reason = e.strerror or str(e) if isinstance(e, OSError) else str(e) or type(e).__name__
         raise CorpusError(f"corpus file {path} cannot be read: {reason}") from None
-    lines = split_lines(raw, f"corpus file {path}")
+
+
+def read_tokens(path, level="word", tokenization=None):
+    """Reads a text file into a list of tokens.
+
+    Accepts UTF-8 with or without a byte-order mark and `\\n`, `\\r\\n` or `\\r` line
+    ends, plain or compressed (`.xz`, `.gz`, `.bz2`). Raises `CorpusError` for a
+    missing, unreadable, non-UTF-8 or empty file. `tokenization`: a `Tokenization`
+    (default: the reference's whitespace split).
+    """
     tokens = []
-    for line in lines:
-        tokens.extend(tokenize_line(line, level, tokenization))
+    for piece, _ in _file_token_pieces(path, level, tokenization):
+        tokens += piece
     return tokens
+
+
+def read_ids(path, vocab):
+    """The token ids (int32) of a text file read as `vocab`'s corpus was (its level
+    and tokenization): `vocab.encode(read_tokens(path, ...))`, a piece of a line at a
+    time, so that the tokens are never all held as strings (4 bytes a token)."""
+    source = f"corpus file {os.fspath(path)}"
+    ids = array.array("i")  # C int: 4 bytes wherever NumPy's int32 is
+    for tokens, _ in _file_token_pieces(path, vocab.level, vocab.tokenization):
+        ids.frombytes(vocab.encode(tokens, source, start=len(ids)).tobytes())
+    return np.frombuffer(ids, dtype=np.intc).astype(np.int32, copy=False)
 
 
 class Vocabulary:
@@ -313,16 +504,17 @@ class Vocabulary:
     def unk_id(self):
         return self.index.get(UNK)
 
-    def encode(self, tokens, source="input"):
+    def encode(self, tokens, source="input", start=0):
         """Token ids; unknown tokens map to `<unk>` when the vocabulary has it and
-        raise `CorpusError` naming the first one otherwise."""
+        raise `CorpusError` naming the first one otherwise (its position counted from
+        `start`: the tokens of `source` before these)."""
         unk = self.unk_id
         ids = np.empty(len(tokens), dtype=np.int32)
         for i, token in enumerate(tokens):
             found = self.index.get(token, unk)
             if found is None:
                 raise CorpusError(
-                    f"{source} has the token {token!r} (position {i}), which is not in "
+                    f"{source} has the token {token!r} (position {start + i}), which is not in "
                     f"the vocabulary of {len(self)} tokens and the vocabulary has no {UNK}"
                 )
             ids[i] = found
@@ -455,8 +647,7 @@ def load_corpus(directory=None, paths=None, level="word", vocab=None, tokenizati
     Returns:
         A `Corpus`.
     """
-    if (directory is None) == (paths is None):
-        raise CorpusError("give either a data folder or the paths of the three splits")
+    paths = _split_paths(directory, paths)
     if tokenization is not None:
         tokenization = Tokenization.from_json(tokenization)
     if vocab is not None:
@@ -471,16 +662,36 @@ def load_corpus(directory=None, paths=None, level="word", vocab=None, tokenizati
         tokenization = vocab.tokenization
     tokenization = DEFAULT_TOKENIZATION if tokenization is None else tokenization
     tokenization.check_level(level)
-    if directory is not None:
-        _, paths = find_layout(directory)
-    missing = [s for s in SPLITS if s not in paths]
-    if missing:
-        raise CorpusError(f"no path given for the {missing[0]} split")
+    if vocab is not None:  # read a line at a time, never all the tokens as strings
+        ids = {s: read_ids(paths[s], vocab) for s in SPLITS}
+        return Corpus(vocab, ids["train"], ids["valid"], ids["test"], dict(paths))
     tokens = {s: read_tokens(paths[s], level, tokenization) for s in SPLITS}
-    if vocab is None and tokenization.train_only:
+    if tokenization.train_only:
         vocab = Vocabulary.from_training(tokens["train"], level, tokenization)
-    elif vocab is None:
+    else:
         extra = tokens["valid"] + tokens["test"]
         vocab = Vocabulary.build(tokens["train"], level, extra, tokenization)
     ids = {s: vocab.encode(tokens[s], source=f"corpus file {paths[s]}") for s in SPLITS}
     return Corpus(vocab, ids["train"], ids["valid"], ids["test"], dict(paths))
+
+
+def _split_paths(directory, paths):
+    """`{split: path}` of a corpus folder (any of `LAYOUTS`) or of explicit paths,
+    each of the three splits named."""
+    if (directory is None) == (paths is None):
+        raise CorpusError("give either a data folder or the paths of the three splits")
+    if directory is not None:
+        return find_layout(directory)[1]
+    missing = [s for s in SPLITS if s not in paths]
+    if missing:
+        raise CorpusError(f"no path given for the {missing[0]} split")
+    return paths
+
+
+def read_split(split, vocab, directory=None, paths=None):
+    """One split of a corpus (a folder, or the paths of the three splits, as
+    `load_corpus` takes them) as token ids read with `vocab` (`read_ids`), without
+    reading the other splits."""
+    if split not in SPLITS:
+        raise CorpusError(f"split must be one of {SPLITS}; got {split!r}")
+    return read_ids(_split_paths(directory, paths)[split], vocab)
