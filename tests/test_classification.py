@@ -217,6 +217,7 @@ def test_bad_input_is_one_sentence(run, classifier_run, tmp_path, capsys):
         (["classify", "evaluate", "--run", str(tmp_path)], "is not a run folder"),
         (["classify", "train", "--data", str(table), "--text-column", "body"], "body"),
         (["classify", "train", "--epochs", "0"], "--epochs must be a positive integer"),
+        (["classify", "train", "--train-documents", str(10**12)], "must be at most 100,000"),
         (["classify", "train", "--out", str(classifier_run)], "already holds a run"),
     ]
     for argv, message in bad:

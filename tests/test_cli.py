@@ -107,6 +107,31 @@ def test_backend_flag_before_or_after_the_subcommand():
         parser.parse_args(["train", "--backend", "theano"])
 
 
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--verbose"], "awd-lstm: error: the following arguments are required: command"),
+        (
+            ["train", "--epochs", "x"],
+            "awd-lstm train: error: argument --epochs: invalid int value: 'x'",
+        ),
+        (["classify", "predict"], "awd-lstm classify predict: error: the following arguments are"),
+        (
+            ["data", "stats", "a\nb", "c\nd"],
+            "awd-lstm data stats: error: unrecognized arguments: c\\nd",
+        ),
+    ],
+)
+def test_argument_errors_are_one_line(argv, line, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1, err
+    command = line.split(":")[0]
+    assert err.endswith(f"; see {command} --help\n"), err
+
+
 def _epochs(run_dir):
     return [
         {k: v for k, v in json.loads(line).items() if k not in ("seconds", "tokens_per_sec")}

@@ -58,7 +58,7 @@ def test_check_strategy():
 def test_virtual_devices_must_be_positive(devices, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), "--virtual-cpu-devices", devices, *TINY_FLAGS]) == 2
-    assert "--virtual-cpu-devices must be an integer >= 1" in capsys.readouterr().err
+    assert "--virtual-cpu-devices must be an integer in [1, 1024]" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch backend has no strategy here")

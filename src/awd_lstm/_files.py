@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import re
 import tempfile
 
 
@@ -68,9 +69,16 @@ def write_text_atomic(path, text):
         f.write(text)
 
 
+# A path whose name is not UTF-8 holds lone surrogates (Python's reading of its bytes),
+# which UTF-8 cannot encode.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def write_json_atomic(path, data):
-    """Writes `data` as JSON to `path` atomically."""
-    write_text_atomic(path, json.dumps(data, ensure_ascii=False))
+    """Writes `data` as JSON to `path` atomically: UTF-8, lone surrogates (the names
+    of paths that are not UTF-8) as `\\uXXXX` escapes, which read back the same."""
+    text = json.dumps(data, ensure_ascii=False)
+    write_text_atomic(path, _LONE_SURROGATE.sub(lambda c: f"\\u{ord(c[0]):04x}", text))
 
 
 def remove_stale_temporaries(folder):

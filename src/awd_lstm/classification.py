@@ -48,6 +48,9 @@ BEST, CHECKPOINT, METRICS, FINAL = (
 )
 STAGE = "classifier"
 UNFREEZE = ("gradual", "all", "none")
+# The built-in task is sampled in memory at about 3 ms a document (with its validation
+# and test fifths): 100,000 take minutes.
+MAX_TRAIN_DOCUMENTS = 100_000
 # The built-in task's documents (in the run folder, read again on resume).
 TASK = "data"
 
@@ -82,8 +85,8 @@ class ClassifierConfig:
         seed: Seed of the splits, the batches, the head and a new encoder.
         embedding_size, hidden_size, num_layers: A new encoder's sizes (without a
             language model to start from).
-        train_documents: The built-in task's training documents (valid and test: a
-            fifth as many each, at least 200).
+        train_documents: The built-in task's training documents, at most 100,000
+            (valid and test: a fifth as many each, at least 200).
         separation: How far apart the built-in task's classes are
             (`ClassSources(separation=...)`: larger is easier; at 0.1 the Bayes error
             is about 1% and a bag of words' about 25%).
@@ -134,6 +137,11 @@ class ClassifierConfig:
             "train_documents",
         ):
             check_positive_int(name, getattr(self, name))
+        if self.train_documents > MAX_TRAIN_DOCUMENTS:
+            raise ValueError(
+                f"`train_documents` must be at most {MAX_TRAIN_DOCUMENTS:,}; "
+                f"Received: train_documents={self.train_documents!r}"
+            )
         for name in ("lr", "ratio"):
             check_positive_number(name, getattr(self, name))
         if self.factor is not None:

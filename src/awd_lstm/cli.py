@@ -47,7 +47,7 @@ CLASSIFIER_FLAG_HELP = {
     "valid_fraction": "validation documents carved from training where the data has none",
     "test_fraction": "test documents carved from training where the data has none",
     "seed": "seed of the splits, batches and new weights",
-    "train_documents": "the built-in task's training documents",
+    "train_documents": "the built-in task's training documents (at most 100,000)",
     "separation": "how far apart the built-in task's classes are, in (0, 1]",
 }
 
@@ -60,6 +60,49 @@ def _classifier_config(**values):
 
 class UsageError(Exception):
     """Bad input from the user; the message is one sentence."""
+
+
+# What str.splitlines breaks at: a value echoed in an error must not break its line.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
+def _error_line(command, message):
+    """The one line of a command's error: `awd-lstm COMMAND: error: MESSAGE`."""
+    return f"{command}: error: {message}".translate(_LINE_BREAKS)
+
+
+def _split_double_dash(word):
+    return [word[:-3], "--"] if word.startswith("-") and word.endswith("=--") else [word]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose errors are one line, like the commands' own
+    (`awd-lstm train: error: argument --epochs: invalid int value: 'x'; ...`), exit
+    status 2; `--help` shows the usage. Its subcommands' parsers are of this class too."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        end = args.index("--") if "--" in args else len(args)
+        # argparse before Python 3.12.3 reads the value of `--flag=--` as an empty
+        # list (CPython gh-109475); it says `--flag --`, a flag without its value.
+        args[:end] = [w for word in args[:end] for w in _split_double_dash(word)]
+        namespace, extras = super().parse_known_args(args, namespace)
+        # The innermost command parses first: words it does not know are its error.
+        vars(namespace).setdefault("_command", self.prog)
+        return namespace, extras
+
+    def parse_args(self, args=None, namespace=None):
+        namespace, extras = self.parse_known_args(args, namespace)
+        command = vars(namespace).pop("_command")
+        if extras:
+            self._fail(command, f"unrecognized arguments: {' '.join(extras)}")
+        return namespace
+
+    def error(self, message):
+        self._fail(self.prog, message)
+
+    def _fail(self, command, message):
+        self.exit(2, _error_line(command, f"{message}; see {command} --help") + "\n")
 
 
 def _add_config_flags(parser, fields=None):
@@ -167,7 +210,7 @@ def build_parser():
     from awd_lstm.presets import DYNAMIC_EVAL, SCORE_SEGMENT_LENGTH
     from awd_lstm.runs import FINETUNE_FIELDS
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="awd-lstm",
         description="AWD-LSTM language models (Merity et al. 2017) on Keras 3.",
     )
@@ -236,8 +279,8 @@ def build_parser():
         "--synthetic-tokens",
         type=int,
         metavar="N",
-        help="training tokens of the built-in corpus (valid and test: a "
-        "tenth each; default 200000)",
+        help="training tokens of the built-in corpus, 1000 to 10,000,000 (valid and test: "
+        "a tenth each; default 200000)",
     )
     train.add_argument(
         "--out", metavar="DIR", default=None, help="run folder (default: runs/<preset>)"
@@ -272,7 +315,8 @@ def build_parser():
         "--virtual-cpu-devices",
         type=int,
         metavar="N",
-        help="split the CPU into N logical devices (to try --distribute without GPUs)",
+        help="split the CPU into N logical devices, at most 1024 (to try --distribute "
+        "without GPUs)",
     )
     _add_config_flags(train)
 
@@ -554,7 +598,8 @@ def _select_backend(args):
         backend = saved_backend(run_dir)
         backend = backend if backend in BACKENDS else None
     if backend:
-        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != backend:
+        loaded = sys.modules.get("keras")  # KERAS_BACKEND may not say which it runs
+        if loaded is not None and loaded.backend.backend() != backend:
             raise UsageError(
                 f"--backend {backend} must be chosen before Keras is imported; "
                 "run the command in a fresh process"
@@ -907,11 +952,11 @@ def command_data_download(args):
 
     try:
         result = download.download_corpus(
-            args.name, args.dir, args.url, args.sha256, progress=_progress(args), log=log
+            args.name, args.dir or None, args.url, args.sha256, progress=_progress(args), log=log
         )
     except download.DownloadError as e:
         # The network's or the server's fault, not the command line's.
-        print(f"awd-lstm data: error: {e}", file=sys.stderr)
+        print(_error_line("awd-lstm data", e), file=sys.stderr)
         return 1
     files = ", ".join(os.path.basename(p) for p in result.paths)
     done = "downloaded into" if result.downloaded else "is already in"
@@ -924,8 +969,7 @@ def command_plot(args):
     from awd_lstm.run_logs import plot_runs
     from awd_lstm.runs import Run
 
-    if not args.out.endswith(".png"):
-        raise UsageError(f"--out must end with .png; got {args.out}")
+    _check_picture("--out", args.out)
     runs = []
     for path in args.runs:
         history = Run.open(path).history
@@ -939,6 +983,18 @@ def command_plot(args):
     plot_runs(args.out, runs, metric, args.title)
     print(f"wrote {args.out}")
     return 0
+
+
+def _check_picture(flag, path):
+    """Raises `UsageError` unless `path` can name the PNG a command writes: ending in
+    .png, not a folder, in a folder that exists (checked before the work)."""
+    if not path.endswith(".png"):
+        raise UsageError(f"{flag} must end with .png; got {path}")
+    if os.path.isdir(path):
+        raise UsageError(f"{flag} {path} is a folder; give the PNG's file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"the folder of {flag}, {folder}, does not exist")
 
 
 def command_classify(args):
@@ -1010,10 +1066,9 @@ def _classify_train_locked(args, classification, out):
 
 def _classify_evaluate(args, classification):
     run = classification.ClassifierRun.open(args.run)
-    report = run.evaluate(args.split, progress=_progress(args))
     picture = args.confusion or os.path.join(args.run, f"confusion_{args.split}.png")
-    if not picture.endswith(".png"):
-        raise UsageError(f"--confusion must end with .png; got {picture}")
+    _check_picture("--confusion", picture)
+    report = run.evaluate(args.split, progress=_progress(args))
     classification.plot_confusion(picture, report)
     print(json.dumps({**report, "confusion_png": picture}))
     return 0
@@ -1048,7 +1103,17 @@ COMMANDS = {
 }
 
 
+def _escape_unprintable():
+    # A name given in another encoding than the system's (Python reads its bytes as
+    # lone surrogates) is printed with backslash escapes instead of failing the
+    # command after its work: stdout's strict UTF-8 cannot encode it.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv=None):
+    _escape_unprintable()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -1083,16 +1148,16 @@ def main(argv=None):
         _discard_output()
         return 141
     except UsageError as e:
-        print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
+        print(_error_line(f"awd-lstm {args.command}", e), file=sys.stderr)
         return 2
     except UnsupportedKerasError as e:
         # The machine's Keras, not the command line.
-        print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
+        print(_error_line(f"awd-lstm {args.command}", e), file=sys.stderr)
         return 1
     except (FloatingPointError, RunInUseError) as e:
         # A run that diverged, or a run folder another process writes to (nothing was
         # changed): failures of the run, not of the command line.
-        print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
+        print(_error_line(f"awd-lstm {args.command}", e), file=sys.stderr)
         return 1
     except OSError as e:
         # The machine's fault, not the input's: a full disk, a folder that became
@@ -1100,7 +1165,7 @@ def main(argv=None):
         from awd_lstm._files import WriteError
 
         reason = str(e) if isinstance(e, WriteError) else f"{e.strerror or e} ({e.filename})"
-        print(f"awd-lstm {args.command}: error: {reason}", file=sys.stderr)
+        print(_error_line(f"awd-lstm {args.command}", reason), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"awd-lstm {args.command}: interrupted", file=sys.stderr)

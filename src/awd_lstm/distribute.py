@@ -29,6 +29,11 @@ STRATEGIES = {
 }
 
 
+# Enough to try a strategy; each logical device is an object made before TensorFlow
+# checks the number (a trillion of them filled the memory).
+MAX_VIRTUAL_CPU_DEVICES = 1024
+
+
 class DistributionError(ValueError):
     """A strategy this backend or machine cannot run; the message is one sentence."""
 
@@ -75,8 +80,10 @@ def set_virtual_cpu_devices(n, backend):
     Must run before the backend sets up its devices: for JAX before its first
     computation (it sets `XLA_FLAGS`), for TensorFlow before its first operation.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise DistributionError(f"--virtual-cpu-devices must be an integer >= 1; got {n!r}")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_VIRTUAL_CPU_DEVICES:
+        raise DistributionError(
+            f"--virtual-cpu-devices must be an integer in [1, {MAX_VIRTUAL_CPU_DEVICES}]; got {n!r}"
+        )
     if backend not in ("tensorflow", "jax"):
         raise DistributionError(
             f"--virtual-cpu-devices needs the tensorflow or jax backend, not {backend}"

@@ -532,6 +532,11 @@ class Run:
         return f"Run({self.path!r}, stage={self.stage!r}, finished={self.finished})"
 
 
+# The built-in corpus is sampled and written in memory: 10 million tokens take minutes
+# and a few GB; a number beyond would fail in NumPy or exhaust the memory.
+MAX_SYNTHETIC_TOKENS = 10_000_000
+
+
 def write_builtin_corpus(folder, seed, tokens=200_000):
     """Samples the built-in corpus (the seeded hidden Markov source: `tokens` training
     tokens, a tenth of that each for validation and test) into `folder`; returns it
@@ -540,8 +545,15 @@ def write_builtin_corpus(folder, seed, tokens=200_000):
     from awd_lstm.data import HiddenMarkovSource, Vocabulary, load_corpus
     from awd_lstm.presets import SYNTHETIC_SOURCE
 
-    if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1000:
-        raise RunError(f"the built-in corpus needs at least 1000 training tokens; got {tokens!r}")
+    if (
+        isinstance(tokens, bool)
+        or not isinstance(tokens, int)
+        or not 1000 <= tokens <= MAX_SYNTHETIC_TOKENS
+    ):
+        raise RunError(
+            f"the built-in corpus takes 1000 to {MAX_SYNTHETIC_TOKENS:,} training tokens; "
+            f"got {tokens!r}"
+        )
     source = HiddenMarkovSource(**SYNTHETIC_SOURCE, seed=seed)
     source.write_corpus(folder, tokens, tokens // 10, tokens // 10, seed=seed)
     return load_corpus(folder, vocab=Vocabulary(source.words()))
@@ -648,6 +660,12 @@ def create_training_run(
         if check_positive_int("synthetic_tokens", tokens) < 1000:
             raise RunError(
                 f"`synthetic_tokens` must be at least 1000; Received: synthetic_tokens={tokens}"
+            )
+        if tokens > MAX_SYNTHETIC_TOKENS:
+            raise RunError(
+                f"`synthetic_tokens` must be at most {MAX_SYNTHETIC_TOKENS:,} (the built-in "
+                f"corpus is for trying things out; give a corpus folder, `data`, for more); "
+                f"Received: synthetic_tokens={tokens}"
             )
         if level != "word":
             raise RunError(

@@ -506,6 +506,8 @@ def download_corpus(
     result = Download(name, directory, paths, downloaded=False)
     if all(os.path.isfile(p) for p in paths):
         return result
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise CorpusError(f"data folder {directory} is a file; give a folder for {name}")
     if os.path.isdir(directory):
         other = _earlier_layout(directory, source.layout)
         if other:
