@@ -285,6 +285,18 @@ def _stand_in_model(run, **_):
     return SimpleNamespace(vocabulary=run.vocabulary, encoder=encoder)
 
 
+class _StandInScorer:
+    """`iter_scores`' scorer, reading every line and scoring none."""
+
+    def __init__(self, *args):
+        pass
+
+    def scores(self, pieces):
+        for piece in pieces:
+            if piece is not None and piece[1]:
+                yield (-2.0, 2)
+
+
 @pytest.fixture(scope="module")
 def recorders(places):
     """The work of each command replaced by a recorder that succeeds: `calls` lists
@@ -339,9 +351,11 @@ def recorders(places):
         patch.setattr(runs.Run, "evaluate", recorder("evaluate", {"loss": 1.0, "ppl": 2.7}))
         patch.setattr(export, "export_keras", recorder("export", lambda model, path: png(path)))
         patch.setattr(export, "export_savedmodel", recorder("export"))
-        patch.setattr(generation, "generate", recorder("generate", ("a b", None)))
-        scores = recorder("score", lambda model, vocab, lines, **_: [(-2.0, 2)] * len(lines))
-        patch.setattr(generation, "score_sentences", scores)
+        tokens = recorder("generate", lambda *_, **__: iter(["a", "b"]))
+        patch.setattr(generation, "iter_generate", tokens)
+        # The input is read as the real scoring reads it (its checks run); only the
+        # model's work is replaced.
+        patch.setattr(generation, "_LineScorer", _StandInScorer)
         patch.setattr(classification, "train_classifier", recorder("classify train"))
         patch.setattr(classification.ClassifierRun, "evaluate", recorder("classify", report))
         probabilities = recorder("predict", lambda run, docs, **_: np.full((len(docs), 2), 0.5))
