@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from awd_lstm import resources
 from awd_lstm._files import write_json_atomic, write_text_atomic
 from awd_lstm._validation import check_positive_int, check_positive_number, check_rate
 from awd_lstm.data import CorpusError
@@ -430,6 +431,7 @@ def create_classifier_run(
     from awd_lstm.data import Tokenization, Vocabulary
     from awd_lstm.data.labelled import load_labelled
     from awd_lstm.data.synthetic import ClassSources
+    from awd_lstm.resources import check_classifier_memory
     from awd_lstm.runs import Run, _whole_or_removed
 
     path = os.fspath(path)
@@ -501,6 +503,7 @@ def create_classifier_run(
             ]
             vocabulary = Vocabulary.from_training(tokens, tokenization=tokenization)
         info["encoder"] = _encoder_config(config, vocabulary, lm_run)
+        check_classifier_memory(config, info["encoder"], len(corpus.labels))
         from awd_lstm import backend
 
         info["backend"] = backend.name()
@@ -512,7 +515,26 @@ def create_classifier_run(
 
 def train_classifier(run, log=print, progress=True, resume=False, tensorboard_every=50):
     """Trains the classifier of `run` (a `ClassifierRun`), writing its files; from
-    its checkpoint with `resume=True`. Returns `final.json`'s contents."""
+    its checkpoint with `resume=True`. Returns `final.json`'s contents. A classifier
+    whose estimated memory is above what the machine has is refused before it is
+    built (`awd_lstm.resources.ResourceError`); one that runs out of memory anyway
+    stops with `awd_lstm.resources.RanOutOfMemory`, its last checkpoint kept."""
+    config = run.config
+    resources.check_classifier_memory(config, run.info["encoder"], len(run.labels))
+    with resources.out_of_memory_stops(lambda: _what_is_kept(run.path)):
+        return _train_classifier(run, log, progress, resume, tensorboard_every)
+
+
+def _what_is_kept(folder):
+    from awd_lstm import checkpoints
+
+    epochs = checkpoints.saved_epoch(os.path.join(folder, CHECKPOINT))
+    if epochs:
+        return f"{BEST} and the checkpoint of epoch {epochs} are kept"
+    return "no epoch had completed, so nothing was saved"
+
+
+def _train_classifier(run, log, progress, resume, tensorboard_every):
     import keras
 
     from awd_lstm import backend, checkpoints

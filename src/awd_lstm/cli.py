@@ -4,7 +4,8 @@ A thin shell over the library: it parses arguments, picks the Keras backend befo
 Keras is imported, and calls the library (`awd_lstm.runs`, `awd_lstm.training`,
 `awd_lstm.export`, `awd_lstm.generation`), which checks every setting. Errors in the
 user's input end the command with one sentence on stderr, in the flags' names, and
-exit status 2; a diverged run or a failing disk, with status 1.
+exit status 2 (a model too large for this machine's memory among them); a diverged
+run, a failing disk or a run out of memory, with status 1.
 
 A run folder is complete once its `config.json` exists (written last, atomically,
 after the corpus and `vocab.json`); `metrics.jsonl`, the checkpoints, TensorBoard
@@ -975,6 +976,7 @@ def main(argv=None):
             raise UsageError(str(e)) from None
         from awd_lstm._files import CheckpointError
         from awd_lstm.data import CorpusError
+        from awd_lstm.resources import ResourceError
         from awd_lstm.runs import RunError
 
         if getattr(args, "tensorboard_every", None) is not None:  # before anything is written
@@ -984,7 +986,13 @@ def main(argv=None):
                 check_non_negative_int("tensorboard_every", args.tensorboard_every)
         try:
             return COMMANDS[args.command](args)
-        except (CorpusError, CheckpointError, distribute.DistributionError, RunError) as e:
+        except (
+            CorpusError,
+            CheckpointError,
+            distribute.DistributionError,
+            RunError,
+            ResourceError,  # a model too large for this machine: its settings must change
+        ) as e:
             raise UsageError(str(e)) from None
     except UsageError as e:
         print(f"awd-lstm {args.command}: error: {e}", file=sys.stderr)
@@ -1004,6 +1012,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"awd-lstm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # Out of memory, from Python or the backend: the machine's limit, not the
+        # input's fault (a training run's own sentence says what it kept).
+        from awd_lstm.resources import RanOutOfMemory, out_of_memory_reason
+
+        reason = str(e) if isinstance(e, RanOutOfMemory) else out_of_memory_reason(e)
+        if reason is None:
+            raise
+        print(f"awd-lstm {args.command}: error: {reason}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
