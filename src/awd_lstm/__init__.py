@@ -32,6 +32,7 @@ _SUBMODULES = (
     "optimizers",
     "presets",
     "regularizers",
+    "resources",
     "runs",
     "training",
     "transfer",

@@ -299,6 +299,16 @@ def _kind(dtype):
     return name
 
 
+def saved_epoch(path):
+    """The last completed epoch the checkpoint in `path` holds; 0 where there is no
+    readable checkpoint."""
+    try:
+        with h5py.File(path, "r") as f:
+            return int(json.loads(f[_RESUME_GROUP].attrs["state"])["epoch"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return 0
+
+
 def load_trained_weights(config, vocab_size, path):
     """The trainable weights stored in `path` (a run's `best.weights.h5`), checked
     against the model `config` and `vocab_size` describe."""

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from awd_lstm import resources
 from awd_lstm._files import write_json_atomic, write_text_atomic
 from awd_lstm._validation import (
     check_json_fields,
@@ -515,6 +516,7 @@ def create_classifier_run(
     from awd_lstm.data import Tokenization, Vocabulary
     from awd_lstm.data.labelled import load_labelled
     from awd_lstm.data.synthetic import ClassSources
+    from awd_lstm.resources import check_classifier_memory
     from awd_lstm.runs import Run, _whole_or_removed, check_not_in_use
 
     path = os.fspath(path)
@@ -588,6 +590,7 @@ def create_classifier_run(
             ]
             vocabulary = Vocabulary.from_training(tokens, tokenization=tokenization)
         info["encoder"] = _encoder_config(config, vocabulary, lm_run)
+        check_classifier_memory(config, info["encoder"], len(corpus.labels))
         from awd_lstm import backend
 
         info["backend"] = backend.name()
@@ -599,13 +602,29 @@ def create_classifier_run(
 
 def train_classifier(run, log=print, progress=True, resume=False, tensorboard_every=50):
     """Trains the classifier of `run` (a `ClassifierRun`), writing its files; from
-    its checkpoint with `resume=True`. The run folder is locked meanwhile
-    (`awd_lstm.runs.run_lock`: another process that would write there is refused).
-    Returns `final.json`'s contents."""
+    its checkpoint with `resume=True`. Returns `final.json`'s contents. The run folder
+    is locked meanwhile (`awd_lstm.runs.run_lock`: another process that would write
+    there is refused). A classifier whose estimated memory is above what the machine
+    has is refused before it is built (`awd_lstm.resources.ResourceError`); one that
+    runs out of memory anyway stops with `awd_lstm.resources.RanOutOfMemory`, its last
+    checkpoint kept."""
     from awd_lstm.runs import run_lock
 
-    with run_lock(run.path, log=log):
+    resources.check_classifier_memory(run.config, run.info["encoder"], len(run.labels))
+    with (
+        run_lock(run.path, log=log),
+        resources.out_of_memory_stops(lambda: _what_is_kept(run.path)),
+    ):
         return _train_classifier(run, log, progress, resume, tensorboard_every)
+
+
+def _what_is_kept(folder):
+    from awd_lstm import checkpoints
+
+    epochs = checkpoints.saved_epoch(os.path.join(folder, CHECKPOINT))
+    if epochs:
+        return f"{BEST} and the checkpoint of epoch {epochs} are kept"
+    return "no epoch had completed, so nothing was saved"
 
 
 def _train_classifier(run, log, progress, resume, tensorboard_every):

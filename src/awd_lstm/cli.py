@@ -4,9 +4,10 @@ A thin shell over the library: it parses arguments, picks the Keras backend befo
 Keras is imported, and calls the library (`awd_lstm.runs`, `awd_lstm.training`,
 `awd_lstm.export`, `awd_lstm.generation`), which checks every setting. Errors in the
 user's input end the command with one sentence on stderr, in the flags' names, and
-exit status 2; a diverged run, a failing disk or a run folder another process writes
-to (`awd_lstm.runs.run_lock`: the commands that write a run folder lock it before
-they write anything), with status 1.
+exit status 2 (a model too large for this machine's memory among them); a diverged
+run, a failing disk, a run out of memory or a run folder another process writes to
+(`awd_lstm.runs.run_lock`: the commands that write a run folder lock it before they
+write anything), with status 1.
 
 A run folder is complete once its `config.json` exists (written last, atomically,
 after the corpus and `vocab.json`); `metrics.jsonl`, the checkpoints, TensorBoard
@@ -1129,6 +1130,7 @@ def main(argv=None):
             raise UsageError(str(e)) from None
         from awd_lstm._files import CheckpointError
         from awd_lstm.data import CorpusError
+        from awd_lstm.resources import ResourceError
         from awd_lstm.runs import RunError
 
         if getattr(args, "tensorboard_every", None) is not None:  # before anything is written
@@ -1140,7 +1142,13 @@ def main(argv=None):
             code = COMMANDS[args.command](args)
             sys.stdout.flush()  # a reader that went away is seen here (below), not at exit
             return code
-        except (CorpusError, CheckpointError, distribute.DistributionError, RunError) as e:
+        except (
+            CorpusError,
+            CheckpointError,
+            distribute.DistributionError,
+            RunError,
+            ResourceError,  # a model too large for this machine: its settings must change
+        ) as e:
             raise UsageError(str(e)) from None
     except BrokenPipeError:
         # The reader of the output went away (`| head`): stop quietly, with the status
@@ -1170,6 +1178,16 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"awd-lstm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        # Out of memory, from Python or the backend: the machine's limit, not the
+        # input's fault (a training run's own sentence says what it kept).
+        from awd_lstm.resources import RanOutOfMemory, out_of_memory_reason
+
+        reason = str(e) if isinstance(e, RanOutOfMemory) else out_of_memory_reason(e)
+        if reason is None:
+            raise
+        print(f"awd-lstm {args.command}: error: {reason}", file=sys.stderr)
+        return 1
 
 
 def _discard_output():

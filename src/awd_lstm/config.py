@@ -8,6 +8,14 @@ OPTIMIZERS = ("ntasgd", "sgd", "adam", "rmsprop")
 ON_NAN = ("stop", "skip-batch")
 # The encoder's recurrent layers (`awd_lstm.models.AWDLSTMEncoder`'s `cell`).
 CELLS = ("lstm", "mogrifier", "qrnn")
+# Hard bounds, whatever the machine (docs/RELIABILITY.md, "Resources"). Layers and the
+# Mogrifier's rounds are built and traced one by one: far beyond any published model
+# (3 or 4 layers, 6 rounds) a run only spends minutes building before its first step.
+MAX_LAYERS = 100
+MAX_MOGRIFIER_ROUNDS = 100
+# Every other size below 2**31: the memory estimate refuses far smaller ones on any
+# machine (awd_lstm.resources), and the bound keeps its arithmetic within floats.
+MAX_SIZE = 2**31 - 1
 
 
 def step_decay(boundaries, factor=0.1):
@@ -228,6 +236,7 @@ class TrainingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
+        self._check_bounds()
         if self.mixture_components and (self.cutoffs or not self.tie_weights):
             raise ValueError(
                 "a mixture of softmaxes (mixture_components) scores the tied embedding: "
@@ -248,6 +257,24 @@ class TrainingConfig:
             value = getattr(self, name)
             if not (_is_number(value) and math.isfinite(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+
+    def _check_bounds(self):
+        """The hard bounds: `MAX_LAYERS`, `MAX_MOGRIFIER_ROUNDS`, `MAX_SIZE`."""
+        for name, bound, why in (
+            ("num_layers", MAX_LAYERS, "deeper stacks only take minutes to build"),
+            ("mogrifier_rounds", MAX_MOGRIFIER_ROUNDS, "more only take minutes to build"),
+        ):
+            if getattr(self, name) > bound:
+                raise ValueError(
+                    f"{name} must be at most {bound} ({why}); got {getattr(self, name)}"
+                )
+        sizes = (
+            "embedding_size hidden_size batch_size eval_batch_size bptt length_quantum "
+            "mixture_components last_hidden_size mogrifier_rank"
+        ).split()
+        for name in sizes:
+            if getattr(self, name) > MAX_SIZE:
+                raise ValueError(f"{name} must be below 2**31; got {getattr(self, name)}")
 
     def learning_rate(self, epoch):
         """The base learning rate of `epoch` (1-based): `lr` divided by 10 once for

@@ -645,7 +645,9 @@ def create_training_run(
     a log line."""
     from awd_lstm import backend
     from awd_lstm.data import Tokenization, load_corpus
+    from awd_lstm.presets import SYNTHETIC_SOURCE
     from awd_lstm.recipe import check_splits
+    from awd_lstm.resources import check_training_memory
 
     path = os.fspath(path)
     if os.path.exists(os.path.join(path, CONFIG)):
@@ -677,17 +679,23 @@ def create_training_run(
                 "the built-in synthetic corpus has a vocabulary of its own; give `data`, "
                 "a corpus folder, for tokenization settings"
             )
+    backend.set_random_seed(config.seed)
+    if data is None:
+        vocab_size = SYNTHETIC_SOURCE["vocab_size"]
+    else:
+        corpus = load_corpus(data, level=level, tokenization=tokenization)
+        check_splits(config, corpus)
+        vocab_size = len(corpus.vocab)
+    check_training_memory(config, vocab_size)  # before the folder is made
     with _whole_or_removed(path):
-        backend.set_random_seed(config.seed)
         synthetic = None
         if data is None:
             corpus = write_builtin_corpus(os.path.join(path, CORPUS), config.seed, tokens)
             synthetic = {"tokens": tokens, "seed": config.seed}
             description = f"built-in synthetic corpus ({os.path.join(path, CORPUS)})"
+            check_splits(config, corpus)
         else:
-            corpus = load_corpus(data, level=level, tokenization=tokenization)
             description = data
-        check_splits(config, corpus)
         run = Run.create(
             path,
             config,
@@ -727,6 +735,7 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, data=None,
     max_seconds=run.max_seconds)` runs it (`weights` is None where it continues from
     its checkpoint)."""
     from awd_lstm import backend
+    from awd_lstm.resources import check_training_memory
 
     path = os.fspath(path) if path is not None else os.path.join(os.fspath(trained), "finetune")
     check_not_in_use(trained)  # not while it trains: its weights are still changing
@@ -747,6 +756,7 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, data=None,
     weights = parent.trained_weights("best")
     if data is None:
         corpus = parent.corpus()
+        check_training_memory(config, len(corpus.vocab))
         run = parent.create_finetune(path, config, max_minutes=max_minutes)
         return run, corpus, weights
     from awd_lstm.data import load_corpus
@@ -756,6 +766,7 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, data=None,
     level, tokenization = parent.vocabulary.level, parent.vocabulary.tokenization
     corpus = load_corpus(data, level=level, tokenization=tokenization)
     check_splits(config, corpus)
+    check_training_memory(config, len(corpus.vocab))
     weights = remap_weights(parent.config, parent.vocabulary, corpus.vocab, weights)
     run = parent.create_finetune(path, config, max_minutes, data=data, vocabulary=corpus.vocab)
     return run, corpus, weights

@@ -30,7 +30,7 @@ import keras
 import numpy as np
 
 from awd_lstm import callbacks as recipe_callbacks
-from awd_lstm import checkpoints, recipe
+from awd_lstm import checkpoints, recipe, resources
 from awd_lstm._files import (  # noqa: F401 (CheckpointError re-exported)
     CheckpointError,
     WriteError,
@@ -106,6 +106,10 @@ def train(
     length; one set in `on_train_batch_begin` is that step's. `model.stop_training =
     True` ends the run after the epoch. A non-finite loss still stops the run with
     `FloatingPointError` (after `on_train_batch_end`, so `TerminateOnNaN` reports it).
+    A run whose estimated memory is above what the machine has is refused before
+    anything is written (`awd_lstm.resources.ResourceError`); one that runs out of
+    memory anyway stops with `awd_lstm.resources.RanOutOfMemory`, its last checkpoint
+    kept.
     The callbacks' own state is in the checkpoint: that of a callback with
     `get_state()`/`set_state(state)`, and the counters and best value of Keras'
     `EarlyStopping` and `ReduceLROnPlateau` (pass the same callbacks, in the same
@@ -120,21 +124,22 @@ def train(
     Returns an evaluation model holding the best weights and the list of epoch
     records.
     """
-    return _run(
-        config,
-        corpus,
-        run_dir,
-        "train",
-        log,
-        progress,
-        max_seconds,
-        resume,
-        None,
-        distribution,
-        test,
-        callbacks,
-        tensorboard_every,
-    )
+    with _out_of_memory_stops_the_run(run_dir):
+        return _run(
+            config,
+            corpus,
+            run_dir,
+            "train",
+            log,
+            progress,
+            max_seconds,
+            resume,
+            None,
+            distribution,
+            test,
+            callbacks,
+            tensorboard_every,
+        )
 
 
 def finetune(
@@ -158,21 +163,22 @@ def finetune(
     `Run.create_finetune` to record the trained run it starts from); `callbacks` and
     `tensorboard_every` as in `train` (the starting weights' validation loss is
     TensorBoard's step 0)."""
-    return _run(
-        config,
-        corpus,
-        run_dir,
-        "finetune",
-        log,
-        progress,
-        max_seconds,
-        resume,
-        weights,
-        None,
-        test,
-        callbacks,
-        tensorboard_every,
-    )
+    with _out_of_memory_stops_the_run(run_dir):
+        return _run(
+            config,
+            corpus,
+            run_dir,
+            "finetune",
+            log,
+            progress,
+            max_seconds,
+            resume,
+            weights,
+            None,
+            test,
+            callbacks,
+            tensorboard_every,
+        )
 
 
 def _open_or_create_run(run_dir, config, corpus, stage, resume):
@@ -260,6 +266,7 @@ def _run(
     distribution = distribution or Distribution()
     distribution.check_batch(config.batch_size)
     train_data = recipe.check_splits(config, corpus)  # before anything is written
+    resources.check_training_memory(config, len(corpus.vocab), distribution.replicas)
     with _output_folder(run_dir, distribution, log) as out_dir:
         run = None
         if distribution.is_chief:
@@ -371,6 +378,17 @@ def _recipe_parts(config, corpus, evaluator, stage, out_dir, run_dir, log, max_s
             else recipe_callbacks.StopOnNaN()
         ),
     )
+
+
+def _out_of_memory_stops_the_run(run_dir):
+    """Running out of memory stops the run with one sentence (`RanOutOfMemory`) that
+    says which of the run's files are kept."""
+
+    def kept():
+        epochs = checkpoints.saved_epoch(os.path.join(run_dir, CHECKPOINT))
+        return _what_is_kept(epochs, os.path.join(run_dir, BEST))
+
+    return resources.out_of_memory_stops(kept)
 
 
 def _what_is_kept(epochs_done, best_path):

@@ -194,6 +194,21 @@ def associative_scan(f, elems, axis=0):
     return ops.associative_scan(f, elems, axis=axis)
 
 
+def device_memory():
+    """Free bytes of the GPU the backend computes on, where the backend tells it
+    (JAX: its allocator's limit less what it holds; PyTorch: CUDA's free memory and
+    its own cache); None on TensorFlow, whose public API reports what a GPU's memory
+    holds but not its size."""
+    return None if name() == "tensorflow" else _module().device_memory()
+
+
+def is_out_of_memory(error):
+    """Whether `error` says the machine or the device ran out of memory: Python's
+    `MemoryError`, TensorFlow's `ResourceExhaustedError`, XLA's RESOURCE_EXHAUSTED,
+    PyTorch's `OutOfMemoryError` and its CPU allocator's "can't allocate memory"."""
+    return isinstance(error, MemoryError) or _module().is_out_of_memory(error)
+
+
 def parallel_pooling():
     """Whether `awd_lstm.layers.QRNN(pooling="auto")` pools with the associative scan
     rather than the step loop: where benchmarks/qrnn_throughput.py measured it

@@ -350,3 +350,18 @@ def data_parallel():
 def has_gpu():
     """Whether JAX computes on a GPU."""
     return jax.default_backend() == "gpu"
+
+
+def device_memory():
+    """The first device's allocator limit less what it holds (None where XLA's
+    client keeps no statistics)."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "bytes_limit" not in stats:
+        return None
+    return stats["bytes_limit"] - stats.get("bytes_in_use", 0)
+
+
+def is_out_of_memory(error):
+    # XLA's status in the message: `JaxRuntimeError` (XlaRuntimeError before JAX
+    # 0.4.36), both RuntimeErrors.
+    return isinstance(error, RuntimeError) and "RESOURCE_EXHAUSTED" in str(error)

@@ -144,6 +144,10 @@ def has_gpu():
     return bool(tf.config.list_logical_devices("GPU"))
 
 
+def is_out_of_memory(error):
+    return isinstance(error, tf.errors.ResourceExhaustedError)
+
+
 def replica():
     """`(replicas, replica_id)` inside a replica function of a strategy with more than
     one replica (the id a Python int or a scalar tensor), else `(1, 0)`."""

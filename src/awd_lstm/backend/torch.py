@@ -76,3 +76,16 @@ def activation_modules():
 def has_gpu():
     """Whether Keras' PyTorch backend computes on a CUDA device."""
     return torch.cuda.is_available()
+
+
+def device_memory():
+    """CUDA's free memory plus what PyTorch's cache holds unused."""
+    free, _ = torch.cuda.mem_get_info()
+    return free + torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+
+
+def is_out_of_memory(error):
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    # The CPU allocator's failure is a plain RuntimeError.
+    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
