@@ -5,13 +5,14 @@
 First an uninterrupted reference run of the built-in corpus (small settings, 3
 epochs). Then the same run is started and killed `--kills` times: at a random moment
 (within the time the rest of the run would take), or, every third kill, the moment a
-new temporary file appears in the run folder (a checkpoint, the weights or a log being
-written) if one does within that time. After each kill the script checks that the
-run folder holds no broken file: `config.json` is JSON (or absent: killed before the
-run existed, which starts it again), `checkpoint.weights.h5` (when present) opens and
-holds the resume state, `metrics.jsonl` parses; then it resumes with `--resume`. When
-the kills are done, the last resume runs to the end, and its `metrics.jsonl` (timings
-left out) and `final.json` must equal the reference run's. Prints one line per kill and
+new temporary weights file appears in the run folder (a checkpoint or the best
+weights being written at an epoch's end) if one does within that time. After each
+kill the script checks that the run folder holds no broken file: `config.json` is
+JSON (or absent: killed before the run existed, which starts it again),
+`checkpoint.weights.h5` (when present) opens and holds the resume state,
+`metrics.jsonl` parses; then it resumes with `--resume`. When the kills are done, the
+last resume runs to the end, and its `metrics.jsonl` (timings left out) and
+`final.json` must equal the reference run's. Prints one line per kill and
 exits 0 when everything held, 1 otherwise.
 """
 
@@ -86,21 +87,24 @@ def start(backend, run):
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def temporaries(run):
+def temporaries(run, suffix=""):
     if not os.path.isdir(run):
         return set()
-    return {n for n in os.listdir(run) if n.startswith(".tmp-")}
+    return {n for n in os.listdir(run) if n.startswith(".tmp-") and n.endswith(suffix)}
 
 
 def kill_at_random(process, run, rng, during_write, max_seconds):
     """Kills `process` at a random moment of its first `max_seconds`, or, with
     `during_write`, when a new temporary file shows up (a file being written) within
     them; returns what the moment was, or None if the process ended first."""
-    stale = temporaries(run)  # left by an earlier kill; the resume removes them
+    # The weights files written at an epoch's end (a checkpoint, the best weights),
+    # not the run's first files: the process has trained when it is killed.
+    suffix = ".h5" if during_write else ""
+    stale = temporaries(run, suffix)  # left by an earlier kill; the resume removes them
     wait = max(max_seconds, 1.0) if during_write else rng.uniform(0.5, max(max_seconds, 1.0))
     deadline = time.monotonic() + wait
     while process.poll() is None:
-        writing = bool(temporaries(run) - stale)
+        writing = bool(temporaries(run, suffix) - stale)
         if (during_write and writing) or time.monotonic() > deadline:
             process.send_signal(signal.SIGKILL)
             process.wait()
