@@ -79,6 +79,10 @@ def check_folder(run):
     return problems
 
 
+def finished(run):
+    return os.path.exists(os.path.join(run, "final.json"))
+
+
 def start(backend, run):
     if os.path.exists(os.path.join(run, "config.json")):
         args = command(backend, "train", "--resume", run, "--no-progress")
@@ -134,6 +138,9 @@ def main(argv=None):
     run = os.path.join(work, "killed")
     kills, restarts, failures = 0, 0, []
     while kills < args.kills:
+        if finished(run):  # killed after it wrote its end: over again for the kills due
+            restarts += 1
+            os.rename(run, f"{run}-finished-{restarts}")
         process = start(args.backend, run)
         during_write = kills % 3 == 2
         remaining = 1 - len(epochs(run)) / EPOCHS
@@ -156,9 +163,9 @@ def main(argv=None):
             flush=True,
         )
     if not failures:
-        process = start(args.backend, run)
-        _, err = process.communicate()
-        if process.returncode != 0:
+        process = start(args.backend, run) if not finished(run) else None
+        _, err = process.communicate() if process else (None, b"")
+        if process and process.returncode != 0:
             failures.append(f"the last resume failed: {err.decode()[-2000:]}")
         elif epochs(run) != epochs(reference):
             failures.append("metrics.jsonl differs from the uninterrupted run's")

@@ -186,6 +186,19 @@ def places(run, tmp_path_factory):
     return {"RUN": run, "CLASSIFIER": folder / "classifier", "TASK": folder / "task"}
 
 
+RUN_FILES = {
+    "config.json",
+    "vocab.json",
+    "metrics.jsonl",
+    "final.json",
+    "best.weights.h5",
+    "checkpoint.weights.h5",
+    "learning_curves.png",
+    "corpus",
+    "tensorboard",
+}
+
+
 class _Places:
     """A fresh folder for one example: the command's working folder `cwd` (empty),
     and the copies and files the placeholders of `argv` name."""
@@ -209,10 +222,19 @@ class _Places:
             PORT=str(_closed_port()) if "{PORT}" in words else "9",
         )
         self.paths = path
+        # The run's own files, not what other tests made in the shared run (a
+        # fine-tuning's folder, exports...).
+        top = os.path.realpath(sources["RUN"])
+
+        def own(folder, names):
+            if os.path.realpath(folder) != top:
+                return []
+            return [name for name in names if name not in RUN_FILES]
+
         if "{RUN}" in words:
-            shutil.copytree(sources["RUN"], path["RUN"])
+            shutil.copytree(sources["RUN"], path["RUN"], ignore=own)
         if "{UNFINISHED}" in words:  # a run that can be resumed
-            shutil.copytree(sources["RUN"], path["UNFINISHED"])
+            shutil.copytree(sources["RUN"], path["UNFINISHED"], ignore=own)
             os.remove(os.path.join(path["UNFINISHED"], "final.json"))
         if "{CLASSIFIER}" in words:
             shutil.copytree(sources["CLASSIFIER"], path["CLASSIFIER"])
@@ -281,7 +303,8 @@ def _allowed(path, outputs):
 
 def _stand_in_model(run, **_):
     """What the commands take from a run's model: its vocabulary and encoder settings."""
-    encoder = SimpleNamespace(get_config=lambda: dataclasses.asdict(run.config))
+    settings = {**dataclasses.asdict(run.config), "vocab_size": len(run.vocabulary)}
+    encoder = SimpleNamespace(get_config=lambda: settings)
     return SimpleNamespace(vocabulary=run.vocabulary, encoder=encoder)
 
 

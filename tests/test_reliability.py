@@ -19,12 +19,13 @@ from tests.test_cli import _epochs
 
 
 # Integer settings whose 0 is a choice: no mogrifier rounds (the LSTM), full rank, no
-# mixture, the default last layer size.
+# mixture, the default last layer size, no skipped step allowed.
 ZERO_MEANS_DEFAULT = {
     "mogrifier_rounds",
     "mogrifier_rank",
     "mixture_components",
     "last_hidden_size",
+    "max_skips",
 }
 
 

@@ -47,6 +47,10 @@
    can be one of its types; the package's saving and loading on JAX and PyTorch tell
    Keras it is absent for that time, so that it is not imported. Keras' saving has no
    setting for this.
+13. `Optimizer._trainable_variables`: the variables an optimizer was built for, which
+   its `apply(grads)` updates when given none (as `stateless_apply` calls it on JAX);
+   skipping a non-finite update keeps their values, and no public property lists
+   them.
 """
 
 import contextlib
