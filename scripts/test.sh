@@ -20,10 +20,6 @@ ruff format --check . || status=1
 export XLA_FLAGS="${XLA_FLAGS:-} --xla_backend_optimization_level=0"
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
-# The JAX run is the longest (XLA compiles every new shape). With no pytest arguments
-# the files of JAX_SECOND run on JAX in the other lane, after the TensorFlow and
-# PyTorch runs, so that the two lanes end at about the same time.
-JAX_SECOND="tests/test_qrnn.py tests/test_mogrifier.py"
 suite() {  # suite LABEL BACKEND [pytest args]: output to $logs/LABEL.log, status to .rc
   local label=$1 backend=$2
   shift 2
@@ -41,24 +37,14 @@ if [ "${TEST_JOBS:-2}" != 1 ]; then
 fi
 if [ "${TEST_JOBS:-2}" = 1 ]; then
   for backend in tensorflow jax torch; do suite $backend $backend "$@"; done
-elif [ $# -eq 0 ]; then
-  ignored=()
-  for file in $JAX_SECOND; do ignored+=("--ignore=$file"); done
-  suite jax jax "${ignored[@]}" &
-  # shellcheck disable=SC2086 # JAX_SECOND is a list of paths
-  { suite tensorflow tensorflow; suite torch torch; suite jax-second jax $JAX_SECOND; } &
-  wait
 else
+  # The JAX run (XLA compiles every new shape) takes about as long as the other two.
   suite jax jax "$@" &
   { suite tensorflow tensorflow "$@"; suite torch torch "$@"; } &
   wait
 fi
-for label in tensorflow jax jax-second torch; do
-  [ -e "$logs/$label.log" ] || continue  # jax-second runs only without arguments
-  case $label in
-    jax-second) echo "== pytest, KERAS_BACKEND=jax: $JAX_SECOND" ;;
-    *) echo "== pytest, KERAS_BACKEND=$label" ;;
-  esac
+for label in tensorflow jax torch; do
+  echo "== pytest, KERAS_BACKEND=$label"
   cat "$logs/$label.log"
   [ "$(cat "$logs/$label.rc" 2>/dev/null)" = 0 ] || status=1
 done

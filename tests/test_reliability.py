@@ -6,7 +6,7 @@ import os
 import re
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from awd_lstm.cli import main
@@ -300,6 +300,8 @@ def test_one_enormous_line(tmp_path):
         ).map(lambda v: json.dumps(v).encode()),
     )
 )
+@example(raw=b'{"tokens": [null, []]}')  # None first among the odd tokens
+@example(raw=b'{"tokens": ["a"], "counts": [null]}')
 def test_a_vocabulary_file_loads_or_fails_in_one_sentence(tmp_path_factory, raw):
     path = tmp_path_factory.mktemp("vocab") / "vocab.json"
     path.write_bytes(raw)

@@ -438,18 +438,20 @@ class Vocabulary:
         tokens = list(tokens)
         if not tokens:
             raise CorpusError("a vocabulary needs at least one token")
-        odd = next((t for t in tokens if not isinstance(t, str)), None)
-        if odd is not None:
-            raise CorpusError(f"vocabulary tokens must be strings; got {short_repr(odd)}")
+        odd = [t for t in tokens if not isinstance(t, str)]  # (None is one of them)
+        if odd:
+            raise CorpusError(f"vocabulary tokens must be strings; got {short_repr(odd[0])}")
         if len(set(tokens)) != len(tokens):
             raise CorpusError("vocabulary tokens must be distinct")
         if counts is not None:
             counts = list(counts)
             if len(counts) != len(tokens):
                 raise CorpusError("vocabulary counts must match its tokens one to one")
-            odd = next((c for c in counts if not _is_count(c)), None)
-            if odd is not None:
-                raise CorpusError(f"vocabulary counts must be integers >= 0; got {short_repr(odd)}")
+            odd = [c for c in counts if not _is_count(c)]
+            if odd:
+                raise CorpusError(
+                    f"vocabulary counts must be integers >= 0; got {short_repr(odd[0])}"
+                )
         if not isinstance(level, str) or level not in LEVELS:
             raise CorpusError(f"level must be one of {LEVELS}; got {level!r}")
         tokenization = DEFAULT_TOKENIZATION if tokenization is None else tokenization
