@@ -31,7 +31,6 @@ FLAGS = [
     "--batch-size", "8", "--eval-batch-size", "4", "--bptt", "10", "--length-quantum", "5",
     "--synthetic-tokens", "4000", "--no-progress", "--seed", "7",
 ]  # fmt: skip
-EPOCHS = int(FLAGS[FLAGS.index("--epochs") + 1])
 TIMING = ("seconds", "tokens_per_sec")
 
 
@@ -128,23 +127,35 @@ def main(argv=None):
     rng = random.Random(args.seed)
     reference = os.path.join(work, "reference")
     started = time.monotonic()
-    done = subprocess.run(command(args.backend, "train", "--out", reference, *FLAGS),
-                          capture_output=True, text=True)  # fmt: skip
-    # Random kills fall anywhere in a whole run's time (start-up included).
-    max_seconds = time.monotonic() - started
+    done = subprocess.Popen(command(args.backend, "train", "--out", reference, *FLAGS),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    ended = [0.0]  # when each epoch's line appeared, from the start
+    while done.poll() is None:
+        if len(epochs(reference)) >= len(ended):
+            ended.append(time.monotonic() - started)
+        time.sleep(0.02)
+    total = time.monotonic() - started
     if done.returncode != 0:
-        print(f"the reference run failed:\n{done.stderr[-2000:]}")
+        print(f"the reference run failed:\n{done.stderr.read().decode()[-2000:]}")
         return 1
+    # Start-up: the first epoch's time less a later epoch's.
+    startup = max(ended[1] - (ended[2] - ended[1]), 0.0) if len(ended) > 2 else 0.0
+
+    def window(run):
+        # A kill falls anywhere in the time the resumed run would take: its start-up
+        # and the rest of its epochs, the final test included.
+        return startup + total - ended[min(len(epochs(run)), len(ended) - 1)]
+
     run = os.path.join(work, "killed")
     kills, restarts, failures = 0, 0, []
     while kills < args.kills:
         if finished(run):  # killed after it wrote its end: over again for the kills due
+            print(f"the run had ended at kill {kills}; starting it over")
             restarts += 1
             os.rename(run, f"{run}-finished-{restarts}")
         process = start(args.backend, run)
         during_write = kills % 3 == 2
-        remaining = 1 - len(epochs(run)) / EPOCHS
-        moment = kill_at_random(process, run, rng, during_write, max_seconds * remaining)
+        moment = kill_at_random(process, run, rng, during_write, window(run))
         if moment is None:
             if process.returncode != 0:
                 failures.append(f"a resume failed: {process.stderr.read().decode()[-500:]}")
