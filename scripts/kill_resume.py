@@ -126,9 +126,10 @@ def main(argv=None):
     work = args.work or tempfile.mkdtemp(prefix="kill-resume-")
     rng = random.Random(args.seed)
     reference = os.path.join(work, "reference")
+    errors = tempfile.TemporaryFile()  # not a pipe: nobody reads it while it runs
     started = time.monotonic()
     done = subprocess.Popen(command(args.backend, "train", "--out", reference, *FLAGS),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=errors)  # fmt: skip
     ended = [0.0]  # when each epoch's line appeared, from the start
     while done.poll() is None:
         if len(epochs(reference)) >= len(ended):
@@ -136,7 +137,8 @@ def main(argv=None):
         time.sleep(0.02)
     total = time.monotonic() - started
     if done.returncode != 0:
-        print(f"the reference run failed:\n{done.stderr.read().decode()[-2000:]}")
+        errors.seek(0)
+        print(f"the reference run failed:\n{errors.read().decode()[-2000:]}")
         return 1
     # Start-up: the first epoch's time less a later epoch's.
     startup = max(ended[1] - (ended[2] - ended[1]), 0.0) if len(ended) > 2 else 0.0

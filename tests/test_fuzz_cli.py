@@ -430,7 +430,6 @@ def check_command_line(argv, places, calls, root):
 
 
 @settings(
-    derandomize=True,
     deadline=None,
     max_examples=300,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

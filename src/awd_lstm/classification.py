@@ -609,22 +609,11 @@ def train_classifier(run, log=print, progress=True, resume=False, tensorboard_ev
     runs out of memory anyway stops with `awd_lstm.resources.RanOutOfMemory`, its last
     checkpoint kept."""
     from awd_lstm.runs import run_lock
+    from awd_lstm.training import _out_of_memory_stops_the_run  # the same file names
 
     resources.check_classifier_memory(run.config, run.info["encoder"], len(run.labels))
-    with (
-        run_lock(run.path, log=log),
-        resources.out_of_memory_stops(lambda: _what_is_kept(run.path)),
-    ):
+    with run_lock(run.path, log=log), _out_of_memory_stops_the_run(run.path):
         return _train_classifier(run, log, progress, resume, tensorboard_every)
-
-
-def _what_is_kept(folder):
-    from awd_lstm import checkpoints
-
-    epochs = checkpoints.saved_epoch(os.path.join(folder, CHECKPOINT))
-    if epochs:
-        return f"{BEST} and the checkpoint of epoch {epochs} are kept"
-    return "no epoch had completed, so nothing was saved"
 
 
 def _train_classifier(run, log, progress, resume, tensorboard_every):

@@ -1186,7 +1186,7 @@ def main(argv=None):
         reason = str(e) if isinstance(e, RanOutOfMemory) else out_of_memory_reason(e)
         if reason is None:
             raise
-        print(f"awd-lstm {args.command}: error: {reason}", file=sys.stderr)
+        print(_error_line(f"awd-lstm {args.command}", reason), file=sys.stderr)
         return 1
 
 

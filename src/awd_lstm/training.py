@@ -124,22 +124,21 @@ def train(
     Returns an evaluation model holding the best weights and the list of epoch
     records.
     """
-    with _out_of_memory_stops_the_run(run_dir):
-        return _run(
-            config,
-            corpus,
-            run_dir,
-            "train",
-            log,
-            progress,
-            max_seconds,
-            resume,
-            None,
-            distribution,
-            test,
-            callbacks,
-            tensorboard_every,
-        )
+    return _run(
+        config,
+        corpus,
+        run_dir,
+        "train",
+        log,
+        progress,
+        max_seconds,
+        resume,
+        None,
+        distribution,
+        test,
+        callbacks,
+        tensorboard_every,
+    )
 
 
 def finetune(
@@ -163,22 +162,21 @@ def finetune(
     `Run.create_finetune` to record the trained run it starts from); `callbacks` and
     `tensorboard_every` as in `train` (the starting weights' validation loss is
     TensorBoard's step 0)."""
-    with _out_of_memory_stops_the_run(run_dir):
-        return _run(
-            config,
-            corpus,
-            run_dir,
-            "finetune",
-            log,
-            progress,
-            max_seconds,
-            resume,
-            weights,
-            None,
-            test,
-            callbacks,
-            tensorboard_every,
-        )
+    return _run(
+        config,
+        corpus,
+        run_dir,
+        "finetune",
+        log,
+        progress,
+        max_seconds,
+        resume,
+        weights,
+        None,
+        test,
+        callbacks,
+        tensorboard_every,
+    )
 
 
 def _open_or_create_run(run_dir, config, corpus, stage, resume):
@@ -267,7 +265,10 @@ def _run(
     distribution.check_batch(config.batch_size)
     train_data = recipe.check_splits(config, corpus)  # before anything is written
     resources.check_training_memory(config, len(corpus.vocab), distribution.replicas)
-    with _output_folder(run_dir, distribution, log) as out_dir:
+    with (
+        _out_of_memory_stops_the_run(run_dir),
+        _output_folder(run_dir, distribution, log) as out_dir,
+    ):
         run = None
         if distribution.is_chief:
             run = _open_or_create_run(run_dir, config, corpus, stage, resume)

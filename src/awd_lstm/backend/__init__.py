@@ -199,7 +199,7 @@ def device_memory():
     (JAX: its allocator's limit less what it holds; PyTorch: CUDA's free memory and
     its own cache); None on TensorFlow, whose public API reports what a GPU's memory
     holds but not its size."""
-    return None if name() == "tensorflow" else _module().device_memory()
+    return _module().device_memory()
 
 
 def is_out_of_memory(error):

@@ -144,6 +144,12 @@ def has_gpu():
     return bool(tf.config.list_logical_devices("GPU"))
 
 
+def device_memory():
+    # `tf.config.experimental.get_memory_info` reports what TensorFlow holds on a GPU,
+    # not the GPU's size or what is free on it.
+    return None
+
+
 def is_out_of_memory(error):
     return isinstance(error, tf.errors.ResourceExhaustedError)
 
