@@ -49,24 +49,16 @@ def cpu():
     """`{"model", "flags", "cpus", "threads"}`: the CPU's model name and which of
     `CPU_FLAGS` it has (Linux's /proc/cpuinfo, as `lscpu` shows them), the logical
     CPUs and the thread settings the frameworks read from the environment."""
-    model, flags = "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and model == "unknown":
-                    model = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
+    from awd_lstm.resources import cpu_info
+
+    model, flags = cpu_info()
     threads = {
         name: os.environ[name]
         for name in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
         if name in os.environ
     }
     return {
-        "model": model,
+        "model": model or "unknown",
         "flags": [flag for flag in CPU_FLAGS if flag in flags],
         "cpus": os.cpu_count(),
         "threads": threads or "framework defaults (one per logical CPU)",
@@ -85,6 +77,24 @@ def run_child(script, backend, arguments, label=None):
         print(done.stderr, file=sys.stderr)
         sys.exit(done.returncode)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_variants(script, backends, variants, arguments, label=str):
+    """`run_child` for each backend of the comma-separated `backends` and each of
+    `variants` (its first argument, before `arguments`): one row each, in order.
+    `label(variant)` names it in the progress line."""
+    rows = []
+    for backend in backends.split(","):
+        for variant in variants:
+            tag = f"{backend}, {label(variant)}"
+            rows.append(run_child(script, backend, [variant, *arguments], label=tag))
+    return rows
+
+
+def require_peak_memory(parser):
+    """Stops with a usage error where Linux's /proc/self memory counters are missing."""
+    if not os.path.exists("/proc/self/clear_refs"):
+        parser.error("this benchmark reads peak memory from Linux's /proc/self")
 
 
 def run_backends(script, backends, arguments):

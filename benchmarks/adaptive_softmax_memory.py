@@ -29,7 +29,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, memory_status, report, reset_memory_peak, run_child  # noqa: E402
+from _common import (  # noqa: E402
+    argument_parser,
+    memory_status,
+    report,
+    require_peak_memory,
+    reset_memory_peak,
+    run_variants,
+)
 
 CUTOFFS = (2800, 20000, 76000)
 OUTPUTS = ("full", "adaptive")
@@ -121,21 +128,16 @@ def main():
             parser.error(f"--{name} must be at least 1")
     if args.vocab <= CUTOFFS[-1]:
         parser.error(f"--vocab must be above the last cut-off {CUTOFFS[-1]}")
-    if not os.path.exists("/proc/self/clear_refs"):
-        parser.error("this benchmark reads peak memory from Linux's /proc/self")
+    require_peak_memory(parser)
     sizes = (args.vocab, args.batch, args.bptt, args.steps, args.hidden, args.seed)
     if args.child:
         print(json.dumps(measure(args.child, *sizes)))
         return 0
-    rows = []
-    for backend in args.backends.split(","):
-        for output in OUTPUTS:
-            arguments = [output]
-            for name in ("vocab", "batch", "bptt", "steps", "hidden", "seed"):
-                arguments += [f"--{name}", getattr(args, name)]
-            label = f"{backend}, {output} softmax"
-            rows.append(run_child(__file__, backend, arguments, label=label))
-    report(rows, table, args.json)
+    arguments = []
+    for name in ("vocab", "batch", "bptt", "steps", "hidden", "seed"):
+        arguments += [f"--{name}", getattr(args, name)]
+    label = "{} softmax".format
+    report(run_variants(__file__, args.backends, OUTPUTS, arguments, label), table, args.json)
     return 0
 
 

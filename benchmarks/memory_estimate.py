@@ -22,7 +22,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, memory_status, report, reset_memory_peak, run_child  # noqa: E402
+from _common import (  # noqa: E402
+    argument_parser,
+    memory_status,
+    report,
+    require_peak_memory,
+    reset_memory_peak,
+    run_variants,
+)
 
 
 def _sizes():
@@ -159,8 +166,9 @@ def main():
     parser.add_argument("--steps", type=int, default=2, help="training steps (the first compiles)")
     parser.add_argument("--child", choices=SIZES, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not os.path.exists("/proc/self/clear_refs"):
-        parser.error("this benchmark reads peak memory from Linux's /proc/self")
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    require_peak_memory(parser)
     if args.child:
         print(json.dumps(measure(args.child, args.steps, args.seed)))
         return 0
@@ -168,12 +176,8 @@ def main():
     unknown = sorted(set(sizes) - set(SIZES))
     if unknown:
         parser.error(f"--sizes: unknown {', '.join(unknown)}; choose among {', '.join(SIZES)}")
-    rows = []
-    for backend in args.backends.split(","):
-        for size in sizes:
-            arguments = [size, "--steps", args.steps, "--seed", args.seed]
-            rows.append(run_child(__file__, backend, arguments, label=f"{backend}, {size}"))
-    report(rows, table, args.json)
+    arguments = ["--steps", args.steps, "--seed", args.seed]
+    report(run_variants(__file__, args.backends, sizes, arguments), table, args.json)
     return 0
 
 

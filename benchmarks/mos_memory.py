@@ -22,7 +22,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import argument_parser, memory_status, report, reset_memory_peak, run_child  # noqa: E402
+from _common import (  # noqa: E402
+    argument_parser,
+    memory_status,
+    report,
+    require_peak_memory,
+    reset_memory_peak,
+    run_variants,
+)
 
 VARIANTS = ("chunked", "one-chunk", "softmax")
 VOCAB = 10_000
@@ -105,17 +112,12 @@ def main():
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be at least 1")
-    if not os.path.exists("/proc/self/clear_refs"):
-        parser.error("this benchmark reads peak memory from Linux's /proc/self")
+    require_peak_memory(parser)
     if args.child:
         print(json.dumps(measure(args.child, args.steps, args.seed)))
         return 0
-    rows = []
-    for backend in args.backends.split(","):
-        for variant in VARIANTS:
-            arguments = [variant, "--steps", args.steps, "--seed", args.seed]
-            rows.append(run_child(__file__, backend, arguments, label=f"{backend}, {variant}"))
-    report(rows, table, args.json)
+    arguments = ["--steps", args.steps, "--seed", args.seed]
+    report(run_variants(__file__, args.backends, VARIANTS, arguments), table, args.json)
     return 0
 
 

@@ -3,6 +3,8 @@
 import awd_lstm  # noqa: F401
 
 # isort: on
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -19,6 +21,25 @@ def rng():
 
 def to_numpy(x):
     return keras.ops.convert_to_numpy(x)
+
+
+ERROR_LINE = re.compile(r"awd-lstm( [\w-]+)*: error: \S")
+
+
+def check_error_line(err, pattern=None):
+    """`err`, what an `awd-lstm` command wrote on stderr, is one error line and nothing
+    else: `awd-lstm[ COMMAND]: error: ...`, no traceback, one newline at its end; and
+    `pattern` (a regular expression) is found in it. Returns the line."""
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    assert ERROR_LINE.match(err) and "Traceback" not in err, err
+    if pattern is not None:
+        assert re.search(pattern, err), err
+    return err.strip()
+
+
+def one_error_line(capsys, pattern=None):
+    """`check_error_line` of what the command just run wrote on stderr."""
+    return check_error_line(capsys.readouterr().err, pattern)
 
 
 @pytest.fixture

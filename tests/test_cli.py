@@ -4,7 +4,6 @@ import io
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -15,7 +14,7 @@ import pytest
 
 from awd_lstm.cli import main
 from awd_lstm.runs import Run
-from tests.conftest import TINY_FLAGS
+from tests.conftest import TINY_FLAGS, one_error_line
 
 
 def test_train_on_the_builtin_corpus_writes_a_run(run, capsys):
@@ -85,9 +84,7 @@ def test_bad_input_is_one_sentence_and_exit_2(argv, message, capsys, tmp_path):
     if argv[0] == "train" and "--resume" not in argv:
         argv = [*argv, "--out", str(tmp_path / "out")]
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err
-    assert re.search(message, err), err
+    one_error_line(capsys, message)
     assert not (tmp_path / "out").exists()  # nothing half-written
 
 
@@ -223,20 +220,14 @@ def _copy_run(run, tmp_path):
     return copy
 
 
-def _one_line_error(capsys, pattern):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert re.search(pattern, err), err
-
-
 def test_a_damaged_config_is_one_line(run, tmp_path, capsys):
     copy = _copy_run(run, tmp_path)
     (copy / "config.json").write_text('{"config": {"hidden_size": ')
     assert main(["evaluate", "--run", str(copy)]) == 2
-    _one_line_error(capsys, "config.json is not a valid run configuration")
+    one_error_line(capsys, "config.json is not a valid run configuration")
     (copy / "config.json").write_text('{"config": {"hidden_size": -3}}')
     assert main(["evaluate", "--run", str(copy)]) == 2
-    _one_line_error(capsys, "hidden_size must be a positive integer; got -3")
+    one_error_line(capsys, "hidden_size must be a positive integer; got -3")
 
 
 def test_a_run_with_another_vocabulary_is_refused(run, tmp_path, capsys):
@@ -246,21 +237,21 @@ def test_a_run_with_another_vocabulary_is_refused(run, tmp_path, capsys):
     vocab = Vocabulary.load(copy / "vocab.json")
     Vocabulary(list(reversed(vocab.tokens))).save(copy / "vocab.json")
     assert main(["evaluate", "--run", str(copy)]) == 2
-    _one_line_error(capsys, "is not the vocabulary this run was trained with")
+    one_error_line(capsys, "is not the vocabulary this run was trained with")
     # Without the fingerprint, the weights' shapes give it away.
     saved = json.loads((copy / "config.json").read_text())
     del saved["vocab_fingerprint"], saved["vocab_size"]
     (copy / "config.json").write_text(json.dumps(saved))
     Vocabulary(vocab.tokens + ["extra"]).save(copy / "vocab.json")
     assert main(["evaluate", "--run", str(copy)]) == 2
-    _one_line_error(capsys, "does not fit this model")
+    one_error_line(capsys, "does not fit this model")
 
 
 def test_damaged_weights_are_one_line(run, tmp_path, capsys):
     copy = _copy_run(run, tmp_path)
     (copy / "best.weights.h5").write_bytes(b"not an HDF5 file")
     assert main(["evaluate", "--run", str(copy)]) == 2
-    _one_line_error(capsys, r"best.weights.h5 is not a weights file \(HDF5\): ")
+    one_error_line(capsys, r"best.weights.h5 is not a weights file \(HDF5\): ")
 
 
 def test_a_diverging_run_stops_with_one_line(tmp_path, capsys):
@@ -268,7 +259,7 @@ def test_a_diverging_run_stops_with_one_line(tmp_path, capsys):
     flags[flags.index("--epochs") + 1] = "1"
     out = tmp_path / "diverged"
     assert main(["train", "--out", str(out), *flags, "--lr", "1e30", "--clip", "1e30"]) == 1
-    _one_line_error(capsys, r"training stopped: the loss became (nan|inf) at step \d+ of epoch 1")
+    one_error_line(capsys, r"training stopped: the loss became (nan|inf) at step \d+ of epoch 1")
     assert not (out / "best.weights.h5").exists() and not list(out.glob(".tmp-*"))
     # A run that never completed an epoch starts again with --resume (its settings
     # diverge again here: the same one line, status 1).
@@ -296,7 +287,7 @@ def test_character_level_preset_reports_bits_per_character(tmp_path, capsys):
     assert epoch["val_bpc"] == pytest.approx(epoch["val_loss"] / math.log(2))
     assert "bpc" in capsys.readouterr().out
     assert main(["finetune", "--run", str(out)]) == 2
-    _one_line_error(capsys, "trained with Adam .* give its learning rate with --lr")
+    one_error_line(capsys, "trained with Adam .* give its learning rate with --lr")
 
 
 def test_evaluate_with_the_cache_pointer(run, capsys):
@@ -310,9 +301,9 @@ def test_evaluate_with_the_cache_pointer(run, capsys):
     with_cache = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert with_cache["cache_pointer"]["window"] == 50 and with_cache["ppl"] != without["ppl"]
     assert main(["evaluate", "--run", str(run), "--window", "50"]) == 2
-    _one_line_error(capsys, "--window needs --cache-pointer")
+    one_error_line(capsys, "--window needs --cache-pointer")
     assert main(["evaluate", "--run", str(run), "--cache-pointer", "--lambda", "2"]) == 2
-    _one_line_error(capsys, r"--lambda must be in \[0, 1\]; got 2.0")
+    one_error_line(capsys, r"--lambda must be in \[0, 1\]; got 2.0")
 
 
 def test_generate_prints_words_of_the_vocabulary(run, capsys):
@@ -334,7 +325,7 @@ def test_generate_prints_words_of_the_vocabulary(run, capsys):
         (["--prompt", "nowhere"], "the prompt has words outside the vocabulary"),
     ]:
         assert main(["generate", "--run", str(run), *flags]) == 2
-        _one_line_error(capsys, message)
+        one_error_line(capsys, message)
 
 
 def test_score_prints_one_line_per_sentence(run, tmp_path, capsys):
@@ -354,9 +345,9 @@ def test_score_prints_one_line_per_sentence(run, tmp_path, capsys):
     ]:
         text.write_bytes(content)
         assert main(["score", "--run", str(run), str(text)]) == 2
-        _one_line_error(capsys, message)
+        one_error_line(capsys, message)
     assert main(["score", "--run", str(run), str(tmp_path / "missing.txt")]) == 2
-    _one_line_error(capsys, "missing.txt cannot be read")
+    one_error_line(capsys, "missing.txt cannot be read")
 
 
 class _Output(io.StringIO):
@@ -452,7 +443,7 @@ def test_generate_and_score_an_exported_model_as_its_run(run, tmp_path, capsys):
     for ours, theirs in zip(*(o[1].split() for o in outputs.values())):
         assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
     assert main(["generate", "--model", str(tmp_path / "missing.keras")]) == 2
-    _one_line_error(capsys, "missing.keras cannot be loaded")
+    one_error_line(capsys, "missing.keras cannot be loaded")
     with pytest.raises(SystemExit):  # one source, not both (argparse's usage error)
         main(["generate", "--run", str(run), "--model", str(exported)])
 
@@ -474,7 +465,7 @@ def test_evaluate_with_dynamic_evaluation_leaves_the_run_alone(run, capsys):
         (["--dynamic-eval", "--cache-pointer"], "cannot be combined"),
     ]:
         assert main(["evaluate", "--run", str(run), *flags]) == 2
-        _one_line_error(capsys, message)
+        one_error_line(capsys, message)
 
 
 def test_export_a_run(run, tmp_path, capsys):
@@ -498,12 +489,12 @@ def test_export_a_run(run, tmp_path, capsys):
         assert (
             main(["export", "--run", str(run), "--format", "savedmodel", "--out", str(saved)]) == 2
         )
-        _one_line_error(capsys, "already exists")
+        one_error_line(capsys, "already exists")
     else:
         assert code == 2
-        _one_line_error(capsys, "a SavedModel is a TensorFlow graph")
+        one_error_line(capsys, "a SavedModel is a TensorFlow graph")
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "model.h5")]) == 2
-    _one_line_error(capsys, "--out must end with .keras")
+    one_error_line(capsys, "--out must end with .keras")
 
 
 def test_adaptive_softmax_run_trains_evaluates_and_scores(tmp_path, capsys):

@@ -17,6 +17,7 @@ import pytest
 from awd_lstm.cli import main
 from awd_lstm.data import download as dl
 from awd_lstm.data import load_corpus, read_tokens
+from tests.conftest import one_error_line as shared_one_error_line
 
 PTB = {
     "ptb.train.txt": b" the cat sat on the mat \n a dog <unk> the cat \n the N cats \n",
@@ -103,10 +104,7 @@ def no_mirror(monkeypatch):
 
 
 def one_error_line(capsys):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert err.startswith("awd-lstm data: error: "), err
-    return err
+    return shared_one_error_line(capsys, "^awd-lstm data: error: ")
 
 
 def test_ptb_from_a_mirror_folder_is_the_layout_load_corpus_reads(server, tmp_path, capsys):

@@ -5,7 +5,6 @@ defaults keep the reference's vocabulary and ids."""
 
 import json
 import math
-import re
 import sys
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from awd_lstm.data import EOS, UNK, CorpusError, Tokenization, Vocabulary, load_corpus
 from awd_lstm.data import corpus as corpus_module
 from awd_lstm.generation import generate, score_sentences
+from tests.conftest import one_error_line
 
 TRAIN = "Hello, world! Hello again.\nThe world is big, the World is round.\n"
 VALID = "Hello, Mars!\n"
@@ -274,12 +274,6 @@ def test_run_folder_keeps_the_settings_and_score_and_generate_use_them(text, tmp
 # -- the command ---------------------------------------------------------------------
 
 
-def _error(capsys, pattern):
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    assert re.search(pattern, err), err
-
-
 def test_train_flags_then_score_and_generate_read_text_the_run_way(tmp_path, capsys):
     from awd_lstm.cli import main
     from tests.conftest import TINY_FLAGS
@@ -298,9 +292,9 @@ def test_train_flags_then_score_and_generate_read_text_the_run_way(tmp_path, cap
         (["--split-punctuation", "--level", "char"], "for word-level corpora"),
     ]:
         assert main([*base, *flags]) == 2
-        _error(capsys, message)
+        one_error_line(capsys, message)
     assert main(["train", "--out", str(out), *TINY_FLAGS, "--lowercase"]) == 2
-    _error(capsys, "give --data, a corpus folder, for tokenization settings")
+    one_error_line(capsys, "give --data, a corpus folder, for tokenization settings")
     assert not out.exists()
 
     flags = ["--lowercase", "--split-punctuation", "--min-count", "2"]
@@ -325,7 +319,7 @@ def test_train_flags_then_score_and_generate_read_text_the_run_way(tmp_path, cap
     assert result.out.startswith("Hello, World! ") and result.err == ""
 
     assert main(["train", "--resume", str(out), "--lowercase", "--max-vocab", "9"]) == 2
-    _error(capsys, "with its own settings; drop --lowercase, --max-vocab$")
+    one_error_line(capsys, "with its own settings; drop --lowercase, --max-vocab$")
 
 
 def test_train_help_names_the_vocabulary_flags(capsys):

@@ -20,7 +20,7 @@ from awd_lstm._files import CheckpointError, ModelFileError
 from awd_lstm.cli import main
 from awd_lstm.config import TrainingConfig
 from awd_lstm.runs import Run, RunError
-from tests.conftest import TINY_FLAGS
+from tests.conftest import TINY_FLAGS, one_error_line
 
 ON_TENSORFLOW_ONLY = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="reads files as data: the same on every backend"
@@ -37,10 +37,7 @@ def one_sentence(error):
 def command_error(capsys, argv, status=2):
     """The one line `awd-lstm ARGV` writes on stderr, failing with `status`."""
     assert main(argv) == status
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith(f"awd-lstm {argv[0]}: error: ")
-    return lines[0]
+    return one_error_line(capsys, f"^awd-lstm {argv[0]}: error: ")
 
 
 @pytest.fixture

@@ -710,19 +710,26 @@ def test_mixed_precision_trains_with_float32_weights_and_logits(rng, device, mon
     assert np.corrcoef(moved, mixed_moved)[0, 1] > 0.95
 
 
-def test_a_qrnn_run_under_mixed_precision_resumes_to_the_same_end(corpus, tmp_path):
+def test_a_qrnn_run_under_mixed_precision_resumes_to_the_same_end(corpus, tmp_path, monkeypatch):
     """A QRNN run under `mixed_precision` killed after epoch 1 resumes from its
     checkpoint (float32 weights, bfloat16 computation; the QRNN's carried state is
     zeroed at each epoch, its masks drawn from the checkpointed generators) and ends
-    where the uninterrupted one does."""
+    where the uninterrupted one does. On a CPU without bfloat16 instructions the run
+    says it will be slower."""
+    from awd_lstm import resources
     from awd_lstm.runs import Run
 
     config = dataclasses.replace(
         TINY, epochs=2, cell="qrnn", weight_dropout=0.3, mixed_precision=True
     )
+    monkeypatch.setattr(resources, "cpu_has_bfloat16", lambda: False)
+    whole_lines = []
     _, whole = train(
-        config, corpus, str(tmp_path / "a"), log=lambda _: None, progress=False, test=False
+        config, corpus, str(tmp_path / "a"), log=whole_lines.append, progress=False, test=False
     )
+    assert whole_lines[0].startswith("warning: this CPU has no bfloat16 instructions")
+    assert not any("bfloat16" in line for line in whole_lines[1:])
+    monkeypatch.setattr(resources, "cpu_has_bfloat16", lambda: True)
 
     def log(line):
         if line.startswith("epoch 1: train"):

@@ -572,6 +572,32 @@ def build_parser():
     return parser
 
 
+# The arguments that name files and folders, as the command line writes them.
+PATH_ARGUMENTS = {
+    "run": "--run",
+    "out": "--out",
+    "data": "--data",
+    "model": "--model",
+    "resume": "--resume",
+    "encoder": "--encoder",
+    "confusion": "--confusion",
+    "dir": "--dir",
+    "file": "FILE",
+    "directory": "DIR",
+    "runs": "RUN",
+}
+
+
+def _check_paths_not_empty(args):
+    """An empty or blank path (spaces only: a slip, not a name) is refused, naming its
+    argument."""
+    for name, flag in PATH_ARGUMENTS.items():
+        value = getattr(args, name, None)
+        for path in value if isinstance(value, list) else [value]:
+            if isinstance(path, str) and not path.strip():
+                raise UsageError(f"{flag} is {'blank' if path else 'empty'}; give a path")
+
+
 def _check_folders_free(args):
     """Refuses at once, before Keras is imported, a command whose run folders (those
     it writes and the run it fine-tunes or takes the encoder of, where the command
@@ -781,6 +807,7 @@ def command_train(args):
     _check_batch(args, config)
     options = dict(data=args.data, level=level, preset=preset, tokenization=tokenization)
     options.update(synthetic_tokens=args.synthetic_tokens, max_minutes=args.max_minutes)
+    options.update(replicas=_replicas(args))
     flags = dict(synthetic_tokens="--synthetic-tokens", max_minutes="--max-minutes", data="--data")
     if not chief:
         # A multi-worker run's other workers prepare and train in a folder of their
@@ -839,6 +866,11 @@ def _check_batch(args, config):
         args.distribution.check_batch(config.batch_size)
 
 
+def _replicas(args):
+    """The devices the run's batch is split over (its memory is checked per device)."""
+    return 1 if args.distribution is None else args.distribution.replicas
+
+
 def _train(args, run, corpus, resume, weights=None):
     """Trains (or fine-tunes) the run; the library tests it and writes final.json."""
     from awd_lstm import training
@@ -870,7 +902,13 @@ def command_finetune(args):
     with _writing("finetune", out, make=not args.resume):
         with _flags_named(max_minutes="--max-minutes"):
             run, corpus, weights = open_finetune(
-                args.run, out, args.resume, args.max_minutes, data=args.data, **overrides
+                args.run,
+                out,
+                args.resume,
+                args.max_minutes,
+                data=args.data,
+                replicas=_replicas(args),
+                **overrides,
             )
         print(f"awd-lstm finetune: {args.run} -> {run.path}", flush=True)
         return _train(args, run, corpus, resume=args.resume, weights=weights)
@@ -1118,6 +1156,7 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_paths_not_empty(args)
         _check_folders_free(args)
         _select_backend(args)
         from awd_lstm import distribute

@@ -321,6 +321,40 @@ PROC = "/proc"
 CGROUP_MOUNT = "/sys/fs/cgroup"
 
 
+# The CPU features that compute bfloat16 products in hardware, as Linux's
+# /proc/cpuinfo names them: x86's AVX-512 BF16 and AMX, Arm's BF16 extension.
+BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_info():
+    """`(model, flags)` of the first CPU in Linux's /proc/cpuinfo: its model name
+    ("unknown" where none is given) and its feature flags (x86 `flags`, Arm
+    `Features`); `(None, set())` where there is no such file."""
+    try:
+        with open(os.path.join(PROC, "cpuinfo"), encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None, set()
+    model, flags = "unknown", set()
+    for line in lines:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model name") and model == "unknown":
+            model = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    return model, flags
+
+
+def cpu_has_bfloat16():
+    """Whether the CPU computes bfloat16 products in hardware (`BFLOAT16_FLAGS`); None
+    where it is not known (no /proc/cpuinfo: not Linux)."""
+    model, flags = cpu_info()
+    if model is None or not flags:
+        return None
+    return any(flag in flags for flag in BFLOAT16_FLAGS)
+
+
 def _cgroup_headroom():
     """Bytes this process's cgroup, and each cgroup above it, still lets it take (its
     limit less what it uses, the reclaimable page cache not counted); None without a

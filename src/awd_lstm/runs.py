@@ -633,6 +633,7 @@ def create_training_run(
     synthetic_tokens=None,
     max_minutes=None,
     tokenization=None,
+    replicas=1,
 ):
     """Makes a training run in `path`: reads the corpus in `data` at `level` (or, with
     `data=None`, writes the built-in corpus of `synthetic_tokens` training tokens,
@@ -641,8 +642,9 @@ def create_training_run(
     `awd_lstm.data.Tokenization` or its dict; default: the reference's) reads the text
     and chooses the vocabulary, and is kept in `vocab.json`. Everything is checked
     before anything is written, and a folder this call made is removed again if it
-    fails. Returns `(run, corpus, description)`, the description naming the corpus for
-    a log line."""
+    fails. `replicas`: the devices the batch will be split over, for the memory check.
+    Returns `(run, corpus, description)`, the description naming the corpus for a log
+    line."""
     from awd_lstm import backend
     from awd_lstm.data import Tokenization, load_corpus
     from awd_lstm.presets import SYNTHETIC_SOURCE
@@ -686,7 +688,7 @@ def create_training_run(
         corpus = load_corpus(data, level=level, tokenization=tokenization)
         check_splits(config, corpus)
         vocab_size = len(corpus.vocab)
-    check_training_memory(config, vocab_size)  # before the folder is made
+    check_training_memory(config, vocab_size, replicas)  # before the folder is made
     with _whole_or_removed(path):
         synthetic = None
         if data is None:
@@ -725,12 +727,14 @@ def resume_run(path, stage="train", writes=True):
     return run, run.corpus()
 
 
-def open_finetune(trained, path=None, resume=False, max_minutes=None, data=None, **overrides):
+def open_finetune(
+    trained, path=None, resume=False, max_minutes=None, data=None, replicas=1, **overrides
+):
     """The fine-tuning of the trained run in folder `trained`, in folder `path`
     (default `trained/finetune`): made with `finetune_config(**overrides)` and
     `max_minutes`, or with `resume=True` opened again to continue (with its own
-    settings); refused (`RunInUseError`) while another process trains `trained` or
-    writes to `path`. Returns `(run, corpus, weights)`:
+    settings; `replicas` as in `create_training_run`); refused (`RunInUseError`)
+    while another process trains `trained` or writes to `path`. Returns `(run, corpus, weights)`:
     `awd_lstm.training.finetune(run.config, corpus, run.path, weights, resume=resume,
     max_seconds=run.max_seconds)` runs it (`weights` is None where it continues from
     its checkpoint)."""
@@ -756,7 +760,7 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, data=None,
     weights = parent.trained_weights("best")
     if data is None:
         corpus = parent.corpus()
-        check_training_memory(config, len(corpus.vocab))
+        check_training_memory(config, len(corpus.vocab), replicas)
         run = parent.create_finetune(path, config, max_minutes=max_minutes)
         return run, corpus, weights
     from awd_lstm.data import load_corpus
@@ -766,7 +770,7 @@ def open_finetune(trained, path=None, resume=False, max_minutes=None, data=None,
     level, tokenization = parent.vocabulary.level, parent.vocabulary.tokenization
     corpus = load_corpus(data, level=level, tokenization=tokenization)
     check_splits(config, corpus)
-    check_training_memory(config, len(corpus.vocab))
+    check_training_memory(config, len(corpus.vocab), replicas)
     weights = remap_weights(parent.config, parent.vocabulary, corpus.vocab, weights)
     run = parent.create_finetune(path, config, max_minutes, data=data, vocabulary=corpus.vocab)
     return run, corpus, weights

@@ -265,6 +265,12 @@ def _run(
     distribution.check_batch(config.batch_size)
     train_data = recipe.check_splits(config, corpus)  # before anything is written
     resources.check_training_memory(config, len(corpus.vocab), distribution.replicas)
+    if config.dtype_policy == "mixed_bfloat16" and resources.cpu_has_bfloat16() is False:
+        log(
+            "warning: this CPU has no bfloat16 instructions (AVX-512 BF16, AMX or Arm's "
+            "BF16); under mixed_precision its products convert to and from bfloat16 and "
+            "train slower than in float32"
+        )
     with (
         _out_of_memory_stops_the_run(run_dir),
         _output_folder(run_dir, distribution, log) as out_dir,
