@@ -44,6 +44,13 @@ def _cross_entropy(logits, targets):
     return -np.take_along_axis(log_probs, targets[..., None], -1).mean()
 
 
+def _random_bias(model, rng, ids):
+    """Builds the model on `ids` and gives its decoder bias random values (it starts
+    at zero, where a bias left out would go unseen)."""
+    model(ids)
+    model.decoder_bias.assign(rng.normal(size=VOCAB).astype("float32"))
+
+
 def test_logits_shape_and_tied_decoder(rng):
     model = _tiny()
     ids = rng.integers(0, VOCAB, (2, 5))
@@ -73,6 +80,7 @@ def test_evaluation_loss_equals_hand_computation(rng):
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     ids = rng.integers(0, VOCAB, (4, 9))
     targets = rng.integers(0, VOCAB, (4, 9))
+    _random_bias(model, rng, ids)
     loss = model.evaluate(ids, targets, batch_size=4, verbose=0)
     logits, _ = _numpy_forward(model, ids)
     assert loss == pytest.approx(_cross_entropy(logits, targets), abs=1e-5)
@@ -86,6 +94,7 @@ def test_per_token_losses_equal_hand_computation(rng):
     model = _tiny(**NO_DROPOUT, alpha=0.0, beta=0.0)
     ids = rng.integers(0, VOCAB, (3, 7))
     targets = rng.integers(0, VOCAB, (3, 7))
+    _random_bias(model, rng, ids)
     losses = to_numpy(model.score(ids, targets))
     logits, _ = _numpy_forward(model, ids)
     assert losses.shape == (3, 7)

@@ -182,12 +182,9 @@ class NTASGD(
         # under way is number `iterations - averaging_start + 1` since the switch.
         started = ops.greater_equal(self.averaging_start, 0)
         count = ops.maximum(self.iterations - self.averaging_start + 1, 1)
-        for variable, average in zip(trainable_variables, averages):
-            if average is None:
-                continue
-            weight = ops.where(started, 1.0 / ops.cast(count, "float32"), 1.0)
-            weight = ops.cast(weight, variable.dtype)
-            average.assign(average + (variable - average) * weight)
+        weight = ops.where(started, 1.0 / ops.cast(count, "float32"), 1.0)
+        pairs = [(a, v) for v, a in zip(trainable_variables, averages) if a is not None]
+        backend.move_averages([a for a, _ in pairs], [v for _, v in pairs], weight)
 
     def average_values(self):
         """The averaged weights, in the order of the trainable variables."""

@@ -119,6 +119,30 @@ def matmul_transposed(inputs, table):
     return ops.matmul(inputs, ops.transpose(table))
 
 
+def decoder_logits(inputs, table, bias):
+    """The tied decoder's float32 logits, `inputs @ table^T + bias` over the last axis
+    of `inputs`. On PyTorch in float32 one `torch.nn.functional.linear`: the product
+    and the bias in one `addmm`, as `nn.Linear` computes them (added apart, the bias
+    reads and writes the whole `(tokens, vocabulary)` array once more forward and
+    once backward: 3% of a `small` step). Elsewhere, and under a mixed policy,
+    `matmul_transposed` in the compute dtype, then the bias in float32."""
+    if name() != "jax" and keras.backend.standardize_dtype(inputs.dtype) == "float32":
+        return _module().decoder_logits(inputs, table, bias)
+    logits = matmul_transposed(inputs, table)
+    return ops.cast(logits, "float32") + ops.cast(bias, "float32")
+
+
+def move_averages(averages, variables, weight):
+    """`average += (variable - average) * weight` for every pair (`weight`: a scalar
+    tensor). On PyTorch one fused update of them all (Keras' eager ops take three
+    passes over each variable and a Python dispatch per op: 3% of a `small` step,
+    spent before NT-ASGD's switch keeping the averages equal to the weights)."""
+    if name() == "torch":
+        return _module().move_averages(averages, variables, weight)
+    for variable, average in zip(variables, averages):
+        average.assign(average + (variable - average) * ops.cast(weight, variable.dtype))
+
+
 def target_cross_entropy(logits, targets):
     """The cross-entropy of every token, `-log softmax(logits)[target]`, by each
     backend's cheapest exact route (see their modules)."""

@@ -17,6 +17,16 @@ def matmul_transposed(inputs, table):
     return logits
 
 
+def decoder_logits(inputs, table, bias):
+    """`matmul_transposed` with the bias added by `BiasAdd` to the flat product, the
+    pair TensorFlow's graph optimizer fuses into one oneDNN product."""
+    flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
+    logits = tf.nn.bias_add(tf.matmul(flat, table, transpose_b=True), bias)
+    logits = tf.reshape(logits, tf.concat([tf.shape(inputs)[:-1], tf.shape(table)[:1]], 0))
+    logits.set_shape(inputs.shape[:-1] + table.shape[:1])
+    return logits
+
+
 def associative_scan(f, elems, axis):
     """`keras.ops.associative_scan`, its results given the static shapes of `elems`
     (those of an `f` whose results have the shapes of its arguments): Keras'

@@ -23,6 +23,22 @@ def keep_mask(shape, rate, seed):
     return (words.view(torch.int16)[:size] >= threshold - 2**15).reshape(shape)
 
 
+def decoder_logits(inputs, table, bias):
+    """`torch.nn.functional.linear`: `inputs @ table^T + bias` in one `addmm`."""
+    as_tensor = keras.ops.convert_to_tensor
+    return torch.nn.functional.linear(as_tensor(inputs), as_tensor(table), as_tensor(bias))
+
+
+def move_averages(averages, variables, weight):
+    """One `torch._foreach_lerp_` over every average: `average += (variable -
+    average) * weight`. `_foreach_lerp_` is the private fused entry PyTorch's own
+    optimizers (and Keras' PyTorch optimizers, with the other `_foreach_` ops) use;
+    no public function updates a list of tensors in one call."""
+    weight = float(keras.ops.convert_to_numpy(weight))
+    with torch.no_grad():
+        torch._foreach_lerp_([a.value for a in averages], [v.value for v in variables], weight)
+
+
 def target_cross_entropy(logits, targets):
     """On the flattened `(tokens, vocabulary)` logits: Keras' PyTorch loss moves the
     vocabulary axis to position 1 for `cross_entropy`, and the softmax and its

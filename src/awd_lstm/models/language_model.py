@@ -508,10 +508,9 @@ class AWDLSTMLanguageModel(keras.Model):
             )
         if self.adaptive_softmax is not None:
             return self.adaptive_softmax(dropped, table, self.decoder_bias, targets=targets)
-        logits = backend.matmul_transposed(dropped, table)
         # float32 logits under a mixed policy too (the softmax and the loss need
-        # its precision; the product itself ran in the compute dtype).
-        logits = ops.cast(logits, "float32") + ops.cast(self.decoder_bias, "float32")
+        # its precision; the product itself runs in the compute dtype).
+        logits = backend.decoder_logits(dropped, table, self.decoder_bias)
         if targets is None:
             return logits
         return backend.target_cross_entropy(logits, targets)
