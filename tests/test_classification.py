@@ -99,6 +99,31 @@ def test_predict_gives_a_label_and_probabilities_per_line(classifier_run, task, 
     assert [o["label"] for o in objects] == [r[0] for r in rows]
 
 
+def test_predictions_stream_window_by_window(classifier_run, task):
+    """`iter_predict` gives `predict`'s probabilities, in input order, reading its
+    input a window at a time: the first result comes after one window is read."""
+    from awd_lstm.classification import ClassifierRun
+    from awd_lstm.data.labelled import read_labelled_table
+
+    run = ClassifierRun.open(classifier_run)
+    texts = [text for text, _ in read_labelled_table(task / "test.tsv")[:7]]
+    whole = run.predict(texts)
+    read = []
+
+    def lines():
+        for text in texts:
+            read.append(text)
+            yield text
+
+    stream = run.iter_predict(lines(), window=3)
+    first = next(stream)
+    assert len(read) == 3
+    streamed = np.stack([first, *stream])
+    np.testing.assert_allclose(streamed, whole, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="`window` must be a positive integer"):
+        next(run.iter_predict(texts, window=0))
+
+
 def test_a_resumed_classifier_run_ends_as_an_uninterrupted_one(task, classifier_run, tmp_path):
     from awd_lstm import classification
 

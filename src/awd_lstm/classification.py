@@ -23,6 +23,7 @@ words' (naive Bayes).
 
 import contextlib
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -54,6 +55,9 @@ UNFREEZE = ("gradual", "all", "none")
 MAX_TRAIN_DOCUMENTS = 100_000
 # The built-in task's documents (in the run folder, read again on resume).
 TASK = "data"
+# Documents `iter_predict` (and `awd-lstm classify predict`) reads and predicts at a
+# time: enough to sort them into batches of like lengths, few enough to hold.
+PREDICT_WINDOW = 1024
 
 
 class ClassifierRunError(ValueError):
@@ -344,6 +348,23 @@ class ClassifierRun:
         model = self.load_model()
         docs = encode_documents(texts, self.vocabulary)
         return _probabilities(model, docs, batch_size, self.config.length_quantum, progress)
+
+    def iter_predict(self, texts, batch_size=64, window=PREDICT_WINDOW, progress=False):
+        """Yields the class probabilities of each of `texts` (an iterable: a file's
+        lines are read as it goes), in order, under the best weights: `predict`'s,
+        `window` documents at a time (each window sorted by length into batches, a
+        progress bar per window), so that memory does not grow with the input."""
+        from awd_lstm.data.labelled import encode_documents
+
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("window", window)
+        model = self.load_model()
+        quantum = self.config.length_quantum
+        texts, read = iter(texts), 0
+        while chunk := list(itertools.islice(texts, window)):
+            docs = encode_documents(chunk, self.vocabulary, start=read)
+            read += len(chunk)
+            yield from _probabilities(model, docs, batch_size, quantum, progress)
 
     def evaluate(self, split="test", batch_size=64, progress=False):
         """Accuracy, error, per-class precision/recall/F1 and the confusion matrix

@@ -743,14 +743,6 @@ def _input_file(path):
         yield file
 
 
-def _input_lines(path):
-    """The lines of the UTF-8 text in `path` (`-`: standard input)."""
-    from awd_lstm.data.corpus import read_lines
-
-    with _input_file(path) as file:
-        return list(read_lines(file, "standard input" if path == "-" else path))
-
-
 def command_export(args):
     from awd_lstm.export import export_run
     from awd_lstm.runs import Run
@@ -1115,16 +1107,20 @@ def _classify_evaluate(args, classification):
 
 def _classify_predict(args, classification):
 
+    from awd_lstm.data.corpus import read_lines
+
     run = classification.ClassifierRun.open(args.run)
-    documents = _input_lines(args.file)
-    probabilities = run.predict(documents, progress=_progress(args))
     labels = list(run.labels)
-    for p in probabilities:
-        label = labels[int(p.argmax())]
-        if args.format == "jsonl":
-            print(json.dumps({"label": label, "probabilities": dict(zip(labels, map(float, p)))}))
-        else:
-            print("\t".join([label, *(f"{x:.6f}" for x in p)]))
+    with _input_file(args.file) as file:
+        documents = read_lines(file, "standard input" if args.file == "-" else args.file)
+        # Each window's results as soon as they are known: nothing grows with the input.
+        for p in run.iter_predict(documents, progress=_progress(args)):
+            label = labels[int(p.argmax())]
+            if args.format == "jsonl":
+                probabilities = dict(zip(labels, map(float, p)))
+                print(json.dumps({"label": label, "probabilities": probabilities}), flush=True)
+            else:
+                print("\t".join([label, *(f"{x:.6f}" for x in p)]), flush=True)
     return 0
 
 

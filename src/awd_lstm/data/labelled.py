@@ -573,7 +573,7 @@ def document_lines(text):
     return lines
 
 
-def encode_documents(docs, vocab, max_tokens=None):
+def encode_documents(docs, vocab, max_tokens=None, start=0):
     """The token ids of documents, read as the language model's corpus files are:
     each line's tokens then `<eos>`, with `vocab`'s tokenization; words outside the
     vocabulary become `<unk>` (a vocabulary without `<unk>` raises `CorpusError`).
@@ -583,6 +583,8 @@ def encode_documents(docs, vocab, max_tokens=None):
         vocab: The language model's `Vocabulary`.
         max_tokens: Keep at most this many tokens of every document, the first ones
             (default: all).
+        start: The number of the first document, for messages (documents read in
+            windows).
 
     Returns:
         A list of int32 arrays, one per document.
@@ -595,7 +597,7 @@ def encode_documents(docs, vocab, max_tokens=None):
             tokens = tokenize_line("", vocab.level, vocab.tokenization)
         if max_tokens is not None:
             tokens = tokens[:max_tokens]
-        out.append(vocab.encode(tokens, source=f"document {i}"))
+        out.append(vocab.encode(tokens, source=f"document {start + i}"))
     return out
 
 
