@@ -121,7 +121,7 @@ def test_predictions_stream_window_by_window(classifier_run, task):
     streamed = np.stack([first, *stream])
     np.testing.assert_allclose(streamed, whole, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="`window` must be a positive integer"):
-        next(run.iter_predict(texts, window=0))
+        run.iter_predict(texts, window=0)  # at the call, before any text is read
 
 
 def test_a_resumed_classifier_run_ends_as_an_uninterrupted_one(task, classifier_run, tmp_path):

@@ -349,22 +349,27 @@ class ClassifierRun:
         docs = encode_documents(texts, self.vocabulary)
         return _probabilities(model, docs, batch_size, self.config.length_quantum, progress)
 
-    def iter_predict(self, texts, batch_size=64, window=PREDICT_WINDOW, progress=False):
-        """Yields the class probabilities of each of `texts` (an iterable: a file's
-        lines are read as it goes), in order, under the best weights: `predict`'s,
-        `window` documents at a time (each window sorted by length into batches, a
-        progress bar per window), so that memory does not grow with the input."""
+    def iter_predict(self, texts, batch_size=64, window=PREDICT_WINDOW):
+        """An iterator over the class probabilities of each of `texts` (an iterable:
+        a file's lines are read as it goes), in order, under the best weights:
+        `predict`'s, `window` documents at a time (each window sorted by length into
+        batches), so that memory does not grow with the input. The arguments are
+        checked and the model loaded at the call, before any text is read."""
         from awd_lstm.data.labelled import encode_documents
 
         check_positive_int("batch_size", batch_size)
         check_positive_int("window", window)
         model = self.load_model()
         quantum = self.config.length_quantum
-        texts, read = iter(texts), 0
-        while chunk := list(itertools.islice(texts, window)):
-            docs = encode_documents(chunk, self.vocabulary, start=read)
-            read += len(chunk)
-            yield from _probabilities(model, docs, batch_size, quantum, progress)
+
+        def probabilities():
+            rest, read = iter(texts), 0
+            while chunk := list(itertools.islice(rest, window)):
+                docs = encode_documents(chunk, self.vocabulary, start=read)
+                read += len(chunk)
+                yield from _probabilities(model, docs, batch_size, quantum)
+
+        return probabilities()
 
     def evaluate(self, split="test", batch_size=64, progress=False):
         """Accuracy, error, per-class precision/recall/F1 and the confusion matrix

@@ -899,7 +899,6 @@ def command_finetune(args):
                 args.resume,
                 args.max_minutes,
                 data=args.data,
-                replicas=_replicas(args),
                 **overrides,
             )
         print(f"awd-lstm finetune: {args.run} -> {run.path}", flush=True)
@@ -1113,8 +1112,9 @@ def _classify_predict(args, classification):
     labels = list(run.labels)
     with _input_file(args.file) as file:
         documents = read_lines(file, "standard input" if args.file == "-" else args.file)
-        # Each window's results as soon as they are known: nothing grows with the input.
-        for p in run.iter_predict(documents, progress=_progress(args)):
+        # Each window's results as soon as they are known: nothing grows with the input
+        # (the lines printed are the progress; no bar among them).
+        for p in run.iter_predict(documents):
             label = labels[int(p.argmax())]
             if args.format == "jsonl":
                 probabilities = dict(zip(labels, map(float, p)))

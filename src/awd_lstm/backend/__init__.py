@@ -137,7 +137,8 @@ def move_averages(averages, variables, weight):
     tensor). On PyTorch one fused update of them all (Keras' eager ops take three
     passes over each variable and a Python dispatch per op: 3% of a `small` step,
     spent before NT-ASGD's switch keeping the averages equal to the weights)."""
-    if name() == "torch":
+    if name() == "torch" and not in_stateless_scope():
+        # (In a stateless scope the values are the caller's: updated by `assign`.)
         return _module().move_averages(averages, variables, weight)
     for variable, average in zip(variables, averages):
         average.assign(average + (variable - average) * ops.cast(weight, variable.dtype))

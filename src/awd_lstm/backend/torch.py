@@ -33,8 +33,11 @@ def move_averages(averages, variables, weight):
     """One `torch._foreach_lerp_` over every average: `average += (variable -
     average) * weight`. `_foreach_lerp_` is the private fused entry PyTorch's own
     optimizers (and Keras' PyTorch optimizers, with the other `_foreach_` ops) use;
-    no public function updates a list of tensors in one call."""
-    weight = float(keras.ops.convert_to_numpy(weight))
+    no public function updates a list of tensors in one call. The weight stays a
+    tensor: no wait for the device at every step."""
+    if not averages:
+        return
+    weight = keras.ops.convert_to_tensor(weight).to(averages[0].value.dtype)
     with torch.no_grad():
         torch._foreach_lerp_([a.value for a in averages], [v.value for v in variables], weight)
 
