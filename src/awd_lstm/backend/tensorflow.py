@@ -8,23 +8,21 @@ from awd_lstm.backend._lstm_gradient import backward_factors, backward_step
 from awd_lstm.distribute import rows_of_replica
 
 
-def matmul_transposed(inputs, table):
-    """One `MatMul(transpose_b=True)` on the flattened inputs."""
+def matmul_transposed(inputs, table, bias=None):
+    """One `MatMul(transpose_b=True)` on the flattened inputs; with `bias`, added by
+    `BiasAdd` to the flat product, the pair TensorFlow's graph optimizer fuses into
+    one oneDNN product."""
     flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
     logits = tf.matmul(flat, table, transpose_b=True)
+    if bias is not None:
+        logits = tf.nn.bias_add(logits, bias)
     logits = tf.reshape(logits, tf.concat([tf.shape(inputs)[:-1], tf.shape(table)[:1]], 0))
     logits.set_shape(inputs.shape[:-1] + table.shape[:1])
     return logits
 
 
 def decoder_logits(inputs, table, bias):
-    """`matmul_transposed` with the bias added by `BiasAdd` to the flat product, the
-    pair TensorFlow's graph optimizer fuses into one oneDNN product."""
-    flat = tf.reshape(inputs, [-1, tf.shape(inputs)[-1]])
-    logits = tf.nn.bias_add(tf.matmul(flat, table, transpose_b=True), bias)
-    logits = tf.reshape(logits, tf.concat([tf.shape(inputs)[:-1], tf.shape(table)[:1]], 0))
-    logits.set_shape(inputs.shape[:-1] + table.shape[:1])
-    return logits
+    return matmul_transposed(inputs, table, bias)
 
 
 def associative_scan(f, elems, axis):
